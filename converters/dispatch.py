@@ -1,0 +1,53 @@
+"""`convlens convert SOURCE`: keras:NAME, torch:NAME, FILE.keras, FILE.pt2 -> .onnx with metadata."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.errors import ConvlensError
+from engine.onnx_file import check_writable, save_onnx
+
+from .common import input_size_arg
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """('keras'|'torch'|'keras-file'|'torch-file', name or path)."""
+    if source.startswith("keras:"):
+        return "keras", source[6:]
+    if source.startswith("torch:"):
+        return "torch", source[6:]
+    path = Path(source)
+    if path.suffix == ".keras":
+        return "keras-file", source
+    if path.suffix == ".pt2":
+        return "torch-file", source
+    raise ConvlensError(f"Unknown source {source!r}; use keras:NAME, torch:NAME, a .keras file or a .pt2 file.")
+
+
+def convert(source: str, out: str | os.PathLike, *, weights: str | None = "none", include_top: bool = True,
+            input_size=None, preprocess: str | None = None, force: bool = False) -> Path:
+    """Convert a framework model to an .onnx file with its layers exposed; returns the written path."""
+    out = check_writable(out, force)
+    kind, name = parse_source(source)
+    size = input_size_arg(input_size)
+    if kind in ("keras-file", "torch-file") and not Path(name).exists():
+        raise ConvlensError(f"Model file not found: {name}")
+    if kind == "keras":
+        from .keras_converter import convert_applications
+
+        model = convert_applications(name, weights, include_top, size, preprocess)
+    elif kind == "keras-file":
+        from .keras_converter import convert_keras_file
+
+        model = convert_keras_file(name, preprocess)
+    elif kind == "torch":
+        from .torch_converter import convert_torchvision
+
+        if not include_top:
+            raise ConvlensError("--no-top applies to keras:NAME sources; torchvision models are converted whole.")
+        model = convert_torchvision(name, weights, size)
+    else:
+        from .torch_converter import convert_exported_program
+
+        model = convert_exported_program(name)
+    return save_onnx(model, out, force)

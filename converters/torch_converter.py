@@ -1,0 +1,156 @@
+"""PyTorch -> ONNX with every named leaf module's output exposed, through torch.onnx.export."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import onnx
+
+from engine.errors import ConvlensError
+from engine.metadata import InputSpec, LayerInfo
+
+from .common import finish
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvlensError("Converting a PyTorch model needs torch: pip install 'convlens[torch]'.") from None
+    return torch
+
+
+def layer_kind(module) -> str:
+    name = type(module).__name__
+    if "Conv" in name:
+        return "conv"
+    if "Pool" in name:
+        return "pool"
+    if name in ("Linear",):
+        return "dense"
+    if "Norm" in name:
+        return "norm"
+    if name in ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "SiLU", "GELU", "Sigmoid", "Hardswish", "Hardsigmoid",
+                "Tanh", "ELU", "Softplus", "Mish", "Softmax"):
+        return "activation"
+    return "other"
+
+
+def convert_module(module, example_input, *, name: str = "model", preprocess: str = "torch",
+                   labels="imagenet", opset: int = 17):
+    """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata."""
+    torch = _torch()
+    module = module.eval()
+    leaves = {path: m for path, m in module.named_modules() if path and not list(m.children())}
+    captured: dict[str, object] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, p=path: captured.__setitem__(p, out))
+             for path, m in leaves.items()]
+    inplace = [(m, m.inplace) for m in module.modules() if isinstance(getattr(m, "inplace", None), bool)]
+    for m, _ in inplace:  # in-place ops would alias the captured tensors
+        m.inplace = False
+    try:
+        with torch.no_grad():
+            captured.clear()
+            module(example_input)
+        exposed = [p for p in leaves if isinstance(captured.get(p), torch.Tensor)]
+
+        class Exposed(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+
+            def forward(self, x):
+                captured.clear()
+                y = self.inner(x)
+                return (y,) + tuple(captured[p] for p in exposed)
+
+        out_names = ["logits"] + [f"{p}" for p in exposed]
+        buf = io.BytesIO()
+        with torch.no_grad():
+            torch.onnx.export(Exposed(), (example_input,), buf, dynamo=False, input_names=["input"],
+                              output_names=out_names, opset_version=opset, do_constant_folding=True,
+                              dynamic_axes={n: {0: "N"} for n in ["input"] + out_names})
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, flag in inplace:
+            m.inplace = flag
+    model = onnx.load_model_from_string(buf.getvalue())
+    shape = tuple(example_input.shape)
+    layers = [LayerInfo(name=p, tensor=p, kind=layer_kind(leaves[p]),
+                        layout="NCHW" if captured_ndim(model, p) != 2 else "flat") for p in exposed]
+    spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")
+    return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
+                  probabilities_output=None, logits_output="logits", labels=labels)
+
+
+def captured_ndim(model: onnx.ModelProto, tensor: str) -> int | None:
+    for out in model.graph.output:
+        if out.name == tensor and out.type.tensor_type.HasField("shape"):
+            return len(out.type.tensor_type.shape.dim)
+    return None
+
+
+def torchvision_model(name: str, weights: str | None):
+    """A torchvision classifier by name, with weights 'imagenet', 'none', a .pth state dict or Keras VGG weights."""
+    torch = _torch()
+    try:
+        import torchvision
+    except ImportError:
+        raise ConvlensError("torch:NAME models need torchvision: pip install 'convlens[torch]'.") from None
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        import difflib
+
+        close = difflib.get_close_matches(name, available, n=3)
+        raise ConvlensError(f"Unknown torchvision model {name!r}" + (f"; closest: {', '.join(close)}." if close else "."))
+    w = (weights or "none").lower()
+    if w == "imagenet":
+        try:
+            return torchvision.models.get_model(name, weights="DEFAULT").eval()
+        except Exception as exc:  # offline machines cannot download
+            raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
+                                "pass --weights FILE.pth or --weights none.") from None
+    model = torchvision.models.get_model(name, weights=None).eval()
+    if w == "none":
+        return model
+    path = Path(weights)
+    if not path.exists():
+        raise ConvlensError(f"Weights file not found: {path}")
+    if path.name.endswith(".h5"):
+        from .vgg_transfer import keras_h5_to_torch_state
+
+        state = keras_h5_to_torch_state(path, name)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConvlensError(f"Cannot read {path} as a PyTorch state dict ({exc.__class__.__name__}).") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise ConvlensError(f"{path} does not fit torchvision {name}: {str(exc).splitlines()[0][:200]}") from None
+    return model
+
+
+def convert_torchvision(name: str, weights: str | None = "none", input_size=None):
+    torch = _torch()
+    model = torchvision_model(name, weights)
+    h, w = input_size or (224, 224)
+    example = torch.zeros(1, 3, h, w)
+    return convert_module(model, example, name=f"torchvision.{name}")
+
+
+def convert_exported_program(path: str):
+    """A torch.export .pt2 file: loaded without running pickled code, then exported like a module."""
+    torch = _torch()
+    try:
+        ep = torch.export.load(path)
+    except Exception as exc:
+        raise ConvlensError(f"Cannot load {path} as a torch.export program ({exc.__class__.__name__}).") from None
+    example = ep.example_inputs[0][0] if ep.example_inputs else None
+    if example is None:
+        raise ConvlensError(f"{path} carries no example input; re-export it with torch.export.export(model, (x,)).")
+    return convert_module(ep.module(), example, name=Path(path).stem)

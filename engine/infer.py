@@ -1,0 +1,89 @@
+"""Metadata for foreign .onnx files: layers read from the graph, input spec from its shape or flags."""
+from __future__ import annotations
+
+import re
+
+import onnx
+
+from .metadata import InputSpec, LayerInfo, ModelMeta
+
+KIND_BY_OP = {
+    "Conv": "conv", "ConvTranspose": "conv",
+    "Relu": "activation", "LeakyRelu": "activation", "PRelu": "activation", "Clip": "activation",
+    "Sigmoid": "activation", "HardSigmoid": "activation", "HardSwish": "activation", "Tanh": "activation",
+    "Elu": "activation", "Gelu": "activation", "Softplus": "activation", "Selu": "activation",
+    "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
+    "Gemm": "dense", "Softmax": "activation",
+}
+
+
+def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The one real input of the graph (initializers listed as inputs are skipped)."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    return inputs[0]
+
+
+def input_dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value.type.tensor_type.shape.dim]
+
+
+def guess_layout(dims: list) -> str:
+    if len(dims) == 4 and dims[-1] in (1, 3) and dims[1] not in (1, 3):
+        return "NHWC"
+    return "NCHW"
+
+
+def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: str | None = None) -> ModelMeta:
+    """Read layers (conv, activation, pool, dense outputs) and the input spec from a graph without metadata."""
+    inp = graph_input(model)
+    dims = input_dims(inp)
+    layout = (layout or guess_layout(dims)).upper()
+    hw = dims[1:3] if layout == "NHWC" else dims[2:4]
+    size = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
+    spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout)
+    layers, counts, seen = [], {}, set()
+    for node in model.graph.node:
+        kind = KIND_BY_OP.get(node.op_type)
+        if kind is None or not node.output:
+            continue
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        name = _clean(node.name) or f"{node.op_type.lower()}_{counts[node.op_type]}"
+        if name in seen:
+            name = f"{name}_{counts[node.op_type]}"
+        seen.add(name)
+        layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=layout))
+    logits, probs = _find_scores(model)
+    return ModelMeta(source="onnx", source_name=model.graph.name or "model", input=spec, layers=layers,
+                     logits=logits, probabilities=probs, labels=None, inferred=True)
+
+
+def _clean(name: str) -> str:
+    name = name.strip("/").replace("/", ".")
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)
+
+
+def _find_scores(model: onnx.ModelProto) -> tuple[str | None, str | None]:
+    """Logits and probabilities tensors: the first output, and the Softmax input when it ends in Softmax."""
+    first = model.graph.output[0].name
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(first)
+    # tf2onnx and exporters may put Identity nodes after the softmax
+    for _ in range(len(producer)):
+        if node is None or node.op_type != "Identity":
+            break
+        node = producer.get(node.input[0])
+    if node is not None and node.op_type == "Softmax":
+        return node.input[0], first
+    return first, None
+
+
+def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:
+    """The tensor feeding the Softmax that produces `output`, if there is one."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(output)
+    for _ in range(len(producer)):
+        if node is None or node.op_type != "Identity":
+            break
+        node = producer.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "Softmax" else None

@@ -1,0 +1,156 @@
+"""A loaded model: the ONNX graph, its weights as numpy arrays, and its convlens metadata."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import ConvlensError
+from .infer import infer_meta
+from .labels import resolve_labels
+from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
+from .onnx_file import load_onnx
+
+# Initializers larger than this live as numpy arrays outside the proto (see runtime.py).
+_BIG = 1024
+
+
+class Model:
+    """An .onnx file ready for the techniques: graph, weights, metadata, compiled-program cache."""
+
+    def __init__(self, proto: onnx.ModelProto, meta: ModelMeta, path: str | None = None):
+        self.path = path
+        self.meta = meta
+        self.opset_imports = list(proto.opset_import)
+        self.nodes = list(proto.graph.node)
+        self.small_inits: dict[str, onnx.TensorProto] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        for t in proto.graph.initializer:
+            size = int(np.prod(t.dims)) if len(t.dims) else 1
+            if size > _BIG and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+                self.weights[t.name] = numpy_helper.to_array(t)
+            else:
+                self.small_inits[t.name] = t
+        self.graph_outputs = [o.name for o in proto.graph.output]
+        self.programs: dict = {}
+        self._digest: str | None = None
+        _check_opset(self)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> "Model":
+        """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph."""
+        proto = load_onnx(path)
+        meta = read_meta(proto)
+        if meta is None:
+            meta = infer_meta(proto, preprocess, layout)
+        else:
+            if preprocess:
+                meta.input = meta.input.with_preset(preprocess)
+            if layout:
+                meta.input.layout = layout.upper()
+        return cls(proto, meta, str(path))
+
+    # --- layers -------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return self.meta.layers
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called `name` (or whose tensor is `name`); unknown names get the closest ones."""
+        for layer in self.meta.layers:
+            if layer.name == name:
+                return layer
+        for layer in self.meta.layers:
+            if layer.tensor == name:
+                return layer
+        close = difflib.get_close_matches(name, [l.name for l in self.meta.layers], n=3, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else f"; run `convlens layers {self.path or 'MODEL'}` to list them"
+        raise ConvlensError(f"Unknown layer {name!r}{hint}.")
+
+    def last_spatial_layer(self, shapes: dict) -> LayerInfo:
+        """The last layer whose output has two spatial dimensions (the default for CAM methods)."""
+        for layer in reversed(self.meta.layers):
+            shape = shapes.get(layer.tensor)
+            if shape is not None and len(shape) == 4 and layer.kind in ("conv", "activation", "norm", "other"):
+                return layer
+        raise ConvlensError("The model has no layer with a spatial (4-D) output to compute a heatmap on.")
+
+    # --- input and classes -----------------------------------------------------------------------
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.meta.input
+
+    @property
+    def labels(self) -> list[str] | None:
+        return resolve_labels(self.meta.labels, None)
+
+    def label(self, index: int) -> str:
+        labels = self.labels
+        return labels[index] if labels and 0 <= index < len(labels) else f"class {index}"
+
+    def class_index(self, target: str | int) -> int:
+        """A class given as an index or a label name."""
+        if isinstance(target, int) or str(target).lstrip("-").isdigit():
+            return int(target)
+        labels = self.labels or []
+        lowered = [l.lower() for l in labels]
+        if str(target).lower() in lowered:
+            return lowered.index(str(target).lower())
+        close = difflib.get_close_matches(str(target), labels, n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise ConvlensError(f"Unknown class {target!r}{hint}.")
+
+    def digest(self) -> str:
+        """A hash of the graph and weights, the key of on-disk caches."""
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            for n in self.nodes:
+                h.update(n.SerializeToString())
+            for name in sorted(self.weights):
+                h.update(name.encode())
+                h.update(self.weights[name].tobytes())
+            for name in sorted(self.small_inits):
+                h.update(self.small_inits[name].SerializeToString())
+            h.update(self.meta.to_json().encode())
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+def read_meta(proto: onnx.ModelProto) -> ModelMeta | None:
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                return ModelMeta.from_json(prop.value)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConvlensError(f"The model's convlens metadata is unreadable ({exc}).") from None
+    return None
+
+
+def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    for prop in list(proto.metadata_props):
+        if prop.key == METADATA_KEY:
+            proto.metadata_props.remove(prop)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+
+
+def _check_opset(model: Model) -> None:
+    for op in model.opset_imports:
+        if op.domain in ("", "ai.onnx") and op.version < 13:
+            raise ConvlensError(
+                f"The model uses ONNX opset {op.version}; convlens needs opset 13 or newer "
+                "(upgrade it with onnx.version_converter.convert_version)."
+            )
+
+
+def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> Model:
+    return Model.load(path, preprocess, layout)
+
+
+def as_path(path) -> Path:
+    return Path(path)

@@ -1,0 +1,83 @@
+"""Reading .onnx files safely and writing files atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import ConvlensError
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Parse an .onnx file, refusing missing, non-ONNX and truncated files and stray external data."""
+    path = Path(path)
+    if not path.exists():
+        raise ConvlensError(f"Model file not found: {path}")
+    if path.is_dir():
+        raise ConvlensError(f"Model path is a folder, not an .onnx file: {path}")
+    data = path.read_bytes()
+    try:
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        kind = "truncated or corrupt" if data[:2] == b"\x08" or _looks_like_onnx(data) else "not an ONNX model"
+        raise ConvlensError(f"{path} is {kind} ({exc.__class__.__name__}).") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0 or len(model.graph.output) == 0:
+        raise ConvlensError(f"{path} is not an ONNX model, or is truncated: it has no graph nodes or outputs.")
+    _load_external_data(model, path.parent)
+    return model
+
+
+def _looks_like_onnx(data: bytes) -> bool:
+    return b"onnx" in data[:200] or b"pytorch" in data[:200] or b"tf2onnx" in data[:200]
+
+
+def _load_external_data(model: onnx.ModelProto, folder: Path) -> None:
+    """Load tensors stored next to the model, refusing any location outside the model's folder."""
+    folder = folder.resolve()
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (folder / location).resolve()
+        if os.path.isabs(location) or not target.is_relative_to(folder):
+            raise ConvlensError(
+                f"Tensor {tensor.name!r} points to external data outside the model's folder ({location}); refusing to read it."
+            )
+        if not target.exists():
+            raise ConvlensError(f"Tensor {tensor.name!r} needs the external data file {target}, which is missing.")
+    if external:
+        onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+
+
+def check_writable(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse to overwrite an existing output unless force is set."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConvlensError(f"Output {path} already exists; pass --force to overwrite it.")
+    return path
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> Path:
+    """Write bytes to a temp file in the same folder, then rename it into place."""
+    path = check_writable(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
+    """Save a model atomically; models over 2 GB are not supported as single files by protobuf."""
+    data = model.SerializeToString()
+    return write_atomic(path, data, force)

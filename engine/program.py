@@ -1,0 +1,119 @@
+"""A program: pixels in, chosen tensors (and gradients) out, compiled once into an ORT session.
+
+Every technique asks for a program: the input adapter in front, the model cut to what the request
+needs, optional objective nodes behind it, and optionally the backward graph from engine/autodiff.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .adapter import PIXELS, adapter_nodes
+from .errors import ConvlensError
+from .graph import float_info, infer_shapes, needed_nodes
+from .metadata import InputSpec
+from .model import Model
+from .runtime import external_placeholder, make_session
+
+
+@dataclass(frozen=True)
+class GradRequest:
+    """Differentiate the scalar `objective` with respect to the tensors in `wrt`."""
+
+    objective: str
+    wrt: tuple[str, ...]
+    overrides: tuple[str, ...] = ()  # names of rule sets that replace rules (e.g. "guided")
+
+
+@dataclass
+class Extra:
+    """Nodes and initializers appended behind the model (objectives, helpers)."""
+
+    nodes: list = field(default_factory=list)
+    inits: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)  # extra graph inputs (ValueInfoProto), e.g. a target index
+    key: tuple = ()
+
+
+class Program:
+    def __init__(self, session, fetch: list[str], grads: dict[str, str], size, extra_inputs):
+        self.session = session
+        self.fetch = fetch
+        self.grads = grads  # wrt tensor -> gradient tensor name
+        self.size = size
+        self.extra_inputs = extra_inputs
+
+    def run(self, pixels: np.ndarray, **feeds) -> dict[str, np.ndarray]:
+        """Run on a batch of RGB pixels (N, H, W, 3) in 0..255; returns fetched tensors by name."""
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        inputs = {PIXELS: pixels, **feeds}
+        try:
+            values = self.session.run(self.fetch, inputs)
+        except Exception as exc:  # ORT raises its own types; say what was asked
+            raise ConvlensError(f"ONNX Runtime could not run the model on a {pixels.shape[1]}x{pixels.shape[2]} image: "
+                                f"{str(exc).splitlines()[0][:300]}") from None
+        return dict(zip(self.fetch, values))
+
+
+def program(model: Model, fetch: list[str], size: tuple[int, int], spec: InputSpec | None = None,
+            extra: Extra | None = None, grad: GradRequest | None = None) -> Program:
+    """The compiled program for this request, from the model's cache when it was built before."""
+    spec = spec or model.input_spec
+    extra = extra or Extra()
+    key = (tuple(fetch), tuple(size), _spec_key(spec), extra.key, grad)
+    cached = model.programs.get(key)
+    if cached is not None:
+        return cached
+    built = _build(model, list(fetch), tuple(size), spec, extra, grad)
+    model.programs[key] = built
+    return built
+
+
+def _spec_key(spec: InputSpec) -> tuple:
+    return (spec.name, spec.layout, spec.color, spec.scale, tuple(spec.mean), tuple(spec.std))
+
+
+def _build(model, fetch, size, spec, extra, grad) -> Program:
+    a_nodes, a_inits = adapter_nodes(spec)
+    nodes = a_nodes + model.nodes + list(extra.nodes)
+    inits = {**model.small_inits, **a_inits, **extra.inits}
+    weights = dict(model.weights)
+    pixel_info = float_info(PIXELS, ["N", size[0], size[1], 3])
+    targets = list(fetch) + ([grad.objective] if grad else [])
+    _check_known(targets, nodes, inits, weights)
+    cut = needed_nodes(nodes, targets, stop_at=[PIXELS] + [i.name for i in extra.inputs])
+    grads: dict[str, str] = {}
+    if grad is not None:
+        from .autodiff import build_backward  # the autodiff is needed only for gradient programs
+
+        weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+                        for n, a in weights.items()]
+        shapes = infer_shapes(cut, inits, [pixel_info] + list(extra.inputs) + weight_infos, model.opset_imports)
+        back = build_backward(cut, grad.objective, list(grad.wrt), shapes, {**weights}, inits, grad.overrides)
+        cut = cut + back.nodes
+        inits.update(back.inits)
+        weights.update(back.weights)
+        grads = back.grads
+        fetch = fetch + [g for g in grads.values() if g not in fetch]
+    used = {i for n in cut for i in n.input} | set(fetch)
+    initializers = [t for name, t in inits.items() if name in used]
+    initializers += [external_placeholder(name, arr) for name, arr in weights.items() if name in used]
+    graph = helper.make_graph(cut, "convlens", [pixel_info] + list(extra.inputs),
+                              [helper.make_tensor_value_info(f, TensorProto.FLOAT, None) for f in fetch],
+                              initializer=initializers)
+    proto = helper.make_model(graph, opset_imports=model.opset_imports)
+    proto.ir_version = 8
+    session = make_session(proto, {n: weights[n] for n in weights if n in used})
+    return Program(session, fetch, grads, size, extra.inputs)
+
+
+def _check_known(targets, nodes, inits, weights):
+    known = {o for n in nodes for o in n.output} | set(inits) | set(weights) | {PIXELS}
+    for t in targets:
+        if t not in known:
+            raise ConvlensError(f"Tensor {t!r} is not in the model graph.")

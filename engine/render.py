@@ -1,0 +1,74 @@
+"""Pictures from arrays: channel grids, colormaps, overlays, PNG files."""
+from __future__ import annotations
+
+import math
+import os
+
+import cv2
+import numpy as np
+
+from .onnx_file import write_atomic
+
+
+def standardize_channel(channel: np.ndarray) -> np.ndarray:
+    """The lesson's display mapping: standardize, x64, +128, clip to 0..255."""
+    c = channel.astype(np.float64)
+    c = (c - c.mean()) / (c.std() + 1e-5)
+    return np.clip(c * 64 + 128, 0, 255).astype(np.uint8)
+
+
+def channel_grid(chw: np.ndarray, per_row: int = 16, gap: int = 1) -> np.ndarray:
+    """All channels of one (C, H, W) activation as one gray grid, `per_row` channels a row."""
+    if chw.ndim == 1:  # dense layer: one row of values as a strip
+        chw = chw[:, None, None]
+    c, h, w = chw.shape
+    rows = math.ceil(c / per_row)
+    cols = min(c, per_row)
+    grid = np.zeros((rows * (h + gap) - gap, cols * (w + gap) - gap), np.uint8)
+    for i in range(c):
+        r, k = divmod(i, per_row)
+        grid[r * (h + gap): r * (h + gap) + h, k * (w + gap): k * (w + gap) + w] = standardize_channel(chw[i])
+    return grid
+
+
+def colorize(gray: np.ndarray, colormap: int = cv2.COLORMAP_VIRIDIS) -> np.ndarray:
+    """A uint8 gray image through an OpenCV colormap, returned as RGB."""
+    return cv2.applyColorMap(gray, colormap)[..., ::-1]
+
+
+def upscale(img: np.ndarray, min_side: int = 256) -> np.ndarray:
+    """Nearest-neighbour enlargement so that small grids stay visible."""
+    factor = max(1, min_side // max(1, min(img.shape[:2])))
+    if factor == 1:
+        return img
+    return cv2.resize(img, (img.shape[1] * factor, img.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+
+
+def jet_overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The lesson's overlay: heatmap (0..1) resized to the image, JET colormap, x alpha + image."""
+    h, w = image_rgb.shape[:2]
+    hm = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    colored = colorize(np.uint8(np.clip(hm, 0, 1) * 255), cv2.COLORMAP_JET).astype(np.float32)
+    return np.clip(colored * alpha + image_rgb.astype(np.float32), 0, 255).astype(np.uint8)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., ::-1]  # OpenCV writes BGR
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, img: np.ndarray, force: bool = False):
+    return write_atomic(path, encode_png(img), force)
+
+
+def write_npy(path: str | os.PathLike, arr: np.ndarray, force: bool = False):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return write_atomic(path, buf.getvalue(), force)

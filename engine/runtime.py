@@ -1,0 +1,65 @@
+"""ONNX Runtime sessions: providers, threads, and weights handed over from memory.
+
+Large weights never go through protobuf serialization: graphs declare them as external data and the
+session receives the numpy arrays directly (add_external_initializers), so building a session for a
+138M-parameter model costs no extra copy of the weights in Python.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import ConvlensError
+
+_settings = {"device": "cpu", "threads": 0}
+
+
+def configure(device: str | None = None, threads: int | None = None) -> None:
+    """Set the default device (cpu or cuda) and thread count for new sessions."""
+    if device is not None:
+        providers_for(device)  # validate now, with a clear sentence
+        _settings["device"] = device
+    if threads is not None:
+        if threads < 0:
+            raise ConvlensError(f"--threads must be 0 (automatic) or a positive number, not {threads}.")
+        _settings["threads"] = threads
+
+
+def providers_for(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise ConvlensError(
+                "--device cuda needs onnxruntime-gpu with a working CUDA install; this ONNX Runtime offers only "
+                + ", ".join(available) + "."
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ConvlensError(f"Unknown device {device!r}; use cpu or cuda.")
+
+
+def external_placeholder(name: str, array: np.ndarray) -> onnx.TensorProto:
+    """An initializer entry that says 'data supplied at session creation'."""
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    t.dims.extend(array.shape)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = "location", "convlens-memory"
+    return t
+
+
+def make_session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
+    """A session for `model`, whose placeholder initializers are filled from `weights`."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if _settings["threads"]:
+        options.intra_op_num_threads = _settings["threads"]
+        options.inter_op_num_threads = 1
+    names = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if names:
+        options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(_settings["device"]))

@@ -1,0 +1,1 @@
+"""The visualization techniques, one small module each, all working on engine.Model."""

@@ -1,0 +1,36 @@
+"""Intermediate activations: every channel of chosen layers for one image (lesson technique 1)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Model
+from ..program import program
+from .common import model_size, prepare
+
+
+def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]:
+    """Layer name -> its output for the image(s), in the layer's own layout (N first)."""
+    infos = [model.layer(name) for name in layers]
+    pixels = prepare(model, image)
+    prog = program(model, [l.tensor for l in infos], pixels.shape[1:3])
+    values = prog.run(pixels)
+    return {l.name: values[l.tensor] for l in infos}
+
+
+def predictions(model: Model, image, top: int = 5) -> list[list[tuple[int, str, float]]]:
+    """Top-k (index, label, probability) per image, from the logits or the probabilities."""
+    tensor = model.meta.logits or model.meta.probabilities
+    pixels = prepare(model, image)
+    values = program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor]
+    values = values.reshape(values.shape[0], -1).astype(np.float64)
+    if tensor == model.meta.logits:
+        values = np.exp(values - values.max(axis=1, keepdims=True))
+        values /= values.sum(axis=1, keepdims=True)
+    out = []
+    for row in values:
+        idx = np.argsort(-row)[:top]
+        out.append([(int(i), model.label(int(i)), float(row[i])) for i in idx])
+    return out
+
+
+__all__ = ["activations", "predictions", "model_size"]

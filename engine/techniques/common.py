@@ -1,0 +1,46 @@
+"""Helpers shared by techniques: preparing pixel batches and reading layer layouts."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConvlensError
+from ..images import load_image, resize, to_rgb
+from ..model import Model
+
+
+def model_size(model: Model, image: np.ndarray | None = None) -> tuple[int, int]:
+    """The input size: the model's fixed size, else the image's own, else 224x224."""
+    if model.input_spec.size:
+        return tuple(model.input_spec.size)
+    if image is not None:
+        return image.shape[:2]
+    return (224, 224)
+
+
+def prepare(model: Model, images, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A batch (N, H, W, 3) of RGB pixels at the model's size from paths, arrays or a mix."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        batch = [images[i] for i in range(images.shape[0])]
+    elif isinstance(images, (list, tuple)):
+        batch = list(images)
+    else:
+        batch = [images]
+    out = []
+    for item in batch:
+        img = load_image(item) if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__") else to_rgb(item)
+        out.append(resize(img, size or model_size(model, img)))
+    shapes = {a.shape for a in out}
+    if len(shapes) != 1:
+        raise ConvlensError(f"Images in one batch must share a size; got {sorted(shapes)}.")
+    return np.stack(out).astype(np.float32)
+
+
+def to_nchw(arr: np.ndarray, layout: str) -> np.ndarray:
+    """An activation in (N, C, H, W) order whatever layout the model keeps it in."""
+    if arr.ndim == 4 and layout.upper() == "NHWC":
+        return arr.transpose(0, 3, 1, 2)
+    return arr
+
+
+def channel_axis(layout: str, ndim: int) -> int:
+    return 3 if (layout.upper() == "NHWC" and ndim == 4) else 1

@@ -1,0 +1,27 @@
+"""The layer table: name, kind, output shape (for one image at the model's size) and layout."""
+from __future__ import annotations
+
+from ..adapter import PIXELS
+from ..graph import float_info, infer_shapes
+from ..model import Model
+from .common import model_size
+
+
+def layer_shapes(model: Model, size: tuple[int, int] | None = None) -> dict[str, list]:
+    """Static shapes of every tensor for a batch of one image, from the adapter-fronted graph."""
+    from onnx import helper
+
+    from ..adapter import adapter_nodes
+
+    size = size or model_size(model)
+    nodes, inits = adapter_nodes(model.input_spec)
+    weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+                    for n, a in model.weights.items()]
+    return infer_shapes(nodes + model.nodes, {**model.small_inits, **inits},
+                        [float_info(PIXELS, [1, size[0], size[1], 3])] + weight_infos, model.opset_imports)
+
+
+def layer_table(model: Model) -> list[dict]:
+    shapes = layer_shapes(model)
+    return [{"name": l.name, "kind": l.kind, "shape": shapes.get(l.tensor) or [], "layout": l.layout, "tensor": l.tensor}
+            for l in model.layers]
