@@ -40,6 +40,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
                    labels="imagenet", opset: int = 17):
     """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata."""
     torch = _torch()
+    was_training = module.training
     module = module.eval()
     leaves = {path: m for path, m in module.named_modules() if path and not list(m.children())}
     captured: dict[str, object] = {}
@@ -51,8 +52,20 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
     try:
         with torch.no_grad():
             captured.clear()
-            module(example_input)
-        exposed = [p for p in leaves if isinstance(captured.get(p), torch.Tensor)]
+            result = module(example_input)
+        # modules that return their input unchanged (Dropout, Identity) alias another tensor:
+        # each distinct tensor is exported once and aliases point at it
+        alias, seen = {}, {id(result): "logits"}
+        exposed = []
+        for p in leaves:
+            value = captured.get(p)
+            if not isinstance(value, torch.Tensor):
+                continue
+            if id(value) in seen:
+                alias[p] = seen[id(value)]
+            else:
+                seen[id(value)] = p
+                exposed.append(p)
 
         class Exposed(torch.nn.Module):
             def __init__(self):
@@ -67,7 +80,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
         out_names = ["logits"] + [f"{p}" for p in exposed]
         buf = io.BytesIO()
         with torch.no_grad():
-            torch.onnx.export(Exposed(), (example_input,), buf, dynamo=False, input_names=["input"],
+            torch.onnx.export(Exposed().eval(), (example_input,), buf, dynamo=False, input_names=["input"],
                               output_names=out_names, opset_version=opset, do_constant_folding=True,
                               dynamic_axes={n: {0: "N"} for n in ["input"] + out_names})
     finally:
@@ -75,10 +88,15 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
             h.remove()
         for m, flag in inplace:
             m.inplace = flag
+        module.train(was_training)
     model = onnx.load_model_from_string(buf.getvalue())
     shape = tuple(example_input.shape)
-    layers = [LayerInfo(name=p, tensor=p, kind=layer_kind(leaves[p]),
-                        layout="NCHW" if captured_ndim(model, p) != 2 else "flat") for p in exposed]
+    layers = []
+    for p in leaves:
+        if p in exposed or p in alias:
+            tensor = alias.get(p, p)
+            layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
+                                    layout="NCHW" if captured_ndim(model, tensor) != 2 else "flat"))
     spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")
     return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
                   probabilities_output=None, logits_output="logits", labels=labels)

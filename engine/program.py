@@ -95,7 +95,7 @@ def _build(model, fetch, size, spec, extra, grad) -> Program:
                         for n, a in weights.items()]
         shapes = infer_shapes(cut, inits, [pixel_info] + list(extra.inputs) + weight_infos, model.opset_imports)
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, {**weights}, inits, grad.overrides)
-        cut = cut + back.nodes
+        cut = back.nodes  # the forward nodes (some with extra outputs) followed by the backward ones
         inits.update(back.inits)
         weights.update(back.weights)
         grads = back.grads

@@ -1,0 +1,107 @@
+"""The Emitter: what a gradient rule may use to write backward nodes.
+
+Rules never invent names: every node gets `<forward value>_bw<k>` names, and constants derived from
+weights at build time (flipped kernels, transposed matrices) become new weights, folded once.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+class Emitter:
+    def __init__(self, shapes: dict, weights: dict, inits: dict):
+        self.shapes = shapes
+        self.weights = weights  # big constants, numpy
+        self.inits = inits  # small constants, TensorProto
+        self.nodes: list[onnx.NodeProto] = []
+        self.new_inits: dict[str, onnx.TensorProto] = {}
+        self.new_weights: dict[str, np.ndarray] = {}
+        self.replaced: dict[int, onnx.NodeProto] = {}  # id(forward node) -> copy with extra outputs
+        self._scope = "bw"
+        self._count = 0
+        self._const_cache: dict = {}
+
+    # --- naming -------------------------------------------------------------------------------
+    def scope(self, name: str) -> None:
+        self._scope, self._count = name, 0
+
+    def fresh(self) -> str:
+        self._count += 1
+        return f"{self._scope}_bw{self._count}"
+
+    # --- nodes --------------------------------------------------------------------------------
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        """Append one node with one output and return the output's name."""
+        name = out or self.fresh()
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
+        return name
+
+    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
+        outs = [self.fresh() for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=outs[0], **attrs))
+        return outs
+
+    # --- constants ----------------------------------------------------------------------------
+    def const(self, value, dtype=np.float32) -> str:
+        """A constant tensor (scalars and small arrays are shared; large ones become weights)."""
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 64 else None
+        if key is not None and key in self._const_cache:
+            return self._const_cache[key]
+        name = f"{self._scope}_c{self._count}_{len(self.new_inits) + len(self.new_weights)}"
+        if arr.size > 1024 and arr.dtype == np.float32:
+            self.new_weights[name] = np.ascontiguousarray(arr)
+        else:
+            self.new_inits[name] = numpy_helper.from_array(arr, name)
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def ints(self, values) -> str:
+        return self.const(np.asarray(values, np.int64), np.int64)
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The constant value of a tensor, if it is an initializer."""
+        if name in self.weights:
+            return self.weights[name]
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        if name in self.new_inits:
+            return numpy_helper.to_array(self.new_inits[name])
+        return self.new_weights.get(name)
+
+    def shape(self, name: str) -> list | None:
+        if name in self.weights:
+            return list(self.weights[name].shape)
+        if name in self.inits:
+            return list(self.inits[name].dims)
+        return self.shapes.get(name)
+
+    def static_shape(self, name: str, what: str) -> list[int]:
+        """A shape with every dimension except the batch known; raises when shape inference failed."""
+        shape = self.shape(name)
+        if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+            from ..errors import ConvlensError
+
+            raise ConvlensError(f"The gradient of {what} needs the static shape of {name!r}, which shape inference could not find.")
+        return shape
+
+    # --- forward graph edits ------------------------------------------------------------------
+    def extra_output(self, node: onnx.NodeProto, index: int) -> str:
+        """Make the forward node produce its optional output `index` (e.g. MaxPool indices)."""
+        copy = self.replaced.get(id(node))
+        if copy is None:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            self.replaced[id(node)] = copy
+        while len(copy.output) <= index:
+            copy.output.append("")
+        if not copy.output[index]:
+            copy.output[index] = f"{node.output[0]}_out{index}"
+        return copy.output[index]
+
+
+def attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}

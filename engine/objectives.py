@@ -1,0 +1,53 @@
+"""Objectives: small ONNX subgraphs behind the model that make one scalar to differentiate.
+
+Every objective here is  sum_i sum_c w[i, c] * reduce(layer)[i, c]  with w fed at run time as
+OBJECTIVE_WEIGHTS (N x C): a one-hot row picks a class logit or a filter's mean activation per item,
+a dense row gives a weighted sum or a direction in channel space. Items are independent, so the
+gradient of the sum gives each item's own gradient in one run.
+"""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from .program import Extra
+
+OBJECTIVE = "objective"
+OBJECTIVE_ITEMS = "objective_items"
+OBJECTIVE_WEIGHTS = "objective_weights"
+
+
+def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False) -> Extra:
+    """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities)."""
+    nodes, inits = [], {}
+    current = tensor
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [current], ["objective_softmax"], axis=-1, name="objective_softmax"))
+        current = "objective_softmax"
+    if rank == 4:
+        axes = [1, 2] if layout.upper() == "NHWC" else [2, 3]
+        inits["objective_axes"] = numpy_helper.from_array(np.array(axes, np.int64), "objective_axes")
+        nodes.append(helper.make_node("ReduceMean", [current, "objective_axes"], ["objective_pooled"], keepdims=0,
+                                      name="objective_pooled"))
+        current = "objective_pooled"
+    elif rank != 2:
+        current_2d = "objective_flat"
+        nodes.append(helper.make_node("Flatten", [current], [current_2d], axis=1, name="objective_flat"))
+        current = current_2d
+    inits["objective_item_axis"] = numpy_helper.from_array(np.array([1], np.int64), "objective_item_axis")
+    nodes += [
+        helper.make_node("Mul", [current, OBJECTIVE_WEIGHTS], ["objective_weighted"], name="objective_weighted"),
+        helper.make_node("ReduceSum", ["objective_weighted", "objective_item_axis"], [OBJECTIVE_ITEMS], keepdims=0,
+                         name=OBJECTIVE_ITEMS),
+        helper.make_node("ReduceSum", [OBJECTIVE_ITEMS], [OBJECTIVE], keepdims=0, name=OBJECTIVE),
+    ]
+    weights_input = helper.make_tensor_value_info(OBJECTIVE_WEIGHTS, TensorProto.FLOAT, ["N", channels])
+    return Extra(nodes=nodes, inits=inits, inputs=[weights_input], key=("channel", tensor, layout, rank, channels, softmax))
+
+
+def one_hot(indices, channels: int) -> np.ndarray:
+    """Objective weights selecting one channel or class per item."""
+    idx = np.asarray(indices, np.int64).reshape(-1)
+    w = np.zeros((idx.size, channels), np.float32)
+    w[np.arange(idx.size), idx] = 1.0
+    return w

@@ -1,0 +1,74 @@
+"""Gradients of a class score or a channel's mean activation, w.r.t. pixels or a layer's output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..adapter import PIXELS
+from ..errors import ConvlensError
+from ..metadata import InputSpec
+from ..model import Model
+from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, channel_objective
+from ..program import GradRequest, program
+from .layers import layer_shapes
+
+
+@dataclass
+class Target:
+    """What to differentiate: a class score (logit or probability) or a layer's channel mean."""
+
+    layer: str | None = None  # None: the model's class scores
+    score: str = "logit"  # logit or prob, for class targets
+
+    def tensor(self, model: Model) -> tuple[str, str]:
+        """(tensor name, layout) of the objective's source."""
+        if self.layer is not None:
+            info = model.layer(self.layer)
+            return info.tensor, info.layout
+        if self.score == "prob":
+            if model.meta.probabilities:
+                return model.meta.probabilities, "flat"
+            if model.meta.logits:
+                return model.meta.logits, "flat"
+        elif model.meta.logits:
+            return model.meta.logits, "flat"
+        if model.meta.probabilities:
+            raise ConvlensError("The model records only probabilities; use --score prob.")
+        raise ConvlensError("The model records no class scores (no logits or probabilities tensor).")
+
+
+def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),
+                     spec: InputSpec | None = None, overrides: tuple[str, ...] = ()):
+    """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors."""
+    tensor, layout = target.tensor(model)
+    spec = spec or model.input_spec
+    shapes = _cached_shapes(model, size, spec)
+    shape = shapes.get(tensor)
+    if shape is None:
+        raise ConvlensError(f"Could not infer the shape of {tensor!r} at {size[0]}x{size[1]}.")
+    channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[1]
+    softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
+    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax)
+    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
+    return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad), int(channels)
+
+
+def _cached_shapes(model: Model, size, spec):
+    key = ("shapes", tuple(size), spec.layout)
+    if key not in model.programs:
+        model.programs[key] = layer_shapes(model, tuple(size)) if spec is model.input_spec else _shapes(model, size, spec)
+    return model.programs[key]
+
+
+def _shapes(model, size, spec):
+    saved = model.meta.input
+    model.meta.input = spec
+    try:
+        return layer_shapes(model, tuple(size))
+    finally:
+        model.meta.input = saved
+
+
+def run_gradient(prog, pixels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    return prog.run(pixels, **{OBJECTIVE_WEIGHTS: weights.astype(np.float32)})
