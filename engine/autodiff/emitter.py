@@ -11,7 +11,8 @@ from onnx import helper, numpy_helper
 
 
 class Emitter:
-    def __init__(self, shapes: dict, weights: dict, inits: dict):
+    def __init__(self, shapes: dict, weights: dict, inits: dict, opset: int = 17):
+        self.opset = opset
         self.shapes = shapes
         self.weights = weights  # big constants, numpy
         self.inits = inits  # small constants, TensorProto
@@ -42,6 +43,12 @@ class Emitter:
         outs = [self.fresh() for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=outs[0], **attrs))
         return outs
+
+    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int = 1) -> str:
+        """A reduction over constant axes, as an attribute or an input depending on the opset."""
+        if op_type == "ReduceSum" and self.opset >= 13 or self.opset >= 18:
+            return self.op(op_type, x, self.ints(axes), keepdims=keepdims)
+        return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
 
     # --- constants ----------------------------------------------------------------------------
     def const(self, value, dtype=np.float32) -> str:
@@ -104,4 +111,9 @@ class Emitter:
 
 
 def attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    """A node's attributes as Python values (strings decoded)."""
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out

@@ -432,22 +432,20 @@ def average_pool(e, node, dy, needs):
     n = len(spatial)
     out_shape = e.static_shape(node.output[0], f"AveragePool node {node.name!r}")
     channels = xs[1]
-    if a.get("count_include_pad", 0) or not any(pads):
-        scaled = e.op("Mul", dy[0], e.const(1.0 / float(np.prod(k))))
-    else:
-        counts = _window_counts(spatial, out_shape[2:], k, s, pads)
-        scaled = e.op("Mul", dy[0], e.const((1.0 / counts).astype(np.float32)))
+    counts = _window_counts(spatial, out_shape[2:], k, s, pads, bool(a.get("count_include_pad", 0)))
+    scaled = e.op("Mul", dy[0], e.const((1.0 / counts).astype(np.float32)))
     ones = e.const(np.ones([channels, 1] + k, np.float32))
     return [_transpose_conv(e, scaled, ones, xs, spatial, k, s, [1] * n, pads, channels, out_shape)]
 
 
-def _window_counts(spatial, out_sp, k, s, pads):
-    """How many real (non-pad) inputs each pooling window covers."""
+def _window_counts(spatial, out_sp, k, s, pads, include_pad):
+    """The divisor of each pooling window: its inputs, pads included or not (ceil-mode overhang never)."""
     n = len(spatial)
     per_axis = []
     for i in range(n):
         starts = np.arange(out_sp[i]) * s[i] - pads[i]
-        lo, hi = np.maximum(starts, 0), np.minimum(starts + k[i], spatial[i])
+        first, last = (-pads[i], spatial[i] + pads[i + n]) if include_pad else (0, spatial[i])
+        lo, hi = np.maximum(starts, first), np.minimum(starts + k[i], last)
         per_axis.append(np.maximum(hi - lo, 1))
     counts = per_axis[0]
     for c in per_axis[1:]:
@@ -686,35 +684,43 @@ def resize(e, node, dy, needs):
     ys = e.static_shape(node.output[0], f"{node.op_type} node {node.name!r}")
     if len(xs) != 4 or xs[:2][1:] != ys[:2][1:]:
         raise ConvlensError(f"{node.op_type} node {node.name!r}: only spatial resizing of 4-D tensors can be differentiated.")
-    mh = _interp_matrix(node, xs[2], ys[2], axis=2)
-    mw = _interp_matrix(node, xs[3], ys[3], axis=3)
-    g = e.op("MatMul", dy[0], e.const(np.ascontiguousarray(mw.T)))  # (..., Ho, Wo) @ (Wo, Wi)
+    scales = e.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if node.op_type == "Upsample":
+        scales = e.value(node.input[1])
+    mh = _interp_matrix(node, xs[2], ys[2], 2, scales)
+    mw = _interp_matrix(node, xs[3], ys[3], 3, scales)
+    g = e.op("MatMul", dy[0], e.const(np.ascontiguousarray(mw)))  # (..., Ho, Wo) @ (Wo, Wi)
     g = e.op("MatMul", e.const(np.ascontiguousarray(mh.T)), g)  # (Hi, Ho) @ (..., Ho, Wi)
     return [g] + [None] * (len(node.input) - 1)
 
 
-def _interp_matrix(node, n_in, n_out, axis):
+def _interp_matrix(node, n_in, n_out, axis, scales):
     """M (n_out x n_in) with resize(v) = M v along one axis, by running the op on unit vectors."""
-    import onnx
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
 
     a = attrs(node)
     shape_in = [n_in, 1, 1, 1]
     shape_in[axis] = n_in
-    sizes = [n_in, 1, 1, 1]
-    sizes[axis] = n_out
     basis = np.zeros(shape_in, np.float32)
     for i in range(n_in):
         basis[(i, 0) + tuple(i if ax == axis else 0 for ax in (2, 3))] = 1.0
     keep = {k: v for k, v in a.items() if k in ("mode", "coordinate_transformation_mode", "nearest_mode",
                                                   "cubic_coeff_a", "exclude_outside")}
-    n = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], **keep)
-    g = helper.make_graph([n], "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape_in),
-                                     helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])],
+    if scales is not None and len(scales):
+        axis_scales = np.ones(4, np.float32)
+        axis_scales[axis] = scales[axis]
+        feed, inputs = {"scales": axis_scales}, ["x", "", "scales"]
+        info = helper.make_tensor_value_info("scales", TensorProto.FLOAT, [4])
+    else:
+        sizes = np.array(shape_in, np.int64)
+        sizes[axis] = n_out
+        feed, inputs = {"sizes": sizes}, ["x", "", "", "sizes"]
+        info = helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])
+    n = helper.make_node("Resize", inputs, ["y"], **keep)
+    g = helper.make_graph([n], "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape_in), info],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    out = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])).run(
-        None, {"x": basis, "sizes": np.array(sizes, np.int64)})[0]
+    out = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])).run(None, {"x": basis, **feed})[0]
     return out.reshape(n_in, n_out).T
 
 
@@ -737,16 +743,16 @@ def layer_norm(e, node, dy, needs):
     a = attrs(node)
     rank = len(e.static_shape(node.input[0], "LayerNormalization"))
     axis = a.get("axis", -1) % rank
-    axes = e.ints(list(range(axis, rank)))
+    axes = list(range(axis, rank))
     eps = a.get("epsilon", 1e-5)
     x = node.input[0]
-    mu = e.op("ReduceMean", x, axes, keepdims=1)
+    mu = e.reduce("ReduceMean", x, axes)
     xc = e.op("Sub", x, mu)
-    sigma = e.op("Sqrt", e.op("Add", e.op("ReduceMean", e.op("Mul", xc, xc), axes, keepdims=1), e.const(eps)))
+    sigma = e.op("Sqrt", e.op("Add", e.reduce("ReduceMean", e.op("Mul", xc, xc), axes), e.const(eps)))
     xhat = e.op("Div", xc, sigma)
     g = e.op("Mul", dy[0], node.input[1])
-    t = e.op("Sub", g, e.op("ReduceMean", g, axes, keepdims=1))
-    t = e.op("Sub", t, e.op("Mul", xhat, e.op("ReduceMean", e.op("Mul", g, xhat), axes, keepdims=1)))
+    t = e.op("Sub", g, e.reduce("ReduceMean", g, axes))
+    t = e.op("Sub", t, e.op("Mul", xhat, e.reduce("ReduceMean", e.op("Mul", g, xhat), axes)))
     return [e.op("Div", t, sigma)] + [None] * (len(node.input) - 1)
 
 

@@ -25,7 +25,7 @@ class Backward:
 
 
 def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, weights: dict, inits: dict,
-                   overrides: tuple[str, ...] = ()) -> Backward:
+                   overrides: tuple[str, ...] = (), opset: int = 17) -> Backward:
     """Backward graph of scalar `objective` with respect to each tensor in `wrt`.
 
     `nodes` is the forward graph (topologically ordered); the returned nodes replace it.
@@ -55,7 +55,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             stack.extend(i for i in node.input if i in depends)
     path = [n for n in nodes if any(o in useful for o in n.output) and any(i in useful for i in n.input)]
 
-    e = Emitter(shapes, weights, inits)
+    e = Emitter(shapes, weights, inits, opset)
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
     for node in reversed(path):

@@ -1,0 +1,272 @@
+"""Every gradient rule on one-node graphs: float64 finite differences, and torch autograd where it applies."""
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+from engine.autodiff import RULES
+from engine.errors import ConvlensError
+from tests.rule_harness import check_directional, engine_gradients
+
+rng = np.random.default_rng(42)
+
+
+def off_kinks(shape, margin=0.1):
+    """Random values at least `margin` away from 0 (no ReLU-style kinks)."""
+    u = rng.standard_normal(shape)
+    return np.sign(u) * (margin + np.abs(u))
+
+
+def distinct(shape):
+    """Values with no ties (pooling windows have a unique max)."""
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) / np.prod(shape) * 4 - 2).astype(np.float64)
+
+
+def node(op, inputs, **attrs):
+    return helper.make_node(op, inputs, ["y"], name=f"{op.lower()}_node", **attrs)
+
+
+UNARY = [
+    ("Relu", {}, off_kinks), ("LeakyRelu", {"alpha": 0.2}, off_kinks), ("Sigmoid", {}, None), ("Tanh", {}, None),
+    ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}, off_kinks), ("HardSwish", {}, lambda s: off_kinks(s) * 2),
+    ("Elu", {"alpha": 0.7}, off_kinks), ("Erf", {}, None), ("Softplus", {}, None), ("Neg", {}, None),
+    ("Exp", {}, None), ("Identity", {}, None), ("Abs", {}, off_kinks),
+    ("Softmax", {"axis": 1}, None), ("LogSoftmax", {"axis": -1}, None), ("Flatten", {"axis": 1}, None),
+    ("Transpose", {"perm": [0, 2, 3, 1]}, None), ("GlobalAveragePool", {}, None), ("GlobalMaxPool", {}, distinct),
+]
+
+
+@pytest.mark.parametrize("op,attrs,make", UNARY, ids=[u[0] for u in UNARY])
+def test_unary(op, attrs, make):
+    x = (make or rng.standard_normal)((2, 3, 4, 5))
+    check_directional([node(op, ["x"], **attrs)], {"x": x})
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Log", "Reciprocal"])
+def test_positive_domain(op):
+    check_directional([node(op, ["x"])], {"x": rng.uniform(0.5, 2.0, (2, 3, 4))})
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_opset20_as_formula(approximate):
+    # Gelu is opset 20; check the rule's formula by comparing with torch directly
+    from tests.rule_harness import engine_gradients as eg  # noqa: F401
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    from engine.autodiff.rules import gelu
+    from engine.autodiff.emitter import Emitter
+    import onnxruntime as ort
+    from onnx import TensorProto
+    e = Emitter({}, {}, {})
+    n = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    out = gelu(e, n, ["dy"], [True])[0]
+    g = helper.make_graph(e.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7]),
+                                         helper.make_tensor_value_info("dy", TensorProto.FLOAT, [3, 7])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=list(e.new_inits.values()))
+    sess = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    dy = rng.standard_normal((3, 7)).astype(np.float32)
+    got = sess.run(None, {"x": x, "dy": dy})[0]
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.gelu(xt, approximate=approximate).backward(torch.tensor(dy))
+    np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+BINARY_SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (1, 3, 1, 1)), ((2, 3, 4, 5), (5,)), ((2, 1, 4, 1), (2, 3, 1, 5))]
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+@pytest.mark.parametrize("shapes", BINARY_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_binary_broadcasting(op, shapes):
+    a = distinct(shapes[0]) + 0.05
+    b = rng.uniform(0.5, 1.5, shapes[1]) if op == "Div" else off_kinks(shapes[1])
+    check_directional([node(op, ["a", "b"])], {"a": a, "b": b})
+
+
+def test_pow_base_and_exponent():
+    check_directional([node("Pow", ["a", "b"])], {"a": rng.uniform(0.5, 2, (2, 3)), "b": rng.uniform(0.5, 2, (2, 3))})
+
+
+def test_where_and_variadic():
+    cond = rng.random((2, 3, 4)) > 0.5
+    check_directional([node("Where", ["c", "a", "b"])], {"a": rng.standard_normal((2, 3, 4)), "b": rng.standard_normal((3, 4))},
+                      consts={"c": cond}, wrt=["a", "b"])
+    check_directional([node("Sum", ["a", "b", "c"])], {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal((3,)),
+                                                      "c": rng.standard_normal((2, 1))})
+    check_directional([node("Mean", ["a", "b"])], {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal((2, 3))})
+
+
+@pytest.mark.parametrize("ta", [0, 1])
+@pytest.mark.parametrize("tb", [0, 1])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 2.0)])
+def test_gemm(ta, tb, alpha, beta):
+    a = rng.standard_normal((3, 4) if not ta else (4, 3))
+    b = rng.standard_normal((4, 5) if not tb else (5, 4))
+    c = rng.standard_normal((5,))
+    check_directional([node("Gemm", ["a", "b", "c"], transA=ta, transB=tb, alpha=alpha, beta=beta)],
+                      {"a": a, "b": b, "c": c})
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5))])
+def test_matmul(shapes):
+    check_directional([node("MatMul", ["a", "b"])], {"a": rng.standard_normal(shapes[0]), "b": rng.standard_normal(shapes[1])})
+
+
+def test_matmul_constant_weight_is_folded():
+    w = rng.standard_normal((4, 5))
+    grads, _ = check_directional([node("MatMul", ["a", "w"])], {"a": rng.standard_normal((2, 4))}, consts={"w": w})
+    assert grads["a"].shape == (2, 4)
+
+
+CONVS = [
+    dict(), dict(strides=[2, 2]), dict(pads=[1, 1, 1, 1]), dict(pads=[0, 1, 2, 1], strides=[2, 1]),
+    dict(dilations=[2, 2], pads=[2, 2, 2, 2]), dict(group=2), dict(group=4, pads=[1, 1, 1, 1]),  # depthwise
+    dict(auto_pad="SAME_UPPER", strides=[2, 2]), dict(auto_pad="SAME_LOWER"), dict(auto_pad="VALID", strides=[3, 3]),
+    dict(strides=[2, 2], pads=[1, 1, 1, 1], dilations=[2, 1]), dict(pads=[3, 3, 3, 3]),
+]
+
+
+def _torch_conv(x, w, b, a):
+    n = 2
+    pads = a.get("pads", [0] * 4)
+    xt = torch.tensor(x, requires_grad=True)
+    xp = torch.nn.functional.pad(xt, (pads[1], pads[3], pads[0], pads[2]))
+    y = torch.nn.functional.conv2d(xp, torch.tensor(w), torch.tensor(b), stride=a.get("strides", [1] * n),
+                                   dilation=a.get("dilations", [1] * n), groups=a.get("group", 1))
+    return xt, y
+
+
+@pytest.mark.parametrize("attrs", CONVS, ids=[str(c) for c in CONVS])
+def test_conv(attrs):
+    group = attrs.get("group", 1)
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6 if group != 4 else 4, 4 // group, 3, 3))
+    b = rng.standard_normal((w.shape[0],))
+    grads, seed = check_directional([node("Conv", ["x", "w", "b"], **attrs)], {"x": x}, consts={"w": w, "b": b})
+    if "auto_pad" not in attrs:  # torch reference, same float32 weights
+        xt, y = _torch_conv(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), attrs)
+        y.backward(torch.tensor(seed, dtype=torch.float32))
+        np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-4, atol=1e-4 * np.abs(xt.grad.numpy()).max())
+
+
+@pytest.mark.parametrize("attrs", [dict(), dict(strides=[2, 2], pads=[1, 0, 1, 0]), dict(dilations=[2, 2], pads=[1, 1, 1, 1])])
+def test_conv_transpose(attrs):
+    group = attrs.get("group", 1)
+    w = rng.standard_normal((4, 6 // group, 3, 3))
+    check_directional([node("ConvTranspose", ["x", "w"], **attrs)], {"x": rng.standard_normal((2, 4, 5, 5))}, consts={"w": w})
+
+
+POOLS = [
+    dict(kernel_shape=[2, 2], strides=[2, 2]), dict(kernel_shape=[3, 3], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 3], strides=[2, 1], pads=[1, 0, 0, 1]),
+]
+
+
+@pytest.mark.parametrize("attrs", POOLS, ids=[str(p) for p in POOLS])
+def test_max_pool(attrs):
+    x = distinct((2, 3, 9, 8))
+    grads, seed = check_directional([node("MaxPool", ["x"], **attrs)], {"x": x})
+    xt = torch.tensor(x.astype(np.float32), requires_grad=True)
+    pads = attrs.get("pads", [0] * 4)
+    xp = torch.nn.functional.pad(xt, (pads[1], pads[3], pads[0], pads[2]), value=-1e9)
+    y = torch.nn.functional.max_pool2d(xp, attrs["kernel_shape"], attrs["strides"], ceil_mode=bool(attrs.get("ceil_mode")))
+    y.backward(torch.tensor(seed, dtype=torch.float32))
+    np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("include", [0, 1])
+@pytest.mark.parametrize("attrs", POOLS, ids=[str(p) for p in POOLS])
+def test_average_pool(attrs, include):
+    check_directional([node("AveragePool", ["x"], count_include_pad=include, **attrs)], {"x": rng.standard_normal((2, 3, 9, 8))})
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax"])
+@pytest.mark.parametrize("axes,keep", [([2, 3], 1), ([1], 0), (None, 0)])
+def test_reductions(op, axes, keep):
+    x = distinct((2, 3, 4, 5))
+    if axes is None:
+        check_directional([node(op, ["x"], keepdims=keep)], {"x": x})
+    elif op != "ReduceSum":  # opset 17: axes is an attribute of ReduceMean and ReduceMax
+        check_directional([node(op, ["x"], axes=axes, keepdims=keep)], {"x": x})
+    else:
+        check_directional([node(op, ["x", "axes"], keepdims=keep)], {"x": x}, consts={"axes": np.array(axes, np.int64)})
+
+
+def test_shape_ops():
+    x = rng.standard_normal((2, 3, 4, 5))
+    check_directional([node("Reshape", ["x", "s"])], {"x": x}, consts={"s": np.array([2, -1], np.int64)})
+    check_directional([node("Squeeze", ["x", "a"])], {"x": rng.standard_normal((2, 1, 4))}, consts={"a": np.array([1], np.int64)})
+    check_directional([node("Unsqueeze", ["x", "a"])], {"x": x}, consts={"a": np.array([0], np.int64)})
+    check_directional([node("Expand", ["x", "s"])], {"x": rng.standard_normal((3, 1))}, consts={"s": np.array([2, 3, 4], np.int64)})
+    check_directional([node("Tile", ["x", "r"])], {"x": rng.standard_normal((2, 3, 4))}, consts={"r": np.array([1, 2, 3], np.int64)})
+
+
+def test_concat_split_slice_pad_gather():
+    a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
+    check_directional([node("Concat", ["a", "b"], axis=1)], {"a": a, "b": b})
+    split = helper.make_node("Split", ["x", "sizes"], ["p", "q"], axis=1)
+    check_directional([split, node("Mul", ["p", "p"])], {"x": rng.standard_normal((2, 5, 3))}, consts={"sizes": np.array([2, 3], np.int64)})
+    x = rng.standard_normal((2, 6, 7))
+    check_directional([node("Slice", ["x", "s", "e", "a"])], {"x": x},
+                      consts={"s": np.array([1, -5], np.int64), "e": np.array([5, 100], np.int64), "a": np.array([1, 2], np.int64)})
+    check_directional([node("Slice", ["x", "s", "e", "a", "st"])], {"x": x},
+                      consts={"s": np.array([0], np.int64), "e": np.array([7], np.int64), "a": np.array([2], np.int64),
+                              "st": np.array([2], np.int64)})
+    check_directional([node("Pad", ["x", "p"])], {"x": x}, consts={"p": np.array([0, 1, 2, 0, 3, 1], np.int64)})
+    check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array([4, 0, 4], np.int64)})
+    check_directional([node("Gather", ["x", "i"], axis=2)], {"x": x}, consts={"i": np.array([6, 5, 4, 3, 2, 1, 0], np.int64)})
+    check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array(2, np.int64)})
+
+
+def test_clip_prelu_cast_dropout():
+    x = off_kinks((2, 3, 4)) * 3
+    check_directional([node("Clip", ["x", "lo", "hi"])], {"x": x}, consts={"lo": np.array(0.0), "hi": np.array(6.0)})
+    check_directional([node("PRelu", ["x", "s"])], {"x": x}, consts={"s": rng.uniform(0.1, 0.3, (3, 1))})
+    check_directional([node("Cast", ["x"], to=1)], {"x": x})
+    check_directional([node("Dropout", ["x"])], {"x": x})
+
+
+def test_norms():
+    x = rng.standard_normal((2, 3, 4, 5))
+    consts = {"s": rng.uniform(0.5, 2, (3,)), "b": rng.standard_normal(3), "m": rng.standard_normal(3), "v": rng.uniform(0.5, 2, (3,))}
+    check_directional([node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3)], {"x": x}, consts=consts)
+    check_directional([node("LayerNormalization", ["x", "g", "b"], axis=-1, epsilon=1e-5)], {"x": x},
+                      consts={"g": rng.uniform(0.5, 2, (5,)), "b": rng.standard_normal(5)})
+
+
+@pytest.mark.parametrize("mode,ctm", [("nearest", "asymmetric"), ("linear", "half_pixel"), ("linear", "align_corners"),
+                                      ("cubic", "half_pixel")])
+def test_resize(mode, ctm):
+    check_directional([node("Resize", ["x", "", "sc"], mode=mode, coordinate_transformation_mode=ctm)],
+                      {"x": rng.standard_normal((2, 3, 4, 5))}, consts={"sc": np.array([1, 1, 2, 1.5], np.float32)})
+
+
+def test_chain_fan_in_and_broadcast_once():
+    # y = relu(x) * sigmoid(mean_hw(x)) : x fans out into two paths, one broadcasting
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("Sigmoid", ["p"], ["s"]), helper.make_node("Mul", ["r", "s"], ["y"])]
+    check_directional(nodes, {"x": off_kinks((2, 3, 4, 4))})
+
+
+def test_guided_relu_override_passes_only_positive_gradients():
+    x = off_kinks((2, 8))
+    w = rng.standard_normal((2, 8))
+    g = engine_gradients([node("Relu", ["x"])], {"x": x}, {}, ["x"], w, overrides=("guided",))["x"]
+    np.testing.assert_allclose(g, np.where((x > 0) & (w > 0), w, 0), rtol=1e-6)
+
+
+def test_missing_rule_names_the_op_and_node():
+    n = helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij", name="my_einsum")
+    with pytest.raises(ConvlensError, match=r"No gradient rule for op Einsum \(node 'my_einsum'\); rules exist for: .*Conv"):
+        check_directional([n], {"x": rng.standard_normal((2, 3))})
+
+
+def test_rule_docstrings_state_formulas():
+    for op, fn in RULES.items():
+        assert fn.__doc__ and fn.__doc__.strip().splitlines()[0], f"rule for {op} has no formula line"
+
+
+def test_shape_only_ops_pass_as_constants():
+    # y = reshape(x, shape(x)) * 2: Shape carries no gradient, Reshape does
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["r"]),
+             helper.make_node("Mul", ["r", "two"], ["y"])]
+    check_directional(nodes, {"x": rng.standard_normal((2, 3))}, consts={"two": np.array(2.0)})
