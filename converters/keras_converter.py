@@ -138,9 +138,11 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
         first = final
     size = tuple(in_shape[1:3]) if all(isinstance(d, int) for d in in_shape[1:3]) else None
     spec = InputSpec.from_preset("input", preprocess, size=size, layout="NHWC")
-    probs = first if _ends_in_softmax(model) else None
+    scores = len(model.outputs[0].shape) == 2  # a classifier head; feature extractors have none
+    probs = first if scores and _ends_in_softmax(model) else None
+    logits = first if scores and not probs else None
     return finish(onnx_model, source="keras", source_name=name, spec=spec, layers=infos,
-                  probabilities_output=probs, logits_output=None if probs else first, labels=labels)
+                  probabilities_output=probs, logits_output=logits, labels=labels if scores else None)
 
 
 def _single_output(layer) -> bool:

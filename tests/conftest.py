@@ -10,3 +10,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from converters.keras_converter import _preload_triton  # noqa: E402
 
 _preload_triton()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+IMAGE = Path(__file__).resolve().parents[1] / "engine" / "data" / "chelsea.png"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def torch_vgg16(models_dir):
+    """torchvision VGG16 with seeded random weights, its state dict, and its .onnx file."""
+    import torch
+    import torchvision
+
+    from converters.torch_converter import convert_module
+    from engine.onnx_file import save_onnx
+
+    torch.manual_seed(0)
+    net = torchvision.models.vgg16(weights=None).eval()
+    path = models_dir / "torch_vgg16.onnx"
+    save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="torchvision.vgg16"), path)
+    state_path = models_dir / "vgg16.pth"
+    torch.save(net.state_dict(), state_path)
+    return {"net": net, "path": path, "state": state_path}
+
+
+@pytest.fixture(scope="session")
+def keras_vgg16(models_dir, torch_vgg16):
+    """Keras VGG16 holding the torch fixture's weights (transferred), and its .onnx file."""
+    from converters.keras_converter import applications_model, convert_keras_model
+    from engine.onnx_file import save_onnx
+
+    net = applications_model("VGG16", weights=str(torch_vgg16["state"]))
+    path = models_dir / "keras_vgg16.onnx"
+    save_onnx(convert_keras_model(net, name="VGG16", preprocess="caffe"), path)
+    return {"net": net, "path": path}
+
+
+@pytest.fixture(scope="session")
+def image():
+    from engine.images import load_image, resize
+
+    return resize(load_image(IMAGE), (224, 224))

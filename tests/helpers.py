@@ -1,0 +1,16 @@
+"""Comparison helpers for tests."""
+import numpy as np
+
+
+def assert_close(got, ref, rtol=1e-4, what=""):
+    """|got - ref| <= rtol * |ref| + rtol * max|ref|: relative, with an absolute floor scaled to the tensor."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+    scale = np.abs(ref).max() + 1e-30
+    excess = np.abs(got - ref) - rtol * (np.abs(ref) + scale)
+    worst = np.abs(got - ref).max() / scale
+    assert excess.max() <= 0, f"{what}: max error {worst:.2e} of the tensor's scale exceeds rtol {rtol:.0e}"
+
+
+def nchw(arr, layout):
+    return arr.transpose(0, 3, 1, 2) if arr.ndim == 4 and layout == "NHWC" else arr
