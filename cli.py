@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from engine.errors import ConvlensError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (1)
+        return int(exc.code or 0)
     try:
         result = COMMANDS[args.command](args)
     except ConvlensError as exc:

@@ -23,7 +23,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         model = onnx.ModelProto()
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        kind = "truncated or corrupt" if data[:2] == b"\x08" or _looks_like_onnx(data) else "not an ONNX model"
+        kind = "truncated or corrupt" if data[:1] == b"\x08" or _looks_like_onnx(data) else "not an ONNX model"
         raise ConvlensError(f"{path} is {kind} ({exc.__class__.__name__}).") from None
     if not model.HasField("graph") or len(model.graph.node) == 0 or len(model.graph.output) == 0:
         raise ConvlensError(f"{path} is not an ONNX model, or is truncated: it has no graph nodes or outputs.")

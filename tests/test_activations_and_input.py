@@ -1,0 +1,148 @@
+"""Activations from Python and the CLI, the input adapter, and image reading."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from cli import main
+from engine import ConvlensError, activations, load
+from engine.adapter import apply_numpy
+from engine.images import load_image
+from engine.program import program
+from tests.conftest import IMAGE
+from tests.helpers import assert_close
+
+
+def test_adapter_matches_numpy_preprocessing(keras_vgg16, image):
+    # the adapter's output tensor is the model's input: fetch it and compare with the numpy mapping
+    model = load(keras_vgg16["path"])
+    got = program(model, ["input"], (224, 224)).run(image)["input"]
+    np.testing.assert_allclose(got, apply_numpy(image[None], model.input_spec), rtol=1e-6, atol=1e-4)
+    got_t = program(model, ["input"], (224, 224), spec=model.input_spec.with_preset("torch")).run(image)["input"]
+    np.testing.assert_allclose(got_t, apply_numpy(image[None], model.input_spec.with_preset("torch")), rtol=1e-6, atol=1e-6)
+
+
+def test_activations_python_api_returns_arrays(torch_vgg16, image):
+    model = load(torch_vgg16["path"])
+    acts = activations(model, image, ["features.1", "features.29", "classifier.1"])
+    assert acts["features.1"].shape == (1, 64, 224, 224)
+    assert acts["features.29"].shape == (1, 512, 14, 14)
+    assert acts["classifier.1"].shape == (1, 4096)
+    assert (acts["features.1"] >= 0).all()  # a ReLU output
+
+
+def test_activations_cli_writes_grids_and_arrays(tmp_path, keras_vgg16, capsys):
+    out = tmp_path / "acts"
+    rc = main(["activations", str(keras_vgg16["path"]), str(IMAGE), "--layers", "block1_conv1,block3_conv1", "-o", str(out), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["shapes"]["block1_conv1"] == [1, 224, 224, 64]
+    grid = cv2.imread(str(out / "block3_conv1.png"))
+    # 256 channels of 56x56 at 16 a row with 1 px gaps: 16 rows, 16 columns (upscaled by an integer factor)
+    h, w = grid.shape[:2]
+    assert w * (16 * 57 - 1) == h * (16 * 57 - 1) and h % (16 * 57 - 1) == 0
+    arr = np.load(out / "block1_conv1.npy")
+    assert arr.shape == (1, 224, 224, 64)
+    # the grid follows the lesson's mapping: a channel standardized, x64, +128, clipped
+    from engine.render import channel_grid, standardize_channel
+
+    assert np.array_equal(channel_grid(arr[0].transpose(2, 0, 1)[:1]), standardize_channel(arr[0, :, :, 0]))
+
+
+def test_existing_output_is_not_overwritten_without_force(tmp_path, torch_vgg16, capsys):
+    out = tmp_path / "a"
+    args = ["activations", str(torch_vgg16["path"]), str(IMAGE), "--layers", "features.0", "-o", str(out)]
+    assert main(args) == 0
+    before = (out / "features.0.npy").read_bytes()
+    assert main(args) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (out / "features.0.npy").read_bytes() == before
+    assert main(args + ["--force"]) == 0
+
+
+def test_layers_cli_json(torch_vgg16, capsys):
+    assert main(["layers", str(torch_vgg16["path"]), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    by_name = {l["name"]: l for l in result["layers"]}
+    assert by_name["features.28"]["shape"] == [1, 512, 14, 14] and by_name["features.28"]["layout"] == "NCHW"
+    assert by_name["classifier.6"]["shape"] == [1, 1000]
+    assert main(["layers", str(torch_vgg16["path"])]) == 0
+    assert "features.28" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "u16"])
+def test_gray_rgba_and_16bit_images(tmp_path, kind, torch_vgg16):
+    base = cv2.imread(str(IMAGE))
+    if kind == "gray":
+        img = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    elif kind == "rgba":
+        img = np.dstack([base, np.full(base.shape[:2], 255, np.uint8)])
+    else:
+        img = base.astype(np.uint16) * 257
+    path = tmp_path / f"{kind}.png"
+    cv2.imwrite(str(path), img)
+    pixels = load_image(path)
+    assert pixels.shape == (300, 451, 3) and pixels.dtype == np.float32 and pixels.max() <= 255
+    if kind != "gray":
+        np.testing.assert_allclose(pixels, load_image(IMAGE), atol=1e-3)
+    acts = activations(load(torch_vgg16["path"]), str(path), ["features.0"])
+    assert np.isfinite(acts["features.0"]).all()
+
+
+# --- refusals: one sentence each, exit code 1 ---------------------------------------------------------
+def _err(capsys, args):
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 1, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_refusals(tmp_path, torch_vgg16, capsys):
+    model = str(torch_vgg16["path"])
+    assert "Model file not found" in _err(capsys, ["layers", str(tmp_path / "nope.onnx")])
+    text = tmp_path / "notes.onnx"
+    text.write_text("these are my notes, not a model")
+    assert "not an ONNX model" in _err(capsys, ["layers", str(text)])
+    data = torch_vgg16["path"].read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[: len(data) // 3])
+    assert "truncated" in _err(capsys, ["layers", str(cut)])
+    err = _err(capsys, ["activations", model, str(IMAGE), "--layers", "features.290", "-o", str(tmp_path / "x")])
+    assert "Unknown layer 'features.290'" in err and "closest: features.29" in err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert "Cannot read" in _err(capsys, ["activations", model, str(bad), "--layers", "features.0", "-o", str(tmp_path / "y")])
+    assert "Image file not found" in _err(capsys, ["activations", model, str(tmp_path / "no.png"), "--layers", "features.0",
+                                                   "-o", str(tmp_path / "z")])
+    assert "Unknown source" in _err(capsys, ["convert", "caffe:vgg", "-o", str(tmp_path / "c.onnx")])
+    assert main(["activations", model]) == 1  # a usage error: the usage, then one sentence
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("convlens: error: the following arguments are required")
+
+
+def test_external_data_outside_folder_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    t = TensorProto()
+    t.name, t.data_type = "w", TensorProto.FLOAT
+    t.dims.extend([4])
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=[t])
+    path = tmp_path / "evil.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    with pytest.raises(ConvlensError, match="outside the model's folder"):
+        load(path)
+
+
+def test_unknown_device_and_missing_cuda(torch_vgg16, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        err = _err(capsys, ["layers", str(torch_vgg16["path"]), "--device", "cuda"])
+        assert "--device cuda needs onnxruntime-gpu" in err
