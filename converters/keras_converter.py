@@ -113,7 +113,17 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
     # weights: graph inputs -> initializers, then fold the transposes tf2onnx put around them
     values = [v.numpy() for v in trainable + frozen]
     weight_names = {f"convlens_w{i}" for i in range(len(values))}
-    real_inputs = [i for i in graph.input if i.name not in weight_names]
+    captured = _captured_constants(forward)
+    real_inputs = []
+    for i in graph.input:
+        if i.name in weight_names:
+            continue
+        if i.name in captured:  # a constant tensor the layer holds outside its variables (e.g. Normalization)
+            graph.initializer.append(numpy_helper.from_array(captured[i.name], i.name))
+            continue
+        real_inputs.append(i)
+    if len(real_inputs) != 1:
+        raise ConvlensError(f"Keras model {name} converted with unexpected inputs: {[i.name for i in real_inputs]}.")
     del graph.input[:]
     graph.input.extend(real_inputs)
     graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32) if v.dtype == np.float32 else v,
@@ -143,6 +153,19 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
     logits = first if scores and not probs else None
     return finish(onnx_model, source="keras", source_name=name, spec=spec, layers=infos,
                   probabilities_output=probs, logits_output=logits, labels=labels if scores else None)
+
+
+def _captured_constants(fn) -> dict:
+    """Tensors a tf.function captured by value, by their placeholder names inside the graph."""
+    concrete = fn.get_concrete_function()
+    out = {}
+    for inner, outer in zip(concrete.graph.internal_captures, concrete.captured_inputs):
+        try:
+            value = outer.numpy()
+        except (AttributeError, ValueError, TypeError):
+            continue
+        out[inner.name] = np.asarray(value)
+    return out
 
 
 def _single_output(layer) -> bool:

@@ -36,10 +36,32 @@ class Model:
                 self.weights[t.name] = numpy_helper.to_array(t)
             else:
                 self.small_inits[t.name] = t
+        self._fold_constant_nodes()
         self.graph_outputs = [o.name for o in proto.graph.output]
         self.programs: dict = {}
         self._digest: str | None = None
         _check_opset(self)
+
+    def _fold_constant_nodes(self) -> None:
+        """Constant nodes and Identity-of-initializer nodes (exporters dedupe equal buffers that way)
+        become initializers, so gradient rules see batch-norm statistics and the like as constants."""
+        kept = []
+        for node in self.nodes:
+            if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+                t = onnx.TensorProto()
+                t.CopyFrom(node.attribute[0].t)
+                t.name = node.output[0]
+                self.small_inits[t.name] = t
+            elif node.op_type == "Identity" and node.input[0] in self.weights:
+                self.weights[node.output[0]] = self.weights[node.input[0]]
+            elif node.op_type == "Identity" and node.input[0] in self.small_inits:
+                t = onnx.TensorProto()
+                t.CopyFrom(self.small_inits[node.input[0]])
+                t.name = node.output[0]
+                self.small_inits[t.name] = t
+            else:
+                kept.append(node)
+        self.nodes = kept
 
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> "Model":

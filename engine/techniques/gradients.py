@@ -45,8 +45,11 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
     spec = spec or model.input_spec
     shapes = _cached_shapes(model, size, spec)
     shape = shapes.get(tensor)
-    if shape is None:
-        raise ConvlensError(f"Could not infer the shape of {tensor!r} at {size[0]}x{size[1]}.")
+    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
+        # static inference gave up (dynamic reshapes): run the forward graph once and look
+        probe = program(model, [tensor], size, spec).run(np.zeros((1, size[0], size[1], 3), np.float32))[tensor]
+        shape = [1, *probe.shape[1:]]
+        shapes[tensor] = shape
     channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[1]
     softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
     extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax)

@@ -1,0 +1,170 @@
+"""Class activation maps: Grad-CAM and its family, on any layer with a spatial output.
+
+All gradient methods share one program: the objective is the chosen class score, the gradient is
+taken at the layer's output A, and A itself is fetched in the same run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ConvlensError
+from ..model import Model
+from ..objectives import one_hot
+from ..program import program
+from .common import prepare, to_nchw
+from .gradients import Target, gradient_program, run_gradient
+from .layers import layer_shapes
+
+GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
+METHODS = GRADIENT_METHODS + ("scorecam", "eigencam")
+
+
+@dataclass
+class CamResult:
+    cam: np.ndarray  # (h, w) at the layer's resolution, in [0, 1]
+    heatmap: np.ndarray  # (H, W) at the image's resolution, in [0, 1]
+    class_index: int
+    label: str
+    score: float  # the class score the map explains (logit or probability)
+    layer: str
+    method: str
+    zero: bool  # True when the map is zero everywhere (nothing to show, never divided by zero)
+
+
+def resolve_layer(model: Model, layer: str | None, size) -> str:
+    if layer in (None, "auto"):
+        return model.last_spatial_layer(layer_shapes(model, size)).name
+    info = model.layer(layer)
+    shape = layer_shapes(model, size).get(info.tensor)
+    if shape is None or len(shape) != 4:
+        raise ConvlensError(f"Layer {layer!r} has no spatial output (shape {shape}); CAM needs a 4-D layer.")
+    return info.name
+
+
+def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:
+    """Raw maps (N, h, w), before ReLU and normalization, from NCHW activations and gradients."""
+    A = acts.astype(np.float64)
+    if method == "eigencam":
+        return np.stack([_first_component(a) for a in A])
+    G = grads.astype(np.float64)
+    if method == "gradcam":  # channel weights: spatially averaged gradients; channels averaged (the lesson)
+        w = G.mean(axis=(2, 3), keepdims=True)
+        return (w * A).mean(axis=1)
+    if method == "gradcam++":  # second-order weights (Chattopadhyay et al. 2018, exponential score form)
+        g2, g3 = G ** 2, G ** 3
+        denom = 2 * g2 + A.sum(axis=(2, 3), keepdims=True) * g3
+        alpha = np.where(G != 0, g2 / np.where(denom != 0, denom, 1.0), 0.0)
+        w = (alpha * np.maximum(G, 0)).sum(axis=(2, 3), keepdims=True)
+        return (w * A).sum(axis=1)
+    if method == "hirescam":  # element-wise gradient x activation, summed over channels
+        return (G * A).sum(axis=1)
+    if method == "xgradcam":  # weights normalized by the activation's spatial sum
+        w = (G * A).sum(axis=(2, 3), keepdims=True) / (A.sum(axis=(2, 3), keepdims=True) + 1e-7)
+        return (w * A).sum(axis=1)
+    if method == "layercam":  # positive gradients as element-wise weights
+        return (np.maximum(G, 0) * A).sum(axis=1)
+    raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
+
+
+def _first_component(a: np.ndarray) -> np.ndarray:
+    """Projection of each position's channel vector on the first principal direction (EigenCAM)."""
+    c, h, w = a.shape
+    flat = a.reshape(c, -1).T
+    flat = flat - flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    proj = flat @ vt[0]
+    if np.corrcoef(proj, a.reshape(c, -1).mean(axis=0))[0, 1] < 0:  # the SVD's sign is arbitrary
+        proj = -proj
+    return proj.reshape(h, w)
+
+
+def normalize(raw: np.ndarray) -> tuple[np.ndarray, bool]:
+    """ReLU, then divide by the max; an all-zero map stays zero and is flagged."""
+    m = np.maximum(raw, 0)
+    peak = m.max()
+    if not np.isfinite(peak) or peak <= 0:
+        return np.zeros_like(m, dtype=np.float32), True
+    return (m / peak).astype(np.float32), False
+
+
+def class_targets(model: Model, scores: np.ndarray, target) -> list[list[int]]:
+    """Per image, the classes to explain: an index, a label, 'top' or 'topK'."""
+    if isinstance(target, str) and target.lower().startswith("top"):
+        k = int(target[3:] or 1)
+        return [list(np.argsort(-row)[:k]) for row in scores]
+    idx = model.class_index(target)
+    if not 0 <= idx < scores.shape[1]:
+        raise ConvlensError(f"Class {idx} is out of range; the model has {scores.shape[1]} classes.")
+    return [[idx] for _ in scores]
+
+
+def gradcam(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
+            score: str = "logit") -> list[list[CamResult]]:
+    """CAM maps per image and per requested class; `images` is a path, an array or a list of them."""
+    if method not in METHODS:
+        raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
+    pixels = prepare(model, images)
+    size = pixels.shape[1:3]
+    name = resolve_layer(model, layer, size)
+    info = model.layer(name)
+    tgt = Target(score=score)
+    score_tensor, _ = tgt.tensor(model)
+    scores = program(model, [score_tensor], size).run(pixels)[score_tensor].reshape(len(pixels), -1)
+    if score == "prob" and score_tensor == model.meta.logits:
+        scores = _softmax(scores)
+    classes = class_targets(model, scores, target)
+    results: list[list[CamResult]] = [[] for _ in pixels]
+    depth = max(len(c) for c in classes)
+    for k in range(depth):
+        items = [i for i, c in enumerate(classes) if k < len(c)]
+        idx = [classes[i][k] for i in items]
+        batch = pixels[items]
+        if method == "scorecam":
+            acts = to_nchw(program(model, [info.tensor], size).run(batch)[info.tensor], info.layout)
+            raw = _score_cam(model, batch, acts, idx, score)
+        elif method == "eigencam":
+            acts = to_nchw(program(model, [info.tensor], size).run(batch)[info.tensor], info.layout)
+            raw = cam_maps(acts, None, method)
+        else:
+            prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,))
+            out = run_gradient(prog, batch, one_hot(idx, channels))
+            acts = to_nchw(out[info.tensor], info.layout)
+            grads = to_nchw(out[prog.grads[info.tensor]], info.layout)
+            raw = cam_maps(acts, grads, method)
+        for j, i in enumerate(items):
+            cam, zero = normalize(raw[j])
+            heat = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            results[i].append(CamResult(cam, np.clip(heat, 0, 1), int(idx[j]), model.label(int(idx[j])),
+                                        float(scores[i, idx[j]]), name, method, zero))
+    return results
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int = 32) -> np.ndarray:
+    """Score-CAM (Wang et al. 2020): weight each channel by the class probability of the image masked by it."""
+    size = pixels.shape[1:3]
+    tensor = model.meta.logits or model.meta.probabilities
+    prog = program(model, [tensor], size)
+    out = np.zeros(acts.shape[:1] + acts.shape[2:], np.float64)
+    for n in range(len(pixels)):
+        masks = np.stack([cv2.resize(a, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for a in acts[n]])
+        lo = masks.reshape(len(masks), -1).min(axis=1)[:, None, None]
+        hi = masks.reshape(len(masks), -1).max(axis=1)[:, None, None]
+        masks = np.where(hi > lo, (masks - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
+        base = prog.run(np.zeros_like(pixels[n:n + 1]))[tensor].reshape(1, -1)
+        base_p = (_softmax(base) if tensor == model.meta.logits else base)[0, idx[n]]
+        weights = np.empty(len(masks))
+        for s in range(0, len(masks), batch):
+            masked = pixels[n][None] * masks[s:s + batch, :, :, None]
+            y = prog.run(masked.astype(np.float32))[tensor].reshape(len(masked), -1)
+            p = _softmax(y) if tensor == model.meta.logits else y
+            weights[s:s + batch] = p[:, idx[n]] - base_p
+        out[n] = np.tensordot(weights, acts[n].astype(np.float64), axes=1)
+    return out
