@@ -10,13 +10,16 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
     "layers": "convlens layers vgg16.onnx",
     "activations": "convlens activations vgg16.onnx cat.jpg --layers features.1,features.29 -o acts/",
-    "gradient": "convlens gradient vgg16.onnx cat.jpg --class 281 -o grad/",
-    "cam": "convlens cam vgg16.onnx cat.jpg --class top -o cam/",
+    "cam": "convlens cam vgg16.onnx cat.jpg --class \"African elephant\" --method gradcam++ -o cam/",
+    "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
+    "demo": "convlens demo -o demo-out",
 }
 
 
@@ -68,6 +71,36 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("image", help="an image file")
     p.add_argument("--layers", required=True, help="comma-separated layer names (see `convlens layers`)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p = add("cam", "Class activation heatmaps (Grad-CAM family) with overlays and top-5 predictions.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--layer", default="auto", help="a layer with a spatial output; auto takes the last one")
+    p.add_argument("--class", dest="target", default="top", help="an index, a label, top or top5")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam",
+                                                          "scorecam", "eigencam"])
+    p.add_argument("--score", default="logit", choices=["logit", "prob"], help="differentiate the logit (paper) or the softmax (lesson)")
+    p.add_argument("--batch", type=int, default=8, help="images per run")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = add("saliency", "Gradient attributions in pixel space.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "integrated-gradients",
+                                                          "guided-backprop", "guided-gradcam"])
+    p.add_argument("--class", dest="target", default="top", help="an index, a label or top")
+    p.add_argument("--score", default="logit", choices=["logit", "prob"])
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = add("filters", "Filter patterns by gradient ascent in input space.")
+    _model_args(p)
+    p.add_argument("--layer", required=True, help="the layer whose filters to visualize")
+    p.add_argument("--filters", default="0-7", help="0-63, 0,5,9 or all")
+    p.add_argument("--recipe", default="chollet", choices=["chollet", "lucid"])
+    p.add_argument("--steps", type=int, help="ascent steps (chollet 40, lucid 512)")
+    p.add_argument("--size", type=int, help="image side in pixels (chollet 150, lucid 224)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from this image or .npy array instead of noise")
     p.add_argument("-o", "--output", required=True, help="output folder")
     return parser
 
@@ -155,7 +188,106 @@ def cmd_activations(args) -> dict:
             "summary": f"wrote {len(files)} files to {out} ({', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())})"}
 
 
-COMMANDS = {"convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations}
+def _image_batches(items: list[str], size: int):
+    from engine.images import image_paths
+
+    paths = image_paths(items)
+    for s in range(0, len(paths), size):
+        yield paths[s:s + size]
+
+
+def _progress(done: int, total: int, quiet: bool, what: str) -> None:
+    if quiet or not sys.stderr.isatty():
+        return
+    filled = int(30 * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {what}")
+    if done >= total:
+        sys.stderr.write("\n")
+
+
+def cmd_cam(args) -> dict:
+    from engine.images import image_paths, load_image
+    from engine.render import jet_overlay, write_npy, write_png
+    from engine.techniques.activations import predictions
+    from engine.techniques.cam import gradcam
+
+    model = _load(args)
+    out = Path(args.output)
+    files, report = [], []
+    total = len(image_paths(args.images))
+    done = 0
+    for paths in _image_batches(args.images, max(1, args.batch)):
+        maps = gradcam(model, [str(p) for p in paths], args.target, args.layer, args.method, args.score)
+        tops = predictions(model, [str(p) for p in paths])
+        for path, results, top in zip(paths, maps, tops):
+            original = load_image(path)
+            entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
+            for r in results:
+                stem = f"{path.stem}_{r.method}_{r.class_index}"
+                heat = __import__("cv2").resize(r.cam, (original.shape[1], original.shape[0]))
+                files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
+                files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
+                files.append(str(write_png(out / f"{stem}_overlay.png", jet_overlay(original, heat), args.force)))
+                entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
+                                      "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
+            report.append(entry)
+        done += len(paths)
+        _progress(done, total, args.quiet or args.json, "images")
+    lines = []
+    for e in report:
+        lines.append(f"{e['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in e["top5"]))
+        for m in e["maps"]:
+            lines.append(f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}" + (" (zero map: nothing to show)" if m["zero"] else ""))
+    lines.append(f"wrote {len(files)} files to {out}")
+    return {"files": files, "images": report, "summary": "\n".join(lines)}
+
+
+def cmd_saliency(args) -> dict:
+    from engine.images import image_paths
+    from engine.render import write_npy, write_png
+    from engine.techniques.saliency import saliency, saliency_image
+
+    model = _load(args)
+    out = Path(args.output)
+    files, report = [], []
+    for path in image_paths(args.images):
+        r = saliency(model, str(path), args.target, args.method, args.score)[0]
+        stem = f"{path.stem}_{args.method}_{r.class_index}"
+        files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
+        files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
+        report.append({"image": str(path), "class": r.class_index, "label": r.label,
+                       "completeness_error": r.completeness_error})
+    summary = "\n".join(f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
+                         + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
+                         for e in report)
+    return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}"}
+
+
+def cmd_filters(args) -> dict:
+    from engine.images import load_image
+    from engine.render import filter_grid, write_npy, write_png
+    from engine.techniques.filters import visualize_filters
+
+    model = _load(args)
+    init = None
+    if args.init:
+        init = np.load(args.init) if args.init.endswith(".npy") else load_image(args.init)
+    res = visualize_filters(model, args.layer, args.filters, args.recipe, args.steps, args.size, args.seed, init,
+                            quiet=args.quiet or args.json)
+    out = Path(args.output)
+    safe = args.layer.replace("/", "_").replace(":", "_")
+    files = [str(write_png(out / f"{safe}_{f}.png", img, args.force)) for f, img in zip(res.filters, res.images)]
+    files.append(str(write_png(out / f"{safe}_grid.png", filter_grid(res.images), args.force)))
+    files.append(str(write_npy(out / f"{safe}.npy", res.raw, args.force)))
+    objectives = {int(f): float(o) for f, o in zip(res.filters, res.objectives)}
+    summary = (f"{len(res.filters)} filters of {args.layer} ({args.recipe}); mean final activation "
+               f"{np.mean(res.objectives):.3g}" + (f"; dead filters: {res.dead}" if res.dead else "")
+               + f"\nwrote {len(files)} files to {out}")
+    return {"files": files, "objectives": objectives, "dead": res.dead, "summary": summary}
+
+
+COMMANDS = {"convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+            "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":
     sys.exit(main())

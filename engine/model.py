@@ -63,6 +63,10 @@ class Model:
                 kept.append(node)
         self.nodes = kept
 
+    @property
+    def opset(self) -> int:
+        return next((o.version for o in self.opset_imports if o.domain in ("", "ai.onnx")), 17)
+
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> "Model":
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph."""

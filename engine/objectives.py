@@ -17,7 +17,7 @@ OBJECTIVE_ITEMS = "objective_items"
 OBJECTIVE_WEIGHTS = "objective_weights"
 
 
-def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False) -> Extra:
+def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False, opset: int = 17) -> Extra:
     """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities)."""
     nodes, inits = [], {}
     current = tensor
@@ -26,9 +26,13 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, softma
         current = "objective_softmax"
     if rank == 4:
         axes = [1, 2] if layout.upper() == "NHWC" else [2, 3]
-        inits["objective_axes"] = numpy_helper.from_array(np.array(axes, np.int64), "objective_axes")
-        nodes.append(helper.make_node("ReduceMean", [current, "objective_axes"], ["objective_pooled"], keepdims=0,
-                                      name="objective_pooled"))
+        if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
+            inits["objective_axes"] = numpy_helper.from_array(np.array(axes, np.int64), "objective_axes")
+            nodes.append(helper.make_node("ReduceMean", [current, "objective_axes"], ["objective_pooled"], keepdims=0,
+                                          name="objective_pooled"))
+        else:
+            nodes.append(helper.make_node("ReduceMean", [current], ["objective_pooled"], axes=axes, keepdims=0,
+                                          name="objective_pooled"))
         current = "objective_pooled"
     elif rank != 2:
         current_2d = "objective_flat"

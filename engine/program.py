@@ -94,8 +94,7 @@ def _build(model, fetch, size, spec, extra, grad) -> Program:
         weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                         for n, a in weights.items()]
         shapes = infer_shapes(cut, inits, [pixel_info] + list(extra.inputs) + weight_infos, model.opset_imports)
-        opset = next((o.version for o in model.opset_imports if o.domain in ("", "ai.onnx")), 17)
-        back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, opset)
+        back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
         cut = back.nodes  # the forward nodes (some with extra outputs) followed by the backward ones
         inits.update(back.inits)
         weights.update(back.weights)

@@ -72,3 +72,15 @@ def write_npy(path: str | os.PathLike, arr: np.ndarray, force: bool = False):
     buf = io.BytesIO()
     np.save(buf, arr)
     return write_atomic(path, buf.getvalue(), force)
+
+
+def filter_grid(images: np.ndarray, per_row: int = 8, margin: int = 5) -> np.ndarray:
+    """Filter images (N, H, W, 3) in a grid with black margins, as in the lesson."""
+    n, h, w, _ = images.shape
+    rows = math.ceil(n / per_row)
+    cols = min(n, per_row)
+    grid = np.zeros((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, 3), np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, per_row)
+        grid[r * (h + margin): r * (h + margin) + h, c * (w + margin): c * (w + margin) + w] = img
+    return grid

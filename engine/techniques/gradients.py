@@ -52,7 +52,7 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
         shapes[tensor] = shape
     channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[1]
     softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
-    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax)
+    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad), int(channels)
 

@@ -1,0 +1,140 @@
+"""Filter patterns by gradient ascent in input space (lesson technique 2), many filters per batch.
+
+`chollet` is the lesson's loop exactly; `lucid` adds the parameterization and robustness that make
+feature visualizations readable (Olah et al., "Feature Visualization", Distill 2017).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..adapter import PIXELS
+from ..errors import ConvlensError
+from ..model import Model
+from ..objectives import one_hot
+from .gradients import Target, gradient_program, run_gradient
+from .layers import layer_shapes
+
+
+@dataclass
+class FilterResult:
+    images: np.ndarray  # (N, H, W, 3) uint8, de-processed for display
+    raw: np.ndarray  # (N, H, W, 3) float32, the optimized input
+    objectives: np.ndarray  # (N,) final mean activation of each filter
+    filters: list[int]
+    dead: list[int]  # filters whose gradient was zero: their images are flat
+
+
+def deprocess(x: np.ndarray) -> np.ndarray:
+    """The lesson's display mapping: standardize, x0.1, +0.5, clip to [0, 1], x255."""
+    x = x.astype(np.float64)
+    x = (x - x.mean()) / (x.std() + 1e-5) * 0.1 + 0.5
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def parse_filters(text: str, channels: int) -> list[int]:
+    """'all', '0-63', '0,5,9' or a mix, checked against the layer's channel count."""
+    if text in (None, "all"):
+        return list(range(channels))
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise ConvlensError(f"--filters must look like 0-63, 0,5,9 or all, not {text!r}.") from None
+    bad = [f for f in out if not 0 <= f < channels]
+    if bad:
+        raise ConvlensError(f"Filter {bad[0]} is out of range; the layer has {channels} channels (0-{channels - 1}).")
+    return out
+
+
+def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 2e9) -> int:
+    """Items per batch so that forward + backward activations stay within the budget."""
+    shapes = layer_shapes(model, tuple(size))
+    total = 0
+    for name, shape in shapes.items():
+        if shape and all(isinstance(d, int) for d in shape) and len(shape) == 4:
+            total += int(np.prod(shape[1:])) * 4
+        if name == layer_tensor:
+            break
+    per_item = max(total * 3, 1)  # forward values, gradients, workspace
+    return int(max(1, min(64, budget_bytes // per_item)))
+
+
+def _progress(done: int, total: int, quiet: bool) -> None:
+    if quiet or not sys.stderr.isatty():
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} filters")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "chollet", steps: int | None = None,
+                      size: int | None = None, seed: int = 0, init: np.ndarray | None = None, step_size: float = 1.0,
+                      batch: int | None = None, quiet: bool = True) -> FilterResult:
+    """Images that maximize the mean activation of each chosen filter of `layer`."""
+    info = model.layer(layer)
+    if recipe not in ("chollet", "lucid"):
+        raise ConvlensError(f"Unknown recipe {recipe!r}; use chollet or lucid.")
+    px = size or (150 if recipe == "chollet" else 224)
+    hw = (px, px) if init is None else init.shape[:2]
+    spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
+    prog, channels = gradient_program(model, Target(layer=info.name), hw, wrt=(PIXELS,), spec=spec)
+    chosen = parse_filters(filters, channels) if not isinstance(filters, list) else filters
+    if isinstance(filters, list):
+        parse_filters(",".join(map(str, filters)), channels)
+    batch = batch or batch_size_for(model, info.tensor, hw)
+    rng = np.random.default_rng(seed)
+    raws, objs = [], []
+    for s in range(0, len(chosen), batch):
+        part = chosen[s:s + batch]
+        if recipe == "chollet":
+            raw, obj = _chollet(prog, part, channels, hw, steps or 40, step_size, rng, init)
+        else:
+            from .lucid import lucid_ascent
+
+            raw, obj = lucid_ascent(prog, part, channels, hw, steps or 512, rng)
+        raws.append(raw)
+        objs.append(obj)
+        _progress(min(s + batch, len(chosen)), len(chosen), quiet)
+    raw = np.concatenate(raws)
+    obj = np.concatenate(objs)
+    dead = [f for f, r in zip(chosen, raw) if r.std() == 0]
+    if recipe == "lucid":  # already a picture in 0..255
+        images = np.clip(raw, 0, 255).astype(np.uint8)
+    else:
+        images = np.stack([deprocess(r) if r.std() > 0 else np.full(r.shape, 128, np.uint8) for r in raw])
+    if dead:
+        import warnings
+
+        warnings.warn(f"{len(dead)} filter(s) of {info.name} had a zero gradient (dead): {dead[:10]}; their images are flat.")
+    return FilterResult(images, raw, obj, chosen, dead)
+
+
+def _chollet(prog, filters, channels, hw, steps, step_size, rng, init):
+    """The lesson's loop: start at gray + noise, 40 steps of RMS-normalized gradient ascent."""
+    n = len(filters)
+    if init is None:
+        x = (rng.random((n, hw[0], hw[1], 3)) * 20 + 128).astype(np.float32)
+    else:
+        x = np.repeat(init[None].astype(np.float32), n, axis=0)
+    weights = one_hot(filters, channels)
+    obj = np.zeros(n, np.float32)
+    for _ in range(steps):
+        out = run_gradient(prog, x, weights)
+        g = out[prog.grads[PIXELS]]
+        rms = np.sqrt(np.mean(np.square(g, dtype=np.float32), axis=(1, 2, 3), keepdims=True))
+        x = x + g / (rms + 1e-5) * step_size
+        obj = out["objective_items"]
+    final = run_gradient(prog, x, weights)["objective_items"]
+    return x, final if steps else obj
