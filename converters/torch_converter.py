@@ -42,7 +42,8 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
     torch = _torch()
     was_training = module.training
     module = module.eval()
-    leaves = {path: m for path, m in module.named_modules() if path and not list(m.children())}
+    # every named module, containers too (users ask for "layer4" as often as for "layer4.1.relu")
+    leaves = {path: m for path, m in module.named_modules() if path}
     captured: dict[str, object] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, p=path: captured.__setitem__(p, out))
              for path, m in leaves.items()]
@@ -77,7 +78,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
                 y = self.inner(x)
                 return (y,) + tuple(captured[p] for p in exposed)
 
-        out_names = ["logits"] + [f"{p}" for p in exposed]
+        out_names = ["logits"] + [_tensor_name(p) for p in exposed]
         buf = io.BytesIO()
         with torch.no_grad():
             torch.onnx.export(Exposed().eval(), (example_input,), buf, dynamo=False, input_names=["input"],
@@ -94,12 +95,17 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
     layers = []
     for p in leaves:
         if p in exposed or p in alias:
-            tensor = alias.get(p, p)
+            tensor = _tensor_name(alias.get(p, p))
             layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
                                     layout="NCHW" if captured_ndim(model, tensor) != 2 else "flat"))
     spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")
     return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
                   probabilities_output=None, logits_output="logits", labels=labels)
+
+
+def _tensor_name(path: str) -> str:
+    """The graph tensor for a module path; TorchScript refuses purely numeric names like '0'."""
+    return path if path == "logits" or not path[:1].isdigit() else f"module.{path}"
 
 
 def captured_ndim(model: onnx.ModelProto, tensor: str) -> int | None:

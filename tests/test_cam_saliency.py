@@ -1,0 +1,215 @@
+"""CAM methods and attributions against references written here with each framework's autograd."""
+import numpy as np
+import pytest
+import torch
+
+from engine import load
+from engine.techniques.cam import gradcam, normalize
+from engine.techniques.saliency import saliency
+from tests.helpers import assert_close
+
+
+def test_gradcam_matches_the_lessons_gradient_tape_port(keras_vgg16, image):
+    """The lesson's Grad-CAM (softmax score, block5_conv3, class 386) in tf.GradientTape, on the same weights."""
+    import keras
+    import tensorflow as tf
+
+    from keras.applications.vgg16 import preprocess_input
+
+    net = keras_vgg16["net"]
+    x = preprocess_input(image[None].copy())
+    grad_model = keras.Model(net.inputs, [net.get_layer("block5_conv3").output, net.output])
+    with tf.GradientTape() as tape:
+        conv, preds = grad_model(x)
+        loss = preds[:, 386]
+    grads = tape.gradient(loss, conv)
+    pooled = tf.reduce_mean(grads, axis=(0, 1, 2)).numpy()
+    conv = conv.numpy()[0] * pooled
+    heat = np.maximum(np.mean(conv, axis=-1), 0)
+    heat /= np.max(heat)
+    got = gradcam(load(keras_vgg16["path"]), image, 386, "block5_conv3", "gradcam", score="prob")[0][0]
+    assert got.cam.shape == (14, 14) and not got.zero and got.label == "African elephant"
+    assert np.abs(got.cam - heat).max() <= 1e-4
+    assert got.heatmap.shape == (224, 224)
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    import torchvision
+
+    from converters.torch_converter import convert_module
+    from engine.onnx_file import save_onnx
+
+    torch.manual_seed(7)
+    net = torchvision.models.resnet18(weights=None).eval()
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 96, 96), name="resnet18"),
+                     tmp_path_factory.mktemp("cam") / "resnet18.onnx")
+    return net, load(path)
+
+
+def _torch_input(model, pixels):
+    spec = model.input_spec
+    p = torch.tensor(pixels, requires_grad=True)
+    x = ((p * spec.scale - torch.tensor(spec.mean, dtype=torch.float32)) / torch.tensor(spec.std, dtype=torch.float32))
+    return p, x.permute(0, 3, 1, 2)
+
+
+def _torch_layer_and_grad(net, model, pixels, cls):
+    store = {}
+
+    def keep(_m, _i, out):
+        out.retain_grad()
+        store["a"] = out
+
+    h = net.layer4.register_forward_hook(keep)
+    p, x = _torch_input(model, pixels)
+    logits = net(x)
+    logits[0, cls].backward()
+    h.remove()
+    return store["a"].detach().double()[0], store["a"].grad.double()[0], logits.detach()
+
+
+def reference_cam(method, A, G):
+    """Independent formulas (torch, float64) for each method, from the papers."""
+    if method == "gradcam":
+        raw = (G.mean(dim=(1, 2))[:, None, None] * A).mean(0)
+    elif method == "gradcam++":
+        num = G ** 2
+        den = 2 * G ** 2 + A.sum(dim=(1, 2))[:, None, None] * G ** 3
+        alpha = torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        raw = ((alpha * torch.relu(G)).sum(dim=(1, 2))[:, None, None] * A).sum(0)
+    elif method == "hirescam":
+        raw = (G * A).sum(0)
+    elif method == "xgradcam":
+        raw = (((G * A).sum(dim=(1, 2)) / (A.sum(dim=(1, 2)) + 1e-7))[:, None, None] * A).sum(0)
+    elif method == "layercam":
+        raw = (torch.relu(G) * A).sum(0)
+    else:
+        raise ValueError(method)
+    raw = torch.relu(raw)
+    return (raw / raw.max()).numpy()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"])
+def test_gradient_cam_methods_match_torch_reference(resnet, method):
+    net, model = resnet
+    pixels = np.random.default_rng(3).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    A, G, _ = _torch_layer_and_grad(net, model, pixels, 17)
+    got = gradcam(model, pixels, 17, "layer4", method)[0][0]
+    np.testing.assert_allclose(got.cam, reference_cam(method, A, G), atol=1e-4)
+
+
+def test_eigencam_is_the_first_principal_component(resnet):
+    net, model = resnet
+    pixels = np.random.default_rng(4).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    A, _, _ = _torch_layer_and_grad(net, model, pixels, 0)
+    flat = A.reshape(A.shape[0], -1).T
+    flat = flat - flat.mean(0)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    proj = (flat @ vh[0]).reshape(A.shape[1:]).numpy()
+    got = gradcam(model, pixels, 0, "layer4", "eigencam")[0][0].cam
+    best = max((np.maximum(s * proj, 0) / np.maximum(s * proj, 0).max() for s in (1, -1)), key=lambda m: -np.abs(m - got).max())
+    np.testing.assert_allclose(got, best, atol=1e-4)
+
+
+def test_scorecam_matches_masked_forward_passes(resnet):
+    import torch.nn.functional as F
+
+    net, model = resnet
+    pixels = np.random.default_rng(5).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    A, _, logits = _torch_layer_and_grad(net, model, pixels, 3)
+    cls = int(torch.argmax(logits[0]))
+    up = F.interpolate(A[None].float(), size=(96, 96), mode="bilinear", align_corners=False)[0].double()
+    lo = up.flatten(1).min(1).values[:, None, None]
+    hi = up.flatten(1).max(1).values[:, None, None]
+    masks = torch.where(hi > lo, (up - lo) / torch.where(hi > lo, hi - lo, torch.ones_like(hi)), torch.zeros_like(up))
+    with torch.no_grad():
+        _, base_x = _torch_input(model, np.zeros_like(pixels))
+        base = torch.softmax(net(base_x), 1)[0, cls].double()
+        weights = []
+        for s in range(0, len(masks), 64):
+            masked = torch.tensor(pixels).double() * masks[s:s + 64, :, :, None]
+            _, x = _torch_input(model, masked.float().numpy())
+            weights.append(torch.softmax(net(x), 1)[:, cls].double() - base)
+    ref = (torch.cat(weights)[:, None, None] * A).sum(0).numpy()  # before ReLU and normalization
+    from engine.techniques.cam import _score_cam
+
+    got = _score_cam(model, pixels, A[None].numpy(), [cls], "logit")[0]
+    assert_close(got, ref, rtol=2e-3, what="Score-CAM raw map")  # masks resized by OpenCV here, by torch there
+    res = gradcam(model, pixels, cls, "layer4", "scorecam")[0][0]
+    assert res.zero == (ref.max() <= 0)
+
+
+def test_zero_map_says_so_and_never_divides_by_zero(tmp_path):
+    from converters.torch_converter import convert_module
+    from engine.onnx_file import save_onnx
+
+    cam, zero = normalize(np.full((4, 4), -2.0))
+    assert zero and not cam.any() and np.isfinite(cam).all()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        net[0].bias.fill_(-1e4)  # every activation is zero: nothing to explain
+    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 16, 16), preprocess="raw", labels=None), tmp_path / "dead.onnx"))
+    res = gradcam(model, np.full((16, 16, 3), 100, np.float32), 1, "1", "gradcam")[0][0]
+    assert res.zero and np.isfinite(res.heatmap).all() and not res.heatmap.any()
+
+
+def test_top_k_targets_and_labels(resnet):
+    _, model = resnet
+    pixels = np.random.default_rng(6).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    res = gradcam(model, pixels, "top3", "auto")
+    assert [len(r) for r in res] == [3, 3]
+    assert res[0][0].layer == "layer4.1.relu" or res[0][0].layer.startswith("layer4")
+    assert res[0][0].score >= res[0][1].score >= res[0][2].score
+    by_name = gradcam(model, pixels[:1], "tabby", "layer4")[0][0]
+    assert by_name.class_index == 281
+
+
+def test_vanilla_smoothgrad_and_guided_backprop_match_torch(resnet):
+    net, model = resnet
+    pixels = np.random.default_rng(8).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+
+    def torch_grad(px, guided=False):
+        hooks = []
+        if guided:
+            for m in net.modules():
+                if isinstance(m, torch.nn.ReLU):
+                    hooks.append(m.register_full_backward_hook(lambda mod, gi, go: (torch.clamp(gi[0], min=0),)))
+        inplace = [(m, m.inplace) for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+        for m, _ in inplace:
+            m.inplace = False
+        p, x = _torch_input(model, px)
+        net(x)[:, 42].sum().backward()
+        for h in hooks:
+            h.remove()
+        for m, f in inplace:
+            m.inplace = f
+        return p.grad.numpy()
+
+    got = saliency(model, pixels, 42, "vanilla")[0]
+    assert_close(got.attribution, torch_grad(pixels)[0], what="vanilla")
+    got = saliency(model, pixels, 42, "guided-backprop")[0]
+    assert_close(got.attribution, torch_grad(pixels, guided=True)[0], what="guided backprop")
+    got = saliency(model, pixels, 42, "smoothgrad", samples=6, seed=11)[0]
+    x = pixels[0]
+    noisy = x[None] + np.random.default_rng(11).normal(0, 0.15 * (x.max() - x.min()), (6,) + x.shape).astype(np.float32)
+    assert_close(got.attribution, torch_grad(noisy).mean(0), what="smoothgrad")
+
+
+def test_integrated_gradients_completeness(resnet):
+    _, model = resnet
+    pixels = np.random.default_rng(9).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    coarse = saliency(model, pixels, 5, "integrated-gradients", steps=8)[0]
+    fine = saliency(model, pixels, 5, "integrated-gradients", steps=128)[0]
+    # ReLU kinks make the Riemann sum converge slowly on random weights; it must converge, and be close
+    assert fine.completeness_error < 0.1 and fine.completeness_error < coarse.completeness_error
+
+
+def test_guided_gradcam_is_guided_backprop_times_the_heatmap(resnet):
+    _, model = resnet
+    pixels = np.random.default_rng(10).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    gg = saliency(model, pixels, 9, "guided-gradcam")[0].attribution
+    gb = saliency(model, pixels, 9, "guided-backprop")[0].attribution
+    heat = gradcam(model, pixels, 9)[0][0].heatmap
+    np.testing.assert_allclose(gg, gb * heat[..., None], rtol=1e-5, atol=1e-9)
