@@ -95,25 +95,30 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         parse_filters(",".join(map(str, filters)), channels)
     batch = batch or batch_size_for(model, info.tensor, hw)
     rng = np.random.default_rng(seed)
-    raws, objs = [], []
+    raws, objs, alive = [], [], []
     for s in range(0, len(chosen), batch):
         part = chosen[s:s + batch]
         if recipe == "chollet":
-            raw, obj = _chollet(prog, part, channels, hw, steps or 40, step_size, rng, init)
+            raw, obj, live = _chollet(prog, part, channels, hw, steps or 40, step_size, rng, init)
         else:
             from .lucid import lucid_ascent
 
-            raw, obj = lucid_ascent(prog, part, channels, hw, steps or 512, rng)
+            raw, obj, live = lucid_ascent(prog, part, channels, hw, steps or 512, rng)
         raws.append(raw)
+        alive.append(live)
         objs.append(obj)
         _progress(min(s + batch, len(chosen)), len(chosen), quiet)
     raw = np.concatenate(raws)
     obj = np.concatenate(objs)
-    dead = [f for f, r in zip(chosen, raw) if r.std() == 0]
+    live = np.concatenate(alive)
+    dead = [f for f, ok in zip(chosen, live) if not ok]
     if recipe == "lucid":  # already a picture in 0..255
         images = np.clip(raw, 0, 255).astype(np.uint8)
     else:
-        images = np.stack([deprocess(r) if r.std() > 0 else np.full(r.shape, 128, np.uint8) for r in raw])
+        images = np.stack([deprocess(r) for r in raw])
+    for k, ok in enumerate(live):  # a dead filter's image is flat gray, never NaN
+        if not ok:
+            images[k] = 128
     if dead:
         import warnings
 
@@ -130,11 +135,13 @@ def _chollet(prog, filters, channels, hw, steps, step_size, rng, init):
         x = np.repeat(init[None].astype(np.float32), n, axis=0)
     weights = one_hot(filters, channels)
     obj = np.zeros(n, np.float32)
+    live = np.zeros(n, bool)
     for _ in range(steps):
         out = run_gradient(prog, x, weights)
         g = out[prog.grads[PIXELS]]
         rms = np.sqrt(np.mean(np.square(g, dtype=np.float32), axis=(1, 2, 3), keepdims=True))
+        live |= rms.reshape(-1) > 0
         x = x + g / (rms + 1e-5) * step_size
         obj = out["objective_items"]
     final = run_gradient(prog, x, weights)["objective_items"]
-    return x, final if steps else obj
+    return x, (final if steps else obj), live

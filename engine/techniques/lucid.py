@@ -90,11 +90,13 @@ def lucid_ascent(prog, filters, channels, hw, steps, rng, lr: float = 0.05):
     m = [np.zeros_like(img.re), np.zeros_like(img.im)]
     v = [np.zeros_like(img.re), np.zeros_like(img.im)]
     b1, b2, eps = 0.9, 0.999, 1e-8
+    live = np.zeros(n, bool)
     for t in range(1, steps + 1):
         pixels, s = img.pixels()
         seen, state = _transform(pixels, rng)
         out = run_gradient(prog, seen.astype(np.float32), weights)
         g = _transform_adjoint(out[prog.grads[PIXELS]], state)
+        live |= np.abs(out[prog.grads[PIXELS]]).reshape(n, -1).max(axis=1) > 0
         for k, (param, grad) in enumerate(zip((img.re, img.im), img.gradient(g, s))):
             m[k] = b1 * m[k] + (1 - b1) * grad
             v[k] = b2 * v[k] + (1 - b2) * grad ** 2
@@ -102,4 +104,4 @@ def lucid_ascent(prog, filters, channels, hw, steps, rng, lr: float = 0.05):
             param += step  # ascent
     pixels, _ = img.pixels()
     final = run_gradient(prog, pixels, weights)["objective_items"]
-    return pixels, final
+    return pixels, final, live
