@@ -20,6 +20,7 @@ EXAMPLES = {
     "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
     "demo": "convlens demo -o demo-out",
+    "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
 }
 
 
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from this image or .npy array instead of noise")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p = add("report", "One self-contained HTML page with every technique on a model and images.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="the .html file to write")
+
+    p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")
+    p.add_argument("-o", "--output", default="convlens-demo", help="output folder")
+    p.add_argument("--filter-steps", type=int, default=96, help="lucid steps for the filter section")
     return parser
 
 
@@ -286,7 +295,55 @@ def cmd_filters(args) -> dict:
     return {"files": files, "objectives": objectives, "dead": res.dead, "summary": summary}
 
 
-COMMANDS = {"convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+def cmd_report(args) -> dict:
+    from engine.images import image_paths
+    from engine.onnx_file import check_writable, write_atomic
+    from engine.report import build_report
+
+    check_writable(args.output, args.force)
+    model = _load(args)
+    page, results = build_report(model, [str(p) for p in image_paths(args.images)], f"convlens: {Path(args.model).name}")
+    path = write_atomic(args.output, page.encode(), args.force)
+    return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
+
+
+def cmd_demo(args) -> dict:
+    """Convert EfficientNet-Lite0 (weights ship with a package), then report on the bundled cat photo."""
+    import time
+
+    from converters.pretrained import efficientnet_lite0
+    from converters.torch_converter import convert_module
+    from engine import load
+    from engine.images import sample_image
+    from engine.onnx_file import save_onnx, write_atomic
+    from engine.render import write_png
+    from engine.report import build_report
+
+    out = Path(args.output)
+    onnx_path = out / "efficientnet_lite0.onnx"
+    start = time.perf_counter()
+    if onnx_path.exists() and not args.force:
+        note = f"reused {onnx_path}"
+    else:
+        import torch
+
+        net = efficientnet_lite0()
+        save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="efficientnet-lite0", preprocess="tf"),
+                  onnx_path, args.force)
+        note = f"converted EfficientNet-Lite0 to {onnx_path}"
+    model = load(onnx_path)
+    photo = out / "chelsea.png"
+    if not photo.exists():
+        write_png(photo, sample_image().astype("uint8"))
+    page, results = build_report(model, [str(photo)], "convlens demo: EfficientNet-Lite0 on Chelsea the cat",
+                                 filter_steps=args.filter_steps)
+    report = write_atomic(out / "report.html", page.encode(), True)
+    top = results["images"][0]["top5"][0]
+    return {"files": [str(onnx_path), str(report)], **results,
+            "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\nwrote {report} in {time.perf_counter() - start:.0f} s"}
+
+
+COMMANDS = {"report": cmd_report, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

@@ -66,9 +66,8 @@ def infer_shapes(nodes, inits: dict, inputs, opset_imports) -> dict[str, list]:
 
 
 def elem_types(nodes, inits: dict, inputs, opset_imports) -> dict[str, int]:
-    """Element types of the tensors (used to know which paths carry floats)."""
-    graph = helper.make_graph(nodes, "types", list(inputs) + [
-        helper.make_tensor_value_info(n, t.data_type, list(t.dims)) for n, t in inits.items()], [])
+    """Element types of the tensors (used to know which tensors carry floats)."""
+    graph = helper.make_graph(nodes, "types", list(inputs), [], initializer=list(inits.values()))
     model = helper.make_model(graph, opset_imports=opset_imports)
     inferred = onnx.shape_inference.infer_shapes(model)
     return {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}

@@ -212,6 +212,9 @@ def test_concat_split_slice_pad_gather():
                       consts={"s": np.array([0], np.int64), "e": np.array([7], np.int64), "a": np.array([2], np.int64),
                               "st": np.array([2], np.int64)})
     check_directional([node("Pad", ["x", "p"])], {"x": x}, consts={"p": np.array([0, 1, 2, 0, 3, 1], np.int64)})
+    # pads computed at run time, as exporters write "same" padding
+    computed = [helper.make_node("Add", ["p0", "one"], ["p"]), node("Pad", ["x", "p"])]
+    check_directional(computed, {"x": x}, consts={"p0": np.array([0, 0, 1, 0, 2, 0], np.int64), "one": np.array(1, np.int64)})
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array([4, 0, 4], np.int64)})
     check_directional([node("Gather", ["x", "i"], axis=2)], {"x": x}, consts={"i": np.array([6, 5, 4, 3, 2, 1, 0], np.int64)})
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array(2, np.int64)})

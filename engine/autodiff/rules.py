@@ -613,6 +613,13 @@ def pad(e, node, dy, needs):
     pads = a.get("pads")
     if pads is None:
         pads = e.value(node.input[1])
+    if pads is None:  # pads computed at run time (exporters' "same" padding): slice with runtime bounds
+        if len(node.input) > 3 and node.input[3]:
+            raise ConvlensError(f"Pad node {node.name!r}: runtime pads with an axes input cannot be differentiated.")
+        rank = len(e.static_shape(node.input[0], f"Pad node {node.name!r}"))
+        starts = e.op("Slice", node.input[1], e.ints([0]), e.ints([rank]))
+        ends = e.op("Add", starts, e.op("Shape", node.input[0]))
+        return [e.op("Slice", dy[0], starts, ends, e.ints(list(range(rank))))] + [None] * (len(node.input) - 1)
     xs = e.static_shape(node.input[0], f"Pad node {node.name!r}")
     rank = len(xs)
     if len(node.input) > 3 and node.input[3]:

@@ -31,7 +31,7 @@ class FourierImage:
         fy = np.fft.fftfreq(h)[:, None]
         fx = np.fft.rfftfreq(w)[None, :]
         freqs = np.sqrt(fy ** 2 + fx ** 2)
-        self.scale = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) ** decay
+        self.scale = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) ** decay * np.sqrt(h * w)
         shape = (n, 3, h, w // 2 + 1)
         self.re = rng.normal(0, sd, shape)
         self.im = rng.normal(0, sd, shape)
