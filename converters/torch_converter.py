@@ -41,7 +41,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
     """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata."""
     torch = _torch()
     was_training = module.training
-    module = module.eval()
+    _set_training(module, False)
     # every named module, containers too (users ask for "layer4" as often as for "layer4.1.relu")
     leaves = {path: m for path, m in module.named_modules() if path}
     captured: dict[str, object] = {}
@@ -81,7 +81,10 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
         out_names = ["logits"] + [_tensor_name(p) for p in exposed]
         buf = io.BytesIO()
         with torch.no_grad():
-            torch.onnx.export(Exposed().eval(), (example_input,), buf, dynamo=False, input_names=["input"],
+            wrapper = Exposed()
+            wrapper.training = False  # not .eval(): it would recurse into modules that refuse it
+            torch.onnx.export(wrapper, (example_input,), buf, dynamo=False, input_names=["input"],
+                              training=torch.onnx.TrainingMode.PRESERVE,
                               output_names=out_names, opset_version=opset, do_constant_folding=True,
                               dynamic_axes={n: {0: "N"} for n in ["input"] + out_names})
     finally:
@@ -89,7 +92,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
             h.remove()
         for m, flag in inplace:
             m.inplace = flag
-        module.train(was_training)
+        _set_training(module, was_training)
     model = onnx.load_model_from_string(buf.getvalue())
     shape = tuple(example_input.shape)
     layers = []
@@ -98,9 +101,21 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
             tensor = _tensor_name(alias.get(p, p))
             layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
                                     layout="NCHW" if captured_ndim(model, tensor) != 2 else "flat"))
+    if not layers:  # no module calls to hook (torch.export's flattened graphs): read layers off the graph
+        from engine.infer import infer_meta
+
+        layers = [l for l in infer_meta(model).layers if l.tensor != "logits"]
     spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")
     return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
                   probabilities_output=None, logits_output="logits", labels=labels)
+
+
+def _set_training(module, flag: bool) -> None:
+    """train()/eval(), where the module allows it (torch.export's unlifted modules refuse both)."""
+    try:
+        module.train(flag)
+    except NotImplementedError:
+        pass
 
 
 def _tensor_name(path: str) -> str:
