@@ -56,6 +56,8 @@ def make_session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.
     """A session for `model`, whose placeholder initializers are filled from `weights`."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # pre-packed copies of the weights cost memory (a second VGG16 fc1) and bought no speed here
+    options.add_session_config_entry("session.disable_prepacking", "1")
     if _settings["threads"]:
         options.intra_op_num_threads = _settings["threads"]
         options.inter_op_num_threads = 1
