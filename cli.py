@@ -1,6 +1,7 @@
 """convlens command line: parse, call the engine or a converter, write files, print a summary.
 
-Exit codes: 0 done, 1 a user error (one sentence on stderr), 2 an internal error (traceback).
+Exit codes: 0 done, 1 a user error (one sentence on stderr), 2 an internal error (traceback),
+3 a comparison that ran and found a difference beyond its tolerance.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ EXAMPLES = {
     "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
     "demo": "convlens demo -o demo-out",
+    "compare": "convlens compare vgg16_keras.onnx vgg16_torch.onnx cat.jpg -o compare/",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
 }
 
@@ -108,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="the .html file to write")
 
+    p = add("compare", "Compare two models (e.g. Keras and PyTorch VGG16) layer by layer and technique by technique.")
+    p.add_argument("model_a", help="the reference .onnx file")
+    p.add_argument("model_b", help="the .onnx file to check against it")
+    p.add_argument("image", help="an image file")
+    p.add_argument("--layers", help="pairs A1:B1,A2:B2 (default: aligned from metadata names)")
+    p.add_argument("--class", dest="target", default="top", help="the class for Grad-CAM and gradients")
+    p.add_argument("--activation-rtol", type=float, default=1e-4)
+    p.add_argument("--cam-tol", type=float, default=1e-3)
+    p.add_argument("--gradient-rtol", type=float, default=1e-3)
+    p.add_argument("--filter-psnr", type=float, default=40.0)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")
     p.add_argument("-o", "--output", default="convlens-demo", help="output folder")
     p.add_argument("--filter-steps", type=int, default=96, help="lucid steps for the filter section")
@@ -126,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConvlensError as exc:
         print(f"convlens: {exc}", file=sys.stderr)
         return 1
+    except ComparisonFailed as exc:  # the comparison ran; its figures are beyond tolerance
+        result = exc.args[0]
+        print(json.dumps(result, default=str) if args.json else result.pop("summary"))
+        print(f"convlens: comparison failed: first difference at {result['first_failure']}.", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         return 1
@@ -343,7 +362,52 @@ def cmd_demo(args) -> dict:
             "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\nwrote {report} in {time.perf_counter() - start:.0f} s"}
 
 
-COMMANDS = {"report": cmd_report, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+class ComparisonFailed(Exception):
+    """A comparison ran and found a figure beyond its tolerance (exit code 3)."""
+
+
+def cmd_compare(args) -> dict:
+    import json as _json
+
+    from engine import load
+    from engine.onnx_file import write_atomic
+    from engine.render import filter_grid, jet_overlay, write_png
+    from engine.techniques.common import prepare
+    from engine.techniques.compare import compare, markdown
+
+    a, b = load(args.model_a), load(args.model_b)
+    pairs = None
+    if args.layers:
+        try:
+            pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
+            assert all(len(p) == 2 for p in pairs)
+        except AssertionError:
+            from engine.errors import ConvlensError
+
+            raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.") from None
+    tol = {"activation_rtol": args.activation_rtol, "cam_max_abs": args.cam_tol, "gradient_rtol": args.gradient_rtol,
+           "filter_psnr": args.filter_psnr}
+    c = compare(a, b, args.image, pairs, args.target, tol)
+    out = Path(args.output)
+    table = markdown(c, Path(args.model_a).name, Path(args.model_b).name)
+    result = {"rows": c.rows, "figures": c.figures, "passed": c.passed, "first_failure": c.first_failure}
+    files = [str(write_atomic(out / "compare.md", table.encode(), args.force)),
+             str(write_atomic(out / "compare.json", _json.dumps(result, indent=1, default=str).encode(), args.force))]
+    shown = prepare(a, args.image)[0]
+    if "gradcam" in c.pictures:
+        ha, hb = c.pictures["gradcam"]
+        files.append(str(write_png(out / "gradcam_side_by_side.png",
+                                   np.concatenate([jet_overlay(shown, ha), jet_overlay(shown, hb)], axis=1), args.force)))
+    if "filters" in c.pictures:
+        fa, fb = c.pictures["filters"]
+        files.append(str(write_png(out / "filters_side_by_side.png", filter_grid(np.concatenate([fa, fb]), per_row=len(fa)), args.force)))
+    result.update(files=files, summary=table + f"\nwrote {len(files)} files to {out}")
+    if not c.passed:
+        raise ComparisonFailed(result)
+    return result
+
+
+COMMANDS = {"report": cmd_report, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

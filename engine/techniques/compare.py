@@ -1,0 +1,134 @@
+"""Two models, one image: per-layer activation differences and the techniques side by side.
+
+Used to show that a Keras and a PyTorch file give the same pictures, and to gate deployments: every
+figure has a tolerance, and `passed` is False as soon as one is exceeded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..adapter import PIXELS
+from ..align import align
+from ..errors import ConvlensError
+from ..model import Model
+from ..objectives import one_hot
+from .activations import activations, predictions
+from .cam import gradcam
+from .common import prepare, to_nchw
+from .filters import visualize_filters
+from .gradients import Target, gradient_program, run_gradient
+
+TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "cam_max_abs": 1e-3, "gradient_rtol": 1e-3, "filter_psnr": 40.0}
+
+
+@dataclass
+class Comparison:
+    rows: list[dict] = field(default_factory=list)  # per layer: names, max abs diff, relative diff, ok
+    figures: dict = field(default_factory=dict)  # model-level figures: name -> {value, limit, ok}
+    first_failure: str | None = None
+    pictures: dict = field(default_factory=dict)  # name -> (picture of a, picture of b)
+
+    @property
+    def passed(self) -> bool:
+        return self.first_failure is None
+
+
+def _fail(c: Comparison, what: str):
+    if c.first_failure is None:
+        c.first_failure = what
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = None, target="top",
+            tolerances: dict | None = None, filters: int = 2, filter_steps: int = 40) -> Comparison:
+    """Compare model a and model b on one image; both receive the same preprocessing (a's)."""
+    saved = b.meta.input
+    spec = a.input_spec  # the same numbers into both: a's preprocessing, b's own input name and layout
+    b.meta.input = spec.__class__(**{**vars(spec), "name": saved.name, "layout": saved.layout, "size": saved.size})
+    try:
+        return _compare(a, b, image, layers, target, {**TOLERANCES, **(tolerances or {})}, filters, filter_steps)
+    finally:
+        b.meta.input = saved
+
+
+def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
+    pairs = layers or align(a, b)
+    if not pairs:
+        raise ConvlensError("No layers of the two models could be aligned; pass --layers A1:B1,A2:B2.")
+    pixels = prepare(a, image)
+    out = Comparison()
+    acts_a = activations(a, pixels, [x for x, _ in pairs])
+    acts_b = activations(b, pixels, [y for _, y in pairs])
+    for x, y in pairs:
+        va = to_nchw(acts_a[x], a.layer(x).layout)
+        vb = to_nchw(acts_b[y], b.layer(y).layout)
+        if va.shape != vb.shape:
+            raise ConvlensError(f"Layers {x} and {y} have different shapes {va.shape} and {vb.shape}; they do not correspond.")
+        diff = np.abs(va.astype(np.float64) - vb)
+        rel = float(diff.max() / (np.abs(va).max() + 1e-30))
+        ok = rel <= tol["activation_rtol"]
+        out.rows.append({"a": x, "b": y, "max_abs": float(diff.max()), "relative": rel, "ok": ok})
+        if not ok:
+            _fail(out, f"layer {x} / {y}")
+    if a.meta.logits and b.meta.logits:
+        top_a = [i for i, _, _ in predictions(a, pixels)[0]]
+        top_b = [i for i, _, _ in predictions(b, pixels)[0]]
+        same = top_a == top_b
+        out.figures["top5 agreement"] = {"value": same, "limit": True, "ok": same}
+        if not same:
+            _fail(out, "top-5 predictions")
+        spatial = [p for p in pairs if len(acts_a[p[0]].shape) == 4]
+        if spatial:
+            la, lb = spatial[-1]
+            cls = top_a[0] if target == "top" else a.class_index(target)
+            ca = gradcam(a, pixels, cls, la)[0][0]
+            cb = gradcam(b, pixels, cls, lb)[0][0]
+            d = float(np.abs(ca.cam - cb.cam).max())
+            corr = float(np.corrcoef(ca.cam.ravel(), cb.cam.ravel())[0, 1]) if ca.cam.std() and cb.cam.std() else 1.0
+            out.figures["Grad-CAM max abs difference"] = {"value": d, "limit": tol["cam_max_abs"], "ok": d <= tol["cam_max_abs"]}
+            out.figures["Grad-CAM correlation"] = {"value": corr, "limit": None, "ok": True}
+            if d > tol["cam_max_abs"]:
+                _fail(out, "Grad-CAM map")
+            out.pictures["gradcam"] = (ca.heatmap, cb.heatmap)
+            ga = _input_gradient(a, pixels, cls)
+            gb = _input_gradient(b, pixels, cls)
+            rel = float(np.linalg.norm(ga - gb) / (np.linalg.norm(ga) + 1e-30))
+            out.figures["input gradient relative difference"] = {"value": rel, "limit": tol["gradient_rtol"],
+                                                                 "ok": rel <= tol["gradient_rtol"]}
+            if rel > tol["gradient_rtol"]:
+                _fail(out, "input gradient")
+    conv_pairs = [p for p in pairs if len(acts_a[p[0]].shape) == 4]
+    if filters and conv_pairs:
+        la, lb = conv_pairs[0]
+        fa = visualize_filters(a, la, list(range(filters)), "chollet", steps=filter_steps, size=64)
+        fb = visualize_filters(b, lb, list(range(filters)), "chollet", steps=filter_steps, size=64)
+        worst = min(psnr(x, y) for x, y in zip(fa.images, fb.images))
+        ok = worst >= tol["filter_psnr"]
+        out.figures[f"filter PSNR ({la}, {filters} filters, dB)"] = {"value": worst, "limit": tol["filter_psnr"], "ok": ok}
+        if not ok:
+            _fail(out, "filter images")
+        out.pictures["filters"] = (fa.images, fb.images)
+    return out
+
+
+def _input_gradient(model: Model, pixels: np.ndarray, cls: int) -> np.ndarray:
+    prog, channels = gradient_program(model, Target(), pixels.shape[1:3])
+    return run_gradient(prog, pixels, one_hot([cls], channels))[prog.grads[PIXELS]]
+
+
+def markdown(c: Comparison, name_a: str, name_b: str) -> str:
+    lines = [f"| {name_a} | {name_b} | max abs diff | relative | ok |", "|---|---|---|---|---|"]
+    lines += [f"| {r['a']} | {r['b']} | {r['max_abs']:.3g} | {r['relative']:.3g} | {'yes' if r['ok'] else 'NO'} |" for r in c.rows]
+    lines += ["", "| figure | value | limit | ok |", "|---|---|---|---|"]
+    for k, f in c.figures.items():
+        v = f["value"] if isinstance(f["value"], bool) else f"{f['value']:.4g}"
+        lines.append(f"| {k} | {v} | {f['limit']} | {'yes' if f['ok'] else 'NO'} |")
+    lines.append("")
+    lines.append("PASSED" if c.passed else f"FAILED: first difference at {c.first_failure}")
+    return "\n".join(lines)

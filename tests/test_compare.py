@@ -1,0 +1,38 @@
+"""convlens compare: Keras and PyTorch VGG16 with shared weights agree; a perturbed kernel is caught."""
+import json
+
+import numpy as np
+import torch
+
+from cli import main
+from tests.conftest import IMAGE
+
+
+def test_shared_weights_pass_compare(tmp_path, keras_vgg16, torch_vgg16, capsys):
+    out = tmp_path / "cmp"
+    rc = main(["compare", str(keras_vgg16["path"]), str(torch_vgg16["path"]), str(IMAGE), "-o", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0, result["first_failure"]
+    assert result["passed"] and len(result["rows"]) == 20
+    assert result["figures"]["top5 agreement"]["ok"]
+    assert result["figures"]["Grad-CAM max abs difference"]["value"] <= 1e-3
+    assert (out / "compare.md").read_text().startswith("| keras_vgg16.onnx | torch_vgg16.onnx |")
+    assert (out / "gradcam_side_by_side.png").exists() and (out / "filters_side_by_side.png").exists()
+
+
+def test_perturbed_kernel_fails_and_names_the_first_layer(tmp_path, keras_vgg16, torch_vgg16, capsys):
+    import torchvision
+
+    from converters.torch_converter import convert_module
+    from engine.onnx_file import save_onnx
+
+    net = torchvision.models.vgg16(weights=None).eval()
+    net.load_state_dict(torch.load(torch_vgg16["state"], weights_only=True))
+    with torch.no_grad():
+        net.features[10].weight[3] += 0.05 * torch.randn_like(net.features[10].weight[3])  # block3_conv1
+    bad = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="torchvision.vgg16"), tmp_path / "bad.onnx")
+    rc = main(["compare", str(keras_vgg16["path"]), str(bad), str(IMAGE), "-o", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert rc == 3
+    assert "first difference at layer block3_conv1 / features.11" in captured.err
+    assert "| block2_pool | features.9 |" in captured.out and "| yes |" in captured.out
