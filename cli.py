@@ -22,6 +22,7 @@ EXAMPLES = {
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
     "demo": "convlens demo -o demo-out",
     "compare": "convlens compare vgg16_keras.onnx vgg16_torch.onnx cat.jpg -o compare/",
+    "sanity": "convlens sanity vgg16.onnx cat.jpg --method guided-backprop -o sanity/",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
 }
 
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cam-tol", type=float, default=1e-3)
     p.add_argument("--gradient-rtol", type=float, default=1e-3)
     p.add_argument("--filter-psnr", type=float, default=40.0)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = add("sanity", "Cascading weight randomization (Adebayo et al. 2018): does the map depend on the model?")
+    _model_args(p)
+    p.add_argument("image", help="an image file")
+    p.add_argument("--method", default="gradcam", help="a CAM method or a saliency method")
+    p.add_argument("--steps", type=int, default=6, help="randomization steps from the top layer down")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")
@@ -407,7 +415,26 @@ def cmd_compare(args) -> dict:
     return result
 
 
-COMMANDS = {"report": cmd_report, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+def cmd_sanity(args) -> dict:
+    import json as _json
+
+    from engine.onnx_file import write_atomic
+    from engine.render import line_plot, write_png
+    from engine.techniques.sanity import cascading_randomization
+
+    model = _load(args)
+    rows = cascading_randomization(model, args.image, args.method, args.steps)
+    out = Path(args.output)
+    lines = ["| layers randomized (top down) | down to | Spearman vs original |", "|---|---|---|"]
+    lines += [f"| {r['randomized']} | {r['top_layer'] or '-'} | {r['spearman']:.3f} |" for r in rows]
+    table = "\n".join(lines)
+    files = [str(write_atomic(out / f"sanity_{args.method}.md", table.encode(), args.force)),
+             str(write_atomic(out / f"sanity_{args.method}.json", _json.dumps(rows).encode(), args.force)),
+             str(write_png(out / f"sanity_{args.method}.png", line_plot([r["spearman"] for r in rows]), args.force))]
+    return {"rows": rows, "files": files, "summary": table + f"\nwrote {len(files)} files to {out}"}
+
+
+COMMANDS = {"report": cmd_report, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

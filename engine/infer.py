@@ -66,16 +66,8 @@ def _clean(name: str) -> str:
 def _find_scores(model: onnx.ModelProto) -> tuple[str | None, str | None]:
     """Logits and probabilities tensors: the first output, and the Softmax input when it ends in Softmax."""
     first = model.graph.output[0].name
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(first)
-    # tf2onnx and exporters may put Identity nodes after the softmax
-    for _ in range(len(producer)):
-        if node is None or node.op_type != "Identity":
-            break
-        node = producer.get(node.input[0])
-    if node is not None and node.op_type == "Softmax":
-        return node.input[0], first
-    return first, None
+    logits = find_softmax_logits(model, first)
+    return (logits, first) if logits else (first, None)
 
 
 def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:

@@ -84,3 +84,22 @@ def filter_grid(images: np.ndarray, per_row: int = 8, margin: int = 5) -> np.nda
         r, c = divmod(i, per_row)
         grid[r * (h + margin): r * (h + margin) + h, c * (w + margin): c * (w + margin) + w] = img
     return grid
+
+
+def line_plot(values, width: int = 480, height: int = 240, margin: int = 30) -> np.ndarray:
+    """A minimal plot of values in [-1, 1] against their index (white background, zero line)."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    n = max(len(values) - 1, 1)
+
+    def point(i, v):
+        x = margin + int((width - 2 * margin) * i / n)
+        y = margin + int((height - 2 * margin) * (1 - (np.clip(v, -1, 1) + 1) / 2))
+        return x, y
+
+    cv2.line(img, point(0, 0), point(n, 0), (200, 200, 200), 1)
+    cv2.line(img, point(0, 1), point(n, 1), (230, 230, 230), 1)
+    for i in range(1, len(values)):
+        cv2.line(img, point(i - 1, values[i - 1]), point(i, values[i]), (30, 90, 200), 2)
+    for i, v in enumerate(values):
+        cv2.circle(img, point(i, v), 4, (200, 60, 30), -1)
+    return img

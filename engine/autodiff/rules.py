@@ -63,7 +63,7 @@ def guided_relu(e, node, dy, needs):
     return [_mask(e, e.op("Greater", node.output[0], _zero(e)), e.op("Relu", dy[0]))]
 
 
-OVERRIDES = {"guided": {"Relu": guided_relu}}
+
 
 
 @rule("LeakyRelu")
@@ -93,6 +93,14 @@ def clip(e, node, dy, needs):
             c = e.op(op, x, bound)
             cond = c if cond is None else e.op("And", cond, c)
     return [dy[0] if cond is None else _mask(e, cond, dy[0])] + [None] * (len(node.input) - 1)
+
+
+def guided_clip(e, node, dy, needs):
+    """dx = relu(dy) where min < x < max  (guided backpropagation through ReLU6-style clips)"""
+    return clip(e, node, [e.op("Relu", dy[0])], needs)
+
+
+OVERRIDES = {"guided": {"Relu": guided_relu, "Clip": guided_clip}}
 
 
 @rule("Sigmoid")

@@ -1,0 +1,79 @@
+"""A real pretrained model (EfficientNet-Lite0, weights shipped in a package) on the bundled cat photo."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from cli import main
+from engine import load, predictions
+from engine.images import sample_image
+from engine.techniques.cam import gradcam
+from engine.techniques.sanity import cascading_randomization, spearman
+
+
+@pytest.fixture(scope="session")
+def lite0(models_dir):
+    from converters.pretrained import efficientnet_lite0
+    from converters.torch_converter import convert_module
+    from engine.onnx_file import save_onnx
+
+    path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
+                                    preprocess="tf"), models_dir / "lite0.onnx")
+    return load(path)
+
+
+# a box around Chelsea in the 224x224 input (rows, columns), drawn by eye on the photo: head and chest
+CAT_BOX = (slice(0, 224), slice(30, 200))
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_top_prediction_is_a_cat_and_gradcam_peaks_on_it(lite0):
+    top = predictions(lite0, sample_image())[0]
+    assert top[0][0] in CAT_CLASSES, top
+    heat = gradcam(lite0, sample_image(), "top")[0][0].heatmap
+    peak = np.unravel_index(np.argmax(heat), heat.shape)
+    assert CAT_BOX[0].start <= peak[0] < CAT_BOX[0].stop and CAT_BOX[1].start <= peak[1] < CAT_BOX[1].stop, peak
+    # and the map is concentrated: most of its mass inside the box
+    assert heat[CAT_BOX].sum() / heat.sum() > 0.8
+
+
+def test_sanity_check_reproduces_the_papers_finding(lite0):
+    cam = cascading_randomization(lite0, sample_image(), "gradcam", steps=3)
+    guided = cascading_randomization(lite0, sample_image(), "guided-backprop", steps=3)
+    # Grad-CAM depends on the weights: randomizing the top layer already changes its map
+    assert cam[1]["spearman"] < 0.8 and min(r["spearman"] for r in cam[1:]) < 0.5
+    # guided backprop barely notices the top layers (Adebayo et al. 2018)
+    assert guided[1]["spearman"] > 0.95 and guided[1]["spearman"] > cam[1]["spearman"]
+
+
+def test_spearman():
+    a = np.arange(10.0)
+    assert spearman(a, a ** 3) == pytest.approx(1.0) and spearman(a, -a) == pytest.approx(-1.0)
+
+
+def test_demo_and_report_cli(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--filter-steps", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"][0]["top5"][0][0] in CAT_CLASSES
+    page = (out / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) >= 12 and "http" not in page.replace("http-equiv", "")  # self-contained, no network
+    # a second run reuses the converted model and never overwrites it
+    before = (out / "efficientnet_lite0.onnx").stat().st_mtime_ns
+    assert main(["demo", "-o", str(out), "--filter-steps", "2", "--quiet"]) == 0
+    assert (out / "efficientnet_lite0.onnx").stat().st_mtime_ns == before
+
+
+def test_sanity_cli(tmp_path, lite0, capsys):
+    from engine.images import IMAGE_SUFFIXES  # noqa: F401
+    from tests.conftest import IMAGE
+
+    out = tmp_path / "s"
+    assert main(["sanity", lite0.path, str(IMAGE), "--method", "guided-backprop", "--steps", "2", "-o", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["spearman"] == 1.0 and len(rows) == 3
+    assert (out / "sanity_guided-backprop.png").exists() and (out / "sanity_guided-backprop.md").exists()
+    assert main(["sanity", lite0.path, str(tmp_path / "nope.png"), "-o", str(tmp_path / "t")]) == 1
