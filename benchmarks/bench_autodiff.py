@@ -86,7 +86,6 @@ def main():
 
     # build time of the full VGG16 backward graph (walker + rules, then the ORT session)
     from engine.program import _build, GradRequest, Extra  # noqa: F401
-    from engine.techniques import gradients as G
 
     t = time.perf_counter()
     prog, channels = gradient_program(model, Target(), (224, 224))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from .adapter import PIXELS, adapter_nodes

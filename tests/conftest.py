@@ -11,7 +11,6 @@ from converters.keras_converter import _preload_triton  # noqa: E402
 
 _preload_triton()
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 IMAGE = Path(__file__).resolve().parents[1] / "engine" / "data" / "chelsea.png"

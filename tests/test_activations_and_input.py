@@ -11,7 +11,6 @@ from engine.adapter import apply_numpy
 from engine.images import load_image
 from engine.program import program
 from tests.conftest import IMAGE
-from tests.helpers import assert_close
 
 
 def test_adapter_matches_numpy_preprocessing(keras_vgg16, image):
@@ -122,7 +121,6 @@ def test_refusals(tmp_path, torch_vgg16, capsys):
 
 
 def test_external_data_outside_folder_is_refused(tmp_path):
-    import onnx
     from onnx import TensorProto, helper
 
     t = TensorProto()

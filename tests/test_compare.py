@@ -1,7 +1,6 @@
 """convlens compare: Keras and PyTorch VGG16 with shared weights agree; a perturbed kernel is caught."""
 import json
 
-import numpy as np
 import torch
 
 from cli import main

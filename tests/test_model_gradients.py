@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import load
-from engine.adapter import PIXELS, apply_numpy
+from engine.adapter import PIXELS
 from engine.objectives import one_hot
 from engine.techniques.gradients import Target, gradient_program, run_gradient
 from tests.helpers import assert_close

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import onnx
 
 from ..errors import ConvlensError
 from .emitter import Emitter
