@@ -23,6 +23,7 @@ EXAMPLES = {
     "demo": "convlens demo -o demo-out",
     "compare": "convlens compare vgg16_keras.onnx vgg16_torch.onnx cat.jpg -o compare/",
     "sanity": "convlens sanity vgg16.onnx cat.jpg --method guided-backprop -o sanity/",
+    "verify": "convlens verify vgg16_torch.onnx --source torch:vgg16 --weights vgg16.pth",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
 }
 
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-rtol", type=float, default=1e-3)
     p.add_argument("--filter-psnr", type=float, default=40.0)
     p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = add("verify", "Check the engine against the source framework's own forward pass and autograd.")
+    _model_args(p)
+    p.add_argument("--source", required=True, help="keras:NAME, torch:NAME or FILE.keras, as converted")
+    p.add_argument("--weights", default="none", help="the same weights the file was converted with")
+    p.add_argument("--image", help="an image (default: the bundled photo)")
 
     p = add("sanity", "Cascading weight randomization (Adebayo et al. 2018): does the map depend on the model?")
     _model_args(p)
@@ -434,7 +441,23 @@ def cmd_sanity(args) -> dict:
     return {"rows": rows, "files": files, "summary": table + f"\nwrote {len(files)} files to {out}"}
 
 
-COMMANDS = {"report": cmd_report, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+def cmd_verify(args) -> dict:
+    from converters.verify import verify
+    from engine.images import sample_image
+
+    model = _load(args)
+    rows = verify(model, args.source, args.weights, args.image or sample_image())
+    lines = ["| figure | value | limit | ok |", "|---|---|---|---|"]
+    lines += [f"| {r['figure']} | {r['value']:.3g} | {r['limit']:g} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
+    passed = all(r["ok"] for r in rows)
+    result = {"rows": rows, "passed": passed, "files": [], "summary": "\n".join(lines) + ("\nPASSED" if passed else "\nFAILED")}
+    if not passed:
+        result["first_failure"] = next(r["figure"] for r in rows if not r["ok"])
+        raise ComparisonFailed(result)
+    return result
+
+
+COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

@@ -219,3 +219,23 @@ def test_guided_gradcam_is_guided_backprop_times_the_heatmap(resnet):
     gb = saliency(model, pixels, 9, "guided-backprop")[0].attribution
     heat = gradcam(model, pixels, 9)[0][0].heatmap
     np.testing.assert_allclose(gg, gb * heat[..., None], rtol=1e-5, atol=1e-9)
+
+
+def test_cam_and_saliency_on_a_foreign_file(tmp_path, resnet):
+    """A file with no convlens metadata: layers inferred, preprocessing from the flag, same maps."""
+    import onnx
+
+    net, model = resnet
+    proto = onnx.load(model.path)
+    del proto.metadata_props[:]
+    path = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(path))
+    foreign = load(path, preprocess="torch")
+    pixels = np.random.default_rng(13).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    layer = next(l for l in foreign.layers if l.tensor == model.layer("layer4").tensor)
+    got = gradcam(foreign, pixels, 17, layer.name)[0][0].cam
+    np.testing.assert_allclose(got, gradcam(model, pixels, 17, "layer4")[0][0].cam, atol=1e-6)
+    auto = gradcam(foreign, pixels, 17, "auto")[0][0]
+    assert auto.cam.shape == (3, 3) and not auto.zero
+    sal = saliency(foreign, pixels, 17, "vanilla")[0].attribution
+    np.testing.assert_allclose(sal, saliency(model, pixels, 17, "vanilla")[0].attribution, rtol=1e-5, atol=1e-9)

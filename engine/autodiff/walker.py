@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
+
 
 from ..errors import ConvlensError
 from .emitter import Emitter
@@ -34,6 +36,10 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             raise ConvlensError(f"Unknown rule override {name!r}; available: {', '.join(OVERRIDES)}.")
         rules.update(OVERRIDES[name])
 
+    # an exposed layer may be a relayout (Transpose/Identity) branching off the main path, as tf2onnx
+    # writes NHWC layer outputs next to an NCHW flow: differentiate the on-path tensor, relayout after
+    requested, relayouts = list(wrt), {}
+    wrt = [_on_path_source(w, nodes, objective, relayouts) for w in wrt]
     # tensors that depend on wrt (forward), and those the objective depends on (backward)
     depends = set(wrt)
     for node in nodes:
@@ -74,12 +80,51 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             if node.op_type in BROADCASTING:
                 g = _unbroadcast(e, g, e.shape(inp), e.shape(node.output[0]))
             contributions.setdefault(inp, []).append(g)
-    grads = {w: _gradient_of(e, w, contributions) for w in wrt}
-    for w, g in grads.items():
+    grads = {}
+    for asked, w in zip(requested, wrt):
+        g = _gradient_of(e, w, contributions)
         if g is None:
-            raise ConvlensError(f"The objective does not depend on {w!r}.")
+            raise ConvlensError(f"The objective does not depend on {asked!r}.")
+        for node in relayouts.get(asked, []):  # replay the relayout chain on the gradient
+            e.scope(asked)
+            g = e.op(node.op_type, g, **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
+                     out=f"{asked}_grad" if node is relayouts[asked][-1] else None)
+        grads[asked] = g
     forward = [e.replaced.get(id(n), n) for n in nodes]
     return Backward(forward + e.nodes, e.new_inits, e.new_weights, grads)
+
+
+def _on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:
+    """w itself, or the tensor that w is a pure relayout of when only that one feeds the objective."""
+    producer = {o: n for n in nodes for o in n.output if o}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def reaches(t):
+        seen, stack = set(), [t]
+        while stack:
+            x = stack.pop()
+            if x == objective:
+                return True
+            if x in seen:
+                continue
+            seen.add(x)
+            for n in consumers.get(x, []):
+                stack.extend(o for o in n.output if o)
+        return False
+
+    if reaches(w):
+        return w
+    chain, t = [], w
+    while t in producer and producer[t].op_type in ("Transpose", "Identity"):
+        chain.append(producer[t])
+        t = producer[t].input[0]
+        if reaches(t):
+            relayouts[w] = chain[::-1]
+            return t
+    return w
 
 
 def _gradient_of(e: Emitter, tensor: str, contributions: dict) -> str | None:

@@ -1,0 +1,59 @@
+"""convlens verify: the engine against each framework's own autograd, on the weights the file holds."""
+import json
+
+import torch
+
+from cli import main
+
+
+def _verify(capsys, args):
+    rc = main(["verify", *args, "--json"])
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    result = json.loads(captured.out)
+    return rc, result
+
+
+def test_verify_torch_vgg16(torch_vgg16, capsys):
+    rc, result = _verify(capsys, [str(torch_vgg16["path"]), "--source", "torch:vgg16", "--weights", str(torch_vgg16["state"])])
+    assert rc == 0 and result["passed"], result["rows"]
+    assert len(result["rows"]) == 5
+
+
+def test_verify_keras_vgg16(tmp_path, keras_vgg16, capsys):
+    h5 = tmp_path / "k.weights.h5"
+    keras_vgg16["net"].save_weights(str(h5))
+    rc, result = _verify(capsys, [str(keras_vgg16["path"]), "--source", "keras:VGG16", "--weights", str(h5)])
+    assert rc == 0 and result["passed"], result["rows"]
+
+
+def test_verify_torch_resnet18_and_catches_wrong_weights(tmp_path, capsys):
+    import torchvision
+
+    from converters import convert
+
+    torch.manual_seed(21)
+    net = torchvision.models.resnet18(weights=None)
+    pth = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), pth)
+    onnx_path = convert("torch:resnet18", tmp_path / "r18.onnx", weights=str(pth))
+    rc, result = _verify(capsys, [str(onnx_path), "--source", "torch:resnet18", "--weights", str(pth)])
+    assert rc == 0 and result["passed"], result["rows"]
+    rc, result = _verify(capsys, [str(onnx_path), "--source", "torch:resnet18", "--weights", "none"])
+    assert rc == 3 and not result["passed"] and result["first_failure"].startswith("logits")
+
+
+def test_verify_keras_file(tmp_path, capsys):
+    import keras
+
+    from converters import convert
+
+    keras.utils.set_random_seed(2)
+    net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+                            keras.layers.MaxPooling2D(name="p1"), keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
+                            keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(5, name="out")])
+    path = tmp_path / "small.keras"
+    net.save(path)
+    out = convert(str(path), tmp_path / "small.onnx")
+    rc, result = _verify(capsys, [str(out), "--source", str(path)])
+    assert rc == 0 and result["passed"], result["rows"]
