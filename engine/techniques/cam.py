@@ -147,10 +147,15 @@ def _softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int = 32) -> np.ndarray:
-    """Score-CAM (Wang et al. 2020): weight each channel by the class probability of the image masked by it."""
+def _score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int | None = None) -> np.ndarray:
+    """Score-CAM (Wang et al. 2020): weight each channel by the class probability of the image masked by it.
+
+    Masked images run in batches sized from the model's activation memory."""
+    from .filters import batch_size_for
+
     size = pixels.shape[1:3]
     tensor = model.meta.logits or model.meta.probabilities
+    batch = batch or batch_size_for(model, tensor, size)
     prog = program(model, [tensor], size)
     out = np.zeros(acts.shape[:1] + acts.shape[2:], np.float64)
     for n in range(len(pixels)):
