@@ -11,7 +11,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,27 +56,15 @@ def main():
         return rss_child(args.rss_child, args.threads)
 
     import torch
-    import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine import load
     from engine.adapter import PIXELS
     from engine.objectives import one_hot
-    from engine.onnx_file import save_onnx
-    from engine.runtime import configure
     from engine.techniques.cam import gradcam
     from engine.techniques.gradients import Target, gradient_program, run_gradient
 
-    torch.set_num_threads(args.threads)
-    configure(threads=args.threads)
-    torch.manual_seed(0)
-    net = torchvision.models.vgg16(weights=None).eval()
-    for m in net.modules():
-        if hasattr(m, "inplace"):
-            m.inplace = False
-    tmp = tempfile.mkdtemp()
-    path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), Path(tmp) / "vgg16.onnx")
-    model = load(path)
+    from common import vgg16_pair
+
+    net, model, path = vgg16_pair(args.threads)
     rng = np.random.default_rng(0)
     pixels = (rng.random((1, 224, 224, 3)) * 255).astype(np.float32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -7,7 +7,6 @@ image's top class; the images are crops and flips of the bundled photo.
 """
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,23 +22,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import torch
-    import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine import load
     from engine.images import resize, sample_image
-    from engine.onnx_file import save_onnx
-    from engine.runtime import configure
     from engine.techniques.cam import gradcam
 
-    torch.set_num_threads(args.threads)
-    configure(threads=args.threads)
-    torch.manual_seed(0)
-    net = torchvision.models.vgg16(weights=None).eval()
-    for m in net.modules():
-        if hasattr(m, "inplace"):
-            m.inplace = False
-    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), Path(tempfile.mkdtemp()) / "v.onnx"))
+    from common import vgg16_pair
+
+    net, model, _ = vgg16_pair(args.threads)
     photo = sample_image()
     rng = np.random.default_rng(0)
     images = []

@@ -11,7 +11,6 @@
 """
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,22 +41,18 @@ def main():
     args = ap.parse_args()
 
     import torch
-    import torchvision
 
     from converters.pretrained import efficientnet_lite0
     from converters.torch_converter import convert_module
     from engine import load
     from engine.onnx_file import save_onnx
     from engine.program import program
-    from engine.runtime import configure
     from engine.techniques.filters import visualize_filters
 
-    torch.set_num_threads(args.threads)
-    configure(threads=args.threads)
-    tmp = Path(tempfile.mkdtemp())
-    torch.manual_seed(0)
-    net = torchvision.models.vgg16(weights=None).eval()
-    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), tmp / "vgg16.onnx"))
+    from common import vgg16_pair
+
+    net, model, path = vgg16_pair(args.threads)
+    tmp = path.parent
     filters = list(range(args.filters))
 
     t = time.perf_counter()

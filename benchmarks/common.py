@@ -1,0 +1,27 @@
+"""What every benchmark sets up: thread counts, and seeded torchvision VGG16 with its .onnx twin."""
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def vgg16_pair(threads: int):
+    """(torch VGG16 with seeded random weights and no in-place ops, its converted engine.Model, the .onnx path)."""
+    import torch
+    import torchvision
+
+    from converters.torch_converter import convert_module
+    from engine import load
+    from engine.onnx_file import save_onnx
+    from engine.runtime import configure
+
+    torch.set_num_threads(threads)
+    configure(threads=threads)
+    torch.manual_seed(0)
+    net = torchvision.models.vgg16(weights=None).eval()
+    for m in net.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), Path(tempfile.mkdtemp()) / "vgg16.onnx")
+    return net, load(path), path
