@@ -77,5 +77,8 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
         res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps, size=128)
         parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + _figure(filter_grid(res.images),
                      f"filters 0-7, lucid recipe, {filter_steps} steps"))
+    # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"
+    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+                 "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});</script>")
     parts.append("</body></html>")
     return "\n".join(parts), results

@@ -1,0 +1,52 @@
+"""The HTML report in a real browser: headless Chromium (Debian's package; .ci/run installs it)."""
+import re
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.images import sample_image
+from engine.report import build_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=10000"]
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory, request):
+    from engine import load
+    from engine.onnx_file import save_onnx
+    import torch
+
+    from converters.pretrained import efficientnet_lite0
+    from converters.torch_converter import convert_module
+
+    folder = tmp_path_factory.mktemp("report")
+    model = load(save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), preprocess="tf"),
+                           folder / "lite0.onnx"))
+    cv2.imwrite(str(folder / "cat.png"), sample_image()[..., ::-1].astype(np.uint8))
+    page, _ = build_report(model, [str(folder / "cat.png")], "browser test", filter_steps=4)
+    path = folder / "report.html"
+    path.write_text(page)
+    return path
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (bash .ci/run installs it)")
+def test_every_image_loads_and_the_page_is_not_blank(report_file, tmp_path):
+    profile = tmp_path / "profile"
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", report_file.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, "the page's load script did not run"
+    assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 12
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}2", "--window-size=1280,2000",
+                    f"--screenshot={shot}", report_file.as_uri()], capture_output=True, timeout=120)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (2000, 1280)
+    # not blank: some of it is text and pictures, not all one color
+    assert img.std() > 20 and (img < 200).mean() > 0.05
