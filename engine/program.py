@@ -97,7 +97,9 @@ def _build(model, fetch, size, spec, extra, grad) -> Program:
         if unknown:
             shapes.update(_probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
-        cut = back.nodes  # the forward nodes (some with extra outputs) followed by the backward ones
+        # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
+        # they replaced (see the ReLU rule), so keep only what the fetched tensors need
+        cut = needed_nodes(back.nodes, fetch + list(back.grads.values()), stop_at=[PIXELS] + [i.name for i in extra.inputs])
         inits.update(back.inits)
         weights.update(back.weights)
         grads = back.grads

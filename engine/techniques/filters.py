@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adapter import PIXELS
 from ..errors import ConvlensError
 from ..model import Model
-from ..objectives import one_hot
-from .gradients import Target, gradient_program, run_gradient
+from .filter_objective import FilterStep
 from .layers import layer_shapes
 
 
@@ -81,15 +79,19 @@ def _progress(done: int, total: int, quiet: bool) -> None:
 
 def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "chollet", steps: int | None = None,
                       size: int | None = None, seed: int = 0, init: np.ndarray | None = None, step_size: float = 1.0,
-                      batch: int | None = None, quiet: bool = True) -> FilterResult:
-    """Images that maximize the mean activation of each chosen filter of `layer`."""
+                      batch: int | None = None, quiet: bool = True, selected: bool = True) -> FilterResult:
+    """Images that maximize the mean activation of each chosen filter of `layer`.
+
+    `selected=False` computes every channel of the layer instead of only the chosen one (same results to
+    float rounding, slower; kept for checking the one-channel objective)."""
     info = model.layer(layer)
     if recipe not in ("chollet", "lucid"):
         raise ConvlensError(f"Unknown recipe {recipe!r}; use chollet or lucid.")
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
     spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
-    prog, channels = gradient_program(model, Target(layer=info.name), hw, wrt=(PIXELS,), spec=spec)
+    step = FilterStep(model, info.name, hw, spec, selected=selected)
+    channels = step.channels
     chosen = parse_filters(filters, channels) if not isinstance(filters, list) else filters
     if isinstance(filters, list):
         parse_filters(",".join(map(str, filters)), channels)
@@ -99,11 +101,11 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     for s in range(0, len(chosen), batch):
         part = chosen[s:s + batch]
         if recipe == "chollet":
-            raw, obj, live = _chollet(prog, part, channels, hw, steps or 40, step_size, rng, init)
+            raw, obj, live = _chollet(step, part, hw, steps or 40, step_size, rng, init)
         else:
             from .lucid import lucid_ascent
 
-            raw, obj, live = lucid_ascent(prog, part, channels, hw, steps or 512, rng)
+            raw, obj, live = lucid_ascent(step, part, hw, steps or 512, rng)
         raws.append(raw)
         alive.append(live)
         objs.append(obj)
@@ -126,22 +128,19 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     return FilterResult(images, raw, obj, chosen, dead)
 
 
-def _chollet(prog, filters, channels, hw, steps, step_size, rng, init):
+def _chollet(step, filters, hw, steps, step_size, rng, init):
     """The lesson's loop: start at gray + noise, 40 steps of RMS-normalized gradient ascent."""
     n = len(filters)
     if init is None:
         x = (rng.random((n, hw[0], hw[1], 3)) * 20 + 128).astype(np.float32)
     else:
         x = np.repeat(init[None].astype(np.float32), n, axis=0)
-    weights = one_hot(filters, channels)
     obj = np.zeros(n, np.float32)
     live = np.zeros(n, bool)
     for _ in range(steps):
-        out = run_gradient(prog, x, weights)
-        g = out[prog.grads[PIXELS]]
+        g, obj = step(x, filters)
         rms = np.sqrt(np.mean(np.square(g, dtype=np.float32), axis=(1, 2, 3), keepdims=True))
         live |= rms.reshape(-1) > 0
         x = x + g / (rms + 1e-5) * step_size
-        obj = out["objective_items"]
-    final = run_gradient(prog, x, weights)["objective_items"]
+    final = step(x, filters)[1]
     return x, (final if steps else obj), live

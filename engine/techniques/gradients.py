@@ -41,8 +41,17 @@ class Target:
 def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),
                      spec: InputSpec | None = None, overrides: tuple[str, ...] = ()):
     """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors."""
-    tensor, layout = target.tensor(model)
     spec = spec or model.input_spec
+    tensor, layout, shape, channels = objective_source(model, target, size, spec)
+    softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
+    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset)
+    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
+    return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad), int(channels)
+
+
+def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tuple[str, str, list, int]:
+    """(tensor, layout, batch-1 shape, channel count) of the tensor the objective reads."""
+    tensor, layout = target.tensor(model)
     shapes = _cached_shapes(model, size, spec)
     shape = shapes.get(tensor)
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
@@ -51,10 +60,7 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
         shape = [1, *probe.shape[1:]]
         shapes[tensor] = shape
     channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[1]
-    softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
-    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset)
-    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
-    return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad), int(channels)
+    return tensor, layout, shape, int(channels)
 
 
 def _cached_shapes(model: Model, size, spec):

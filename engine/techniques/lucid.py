@@ -11,9 +11,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..adapter import PIXELS
-from ..objectives import one_hot
-from .gradients import run_gradient
 
 # square root of ImageNet's color covariance, from the Lucid library's color decorrelation
 COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float64)
@@ -82,11 +79,10 @@ def _transform_adjoint(grad: np.ndarray, state) -> np.ndarray:
     return back[:, PAD:PAD + h, PAD:PAD + w]
 
 
-def lucid_ascent(prog, filters, channels, hw, steps, rng, lr: float = 0.05):
+def lucid_ascent(step, filters, hw, steps, rng, lr: float = 0.05):
     """Adam ascent of each filter's mean activation over the Fourier parameters."""
     n = len(filters)
     img = FourierImage(n, hw[0], hw[1], rng)
-    weights = one_hot(filters, channels)
     m = [np.zeros_like(img.re), np.zeros_like(img.im)]
     v = [np.zeros_like(img.re), np.zeros_like(img.im)]
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -94,14 +90,14 @@ def lucid_ascent(prog, filters, channels, hw, steps, rng, lr: float = 0.05):
     for t in range(1, steps + 1):
         pixels, s = img.pixels()
         seen, state = _transform(pixels, rng)
-        out = run_gradient(prog, seen.astype(np.float32), weights)
-        g = _transform_adjoint(out[prog.grads[PIXELS]], state)
-        live |= np.abs(out[prog.grads[PIXELS]]).reshape(n, -1).max(axis=1) > 0
+        g_seen, _ = step(seen.astype(np.float32), filters)
+        g = _transform_adjoint(g_seen, state)
+        live |= np.abs(g_seen).reshape(n, -1).max(axis=1) > 0
         for k, (param, grad) in enumerate(zip((img.re, img.im), img.gradient(g, s))):
             m[k] = b1 * m[k] + (1 - b1) * grad
             v[k] = b2 * v[k] + (1 - b2) * grad ** 2
-            step = lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
-            param += step  # ascent
+            delta = lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
+            param += delta  # ascent
     pixels, _ = img.pixels()
-    final = run_gradient(prog, pixels, weights)["objective_items"]
+    final = step(pixels.astype(np.float32), filters)[1]
     return pixels, final, live
