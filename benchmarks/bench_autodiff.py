@@ -99,8 +99,7 @@ def main():
     def torch_gradcam():
         p = torch.tensor(pixels)
         x = (p.permute(0, 3, 1, 2) / 255 - mean) / std
-        a = net.features[:30](x)
-        a.retain_grad()
+        a = net.features[:30](x).requires_grad_(True)
         y = net.classifier(torch.flatten(net.avgpool(net.features[30](a)), 1))
         y[0, 386].backward()
         weights = a.grad.mean(dim=(2, 3), keepdim=True)
@@ -112,13 +111,14 @@ def main():
 
     # 3. filter-ascent step on block3_conv1 (features.11 is its ReLU) at 150x150, per image-step
     raw = model.input_spec.with_preset("raw")
+    from engine.techniques.filter_objective import FilterStep
+
+    step = FilterStep(model, "features.11", (150, 150), raw)  # what visualize_filters runs
     for batch in (1, 4, 16):
-        fprog, fc = gradient_program(model, Target(layer="features.11"), (150, 150), spec=raw)
         x = (rng.random((batch, 150, 150, 3)) * 20 + 128).astype(np.float32)
-        fw = one_hot(list(range(batch)), fc)
 
         def ours_step():
-            g = run_gradient(fprog, x, fw)[fprog.grads[PIXELS]]
+            g, _ = step(x, list(range(batch)))
             return x + g / (np.sqrt(np.mean(g ** 2, axis=(1, 2, 3), keepdims=True)) + 1e-5)
 
         def torch_step():

@@ -47,8 +47,7 @@ def main():
     t = time.perf_counter()
     for s in range(0, len(images), args.batch):
         x = (torch.tensor(images[s:s + args.batch]).permute(0, 3, 1, 2) / 255 - mean) / std
-        a = net.features[:30](x)
-        a.retain_grad()
+        a = net.features[:30](x).requires_grad_(True)
         y = net.classifier(torch.flatten(net.avgpool(net.features[30](a)), 1))
         y[torch.arange(len(y)), y.argmax(1)].sum().backward()
         w = a.grad.mean(dim=(2, 3), keepdim=True)

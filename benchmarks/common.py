@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def vgg16_pair(threads: int):
-    """(torch VGG16 with seeded random weights and no in-place ops, its converted engine.Model, the .onnx path)."""
+    """(torch VGG16 with seeded random weights, frozen, no in-place ops; its converted engine.Model; the .onnx path)."""
     import torch
     import torchvision
 
@@ -23,5 +23,7 @@ def vgg16_pair(threads: int):
     for m in net.modules():
         if hasattr(m, "inplace"):
             m.inplace = False
+    # the baselines compute only the gradients convlens computes: none for the weights
+    net.requires_grad_(False)
     path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), Path(tempfile.mkdtemp()) / "vgg16.onnx")
     return net, load(path), path

@@ -61,6 +61,12 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> Path:
     """Write bytes to a temp file in the same folder, then rename it into place."""
     path = check_writable(path, force)
@@ -69,6 +75,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> P
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

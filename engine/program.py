@@ -38,37 +38,46 @@ class Extra:
 
 
 class Program:
-    def __init__(self, session, fetch: list[str], grads: dict[str, str], size, extra_inputs):
+    def __init__(self, session, fetch: list[str], grads: dict[str, str], size, extra_inputs, needs_pixels=True):
         self.session = session
         self.fetch = fetch
         self.grads = grads  # wrt tensor -> gradient tensor name
         self.size = size
         self.extra_inputs = extra_inputs
+        self.needs_pixels = needs_pixels  # False when the program starts at inner tensors only
 
-    def run(self, pixels: np.ndarray, **feeds) -> dict[str, np.ndarray]:
-        """Run on a batch of RGB pixels (N, H, W, 3) in 0..255; returns fetched tensors by name."""
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        if pixels.ndim == 3:
-            pixels = pixels[None]
-        inputs = {PIXELS: pixels, **feeds}
+    def run(self, pixels: np.ndarray | None, **feeds) -> dict[str, np.ndarray]:
+        """Run on a batch of RGB pixels (N, H, W, 3) in 0..255; returns fetched tensors by name.
+        Programs started at inner tensors take those as feeds (by tensor name) and may not need pixels."""
+        inputs = dict(feeds)
+        if self.needs_pixels:
+            pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+            if pixels.ndim == 3:
+                pixels = pixels[None]
+            inputs[PIXELS] = pixels
         try:
             values = self.session.run(self.fetch, inputs)
         except Exception as exc:  # ORT raises its own types; say what was asked
-            raise ConvlensError(f"ONNX Runtime could not run the model on a {pixels.shape[1]}x{pixels.shape[2]} image: "
+            what = f"a {self.size[0]}x{self.size[1]} image"
+            raise ConvlensError(f"ONNX Runtime could not run the model on {what}: "
                                 f"{str(exc).splitlines()[0][:300]}") from None
         return dict(zip(self.fetch, values))
 
 
 def program(model: Model, fetch: list[str], size: tuple[int, int], spec: InputSpec | None = None,
-            extra: Extra | None = None, grad: GradRequest | None = None) -> Program:
-    """The compiled program for this request, from the model's cache when it was built before."""
+            extra: Extra | None = None, grad: GradRequest | None = None, start: tuple = ()) -> Program:
+    """The compiled program for this request, from the model's cache when it was built before.
+
+    `start`: (tensor, batch-1 shape) pairs fed at run time instead of computed, so a program can begin
+    at an inner layer (a CAM's head: from the target layer to the class scores) and skip what is known."""
     spec = spec or model.input_spec
     extra = extra or Extra()
-    key = (tuple(fetch), tuple(size), _spec_key(spec), extra.key, grad)
+    start = tuple((name, tuple(shape)) for name, shape in start)
+    key = (tuple(fetch), tuple(size), _spec_key(spec), extra.key, grad, start)
     cached = model.programs.get(key)
     if cached is not None:
         return cached
-    built = _build(model, list(fetch), tuple(size), spec, extra, grad)
+    built = _build(model, list(fetch), tuple(size), spec, extra, grad, start)
     model.programs[key] = built
     return built
 
@@ -77,14 +86,17 @@ def _spec_key(spec: InputSpec) -> tuple:
     return (spec.name, spec.layout, spec.color, spec.scale, tuple(spec.mean), tuple(spec.std))
 
 
-def _build(model, fetch, size, spec, extra, grad) -> Program:
+def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
     a_nodes, a_inits = adapter_nodes(spec)
     nodes = a_nodes + model.nodes + list(extra.nodes)
     inits = {**model.small_inits, **a_inits, **extra.inits}
     weights = dict(model.weights)
     pixel_info = float_info(PIXELS, ["N", size[0], size[1], 3])
     targets = list(fetch) + ([grad.objective] if grad else [])
-    _check_known(targets, nodes, inits, weights)
+    _check_known(targets + [name for name, _ in start], nodes, inits, weights)
+    start_infos = [float_info(name, ["N", *shape[1:]]) for name, shape in start]
+    extra_inputs = list(extra.inputs) + start_infos
+    extra = Extra(extra.nodes, extra.inits, extra_inputs, extra.key)
     cut = needed_nodes(nodes, targets, stop_at=[PIXELS] + [i.name for i in extra.inputs])
     grads: dict[str, str] = {}
     if grad is not None:
@@ -107,13 +119,14 @@ def _build(model, fetch, size, spec, extra, grad) -> Program:
     used = {i for n in cut for i in n.input} | set(fetch)
     initializers = [t for name, t in inits.items() if name in used]
     initializers += [external_placeholder(name, arr) for name, arr in weights.items() if name in used]
-    graph = helper.make_graph(cut, "convlens", [pixel_info] + list(extra.inputs),
+    needs_pixels = not start or any(PIXELS in n.input for n in cut)
+    graph = helper.make_graph(cut, "convlens", ([pixel_info] if needs_pixels else []) + list(extra.inputs),
                               [helper.make_tensor_value_info(f, TensorProto.FLOAT, None) for f in fetch],
                               initializer=initializers)
     proto = helper.make_model(graph, opset_imports=model.opset_imports)
     proto.ir_version = 8
     session = make_session(proto, {n: weights[n] for n in weights if n in used})
-    return Program(session, fetch, grads, size, extra.inputs)
+    return Program(session, fetch, grads, size, extra.inputs, needs_pixels)
 
 
 def _shapes(nodes, inits, size, more_inputs, opsets) -> dict:

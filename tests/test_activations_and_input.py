@@ -144,3 +144,17 @@ def test_unknown_device_and_missing_cuda(torch_vgg16, capsys):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         err = _err(capsys, ["layers", str(torch_vgg16["path"]), "--device", "cuda"])
         assert "--device cuda needs onnxruntime-gpu" in err
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path):
+    """Atomic writes go through a private temp file; the result still follows the umask like any file."""
+    import os
+
+    from engine.onnx_file import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        out = write_atomic(tmp_path / "a.png", b"x")
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644

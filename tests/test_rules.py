@@ -158,6 +158,8 @@ POOLS = [
     dict(kernel_shape=[2, 2], strides=[2, 2]), dict(kernel_shape=[3, 3], strides=[2, 2]),
     dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
     dict(kernel_shape=[2, 3], strides=[2, 1], pads=[1, 0, 0, 1]),
+    # windows that do not overlap take the MaxUnpool path
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), dict(kernel_shape=[2, 2], strides=[3, 2], pads=[1, 1, 0, 0]),
 ]
 
 
@@ -273,3 +275,13 @@ def test_shape_only_ops_pass_as_constants():
     nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["r"]),
              helper.make_node("Mul", ["r", "two"], ["y"])]
     check_directional(nodes, {"x": rng.standard_normal((2, 3))}, consts={"two": np.array(2.0)})
+
+
+def test_relu_then_max_pool_masks_the_pooled_gradient():
+    """ReLU followed by a max-pool: the ReLU mask is applied before unpooling; same gradient as torch."""
+    x = distinct((2, 3, 9, 8)) - 0.5  # both signs, so some windows are entirely inactive
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    grads, seed = check_directional(nodes, {"x": x})
+    xt = torch.tensor(x.astype(np.float32), requires_grad=True)
+    torch.nn.functional.max_pool2d(torch.relu(xt), 2, 2).backward(torch.tensor(seed, dtype=torch.float32))
+    np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-5, atol=1e-6)

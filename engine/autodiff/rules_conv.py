@@ -98,9 +98,10 @@ def max_pool(e, node, dy, needs):
     a = attrs(node)
     k = a["kernel_shape"]
     strides = a.get("strides", [1] * len(k))
-    if all(s >= kk for s, kk in zip(strides, k)) and all(v == 1 for v in a.get("dilations", [1] * len(k))):
+    if all(s >= kk for s, kk in zip(strides, k)) and all(v == 1 for v in a.get("dilations", [1] * len(k))) \
+            and not a.get("ceil_mode", 0):
         # windows do not overlap: every input receives at most one value, which MaxUnpool places
-        # without the atomic-add path of ScatterElements
+        # without the atomic-add path of ScatterElements (ORT's MaxUnpool refuses ceil_mode's larger size)
         keep = {"kernel_shape": k, "strides": strides, "pads": a.get("pads", [0] * 2 * len(k))}
         dx = e.op("MaxUnpool", dy[0], indices, e.op("Shape", x), **keep)
         e.unpooled[dx] = (x, node.output[0])

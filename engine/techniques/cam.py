@@ -1,7 +1,8 @@
 """Class activation maps: Grad-CAM and its family, on any layer with a spatial output.
 
-All gradient methods share one program: the objective is the chosen class score, the gradient is
-taken at the layer's output A, and A itself is fetched in the same run.
+One forward pass per batch gives the class scores, the layer's output A and the tensor the head
+starts from; every gradient method then runs only the head (A -> class scores) forward and backward
+for each requested class, with the objective as the chosen class score.
 """
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model import Model
-from ..objectives import one_hot
+from ..objectives import OBJECTIVE_WEIGHTS, one_hot
 from ..program import program
 from .common import prepare, to_nchw
-from .gradients import Target, gradient_program, run_gradient
-from .layers import layer_shapes
+from .gradients import Target, _cached_shapes, gradient_program, on_path_source
+
+
+def layer_shapes_cached(model: Model, size) -> dict:
+    """Batch-1 shapes of every tensor at this image size (inferred once per model and size)."""
+    return _cached_shapes(model, tuple(size), model.input_spec)
+
+
+def _static(shape) -> bool:
+    return bool(shape) and all(isinstance(d, int) for d in shape[1:])
 
 GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
 METHODS = GRADIENT_METHODS + ("scorecam", "eigencam")
@@ -36,9 +45,9 @@ class CamResult:
 
 def resolve_layer(model: Model, layer: str | None, size) -> str:
     if layer in (None, "auto"):
-        return model.last_spatial_layer(layer_shapes(model, size)).name
+        return model.last_spatial_layer(layer_shapes_cached(model, size)).name
     info = model.layer(layer)
-    shape = layer_shapes(model, size).get(info.tensor)
+    shape = layer_shapes_cached(model, size).get(info.tensor)
     if shape is None or len(shape) != 4:
         raise ConvlensError(f"Layer {layer!r} has no spatial output (shape {shape}); CAM needs a 4-D layer.")
     return info.name
@@ -112,7 +121,13 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
     info = model.layer(name)
     tgt = Target(score=score)
     score_tensor, _ = tgt.tensor(model)
-    scores = program(model, [score_tensor], size).run(pixels)[score_tensor].reshape(len(pixels), -1)
+    # one forward pass gives the scores (to pick classes), the layer's activations and the tensor the
+    # class gradients start from; each class then costs only the head's backward pass (layer -> scores)
+    source = on_path_source(model, info.tensor, score_tensor)
+    source_shape = layer_shapes_cached(model, size).get(source)
+    fetch = list(dict.fromkeys([score_tensor, info.tensor, source]))
+    forward = program(model, fetch, size).run(pixels)
+    scores = forward[score_tensor].reshape(len(pixels), -1)
     if score == "prob" and score_tensor == model.meta.logits:
         scores = _softmax(scores)
     classes = class_targets(model, scores, target)
@@ -122,16 +137,16 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
         items = [i for i, c in enumerate(classes) if k < len(c)]
         idx = [classes[i][k] for i in items]
         batch = pixels[items]
+        acts = to_nchw(forward[info.tensor][items], info.layout)
         if method == "scorecam":
-            acts = to_nchw(program(model, [info.tensor], size).run(batch)[info.tensor], info.layout)
             raw = _score_cam(model, batch, acts, idx, score)
         elif method == "eigencam":
-            acts = to_nchw(program(model, [info.tensor], size).run(batch)[info.tensor], info.layout)
             raw = cam_maps(acts, None, method)
         else:
-            prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,))
-            out = run_gradient(prog, batch, one_hot(idx, channels))
-            acts = to_nchw(out[info.tensor], info.layout)
+            start = ((source, source_shape),) if _static(source_shape) else ()
+            prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,), start=start)
+            feeds = {source: forward[source][items]} if start else {}
+            out = prog.run(batch, **feeds, **{OBJECTIVE_WEIGHTS: one_hot(idx, channels)})
             grads = to_nchw(out[prog.grads[info.tensor]], info.layout)
             raw = cam_maps(acts, grads, method)
         for j, i in enumerate(items):

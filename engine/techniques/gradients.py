@@ -39,14 +39,23 @@ class Target:
 
 
 def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),
-                     spec: InputSpec | None = None, overrides: tuple[str, ...] = ()):
-    """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors."""
+                     spec: InputSpec | None = None, overrides: tuple[str, ...] = (), start: tuple = ()):
+    """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors
+    (beginning at the `start` tensors, fed at run time, when given: see program())."""
     spec = spec or model.input_spec
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
     softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
     extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
-    return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad), int(channels)
+    return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
+
+
+def on_path_source(model: Model, tensor: str, objective: str) -> str:
+    """The tensor through which `tensor`'s values reach `objective`: itself, or for a layer exposed as a
+    relayout beside the main path (tf2onnx's NHWC layer outputs) the main-path tensor it is a view of."""
+    from ..autodiff.walker import _on_path_source
+
+    return _on_path_source(tensor, model.nodes, objective, {})
 
 
 def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tuple[str, str, list, int]:
