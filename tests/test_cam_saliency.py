@@ -54,14 +54,14 @@ def _torch_input(model, pixels):
     return p, x.permute(0, 3, 1, 2)
 
 
-def _torch_layer_and_grad(net, model, pixels, cls):
+def _torch_layer_and_grad(net, model, pixels, cls, module=None):
     store = {}
 
     def keep(_m, _i, out):
         out.retain_grad()
         store["a"] = out
 
-    h = net.layer4.register_forward_hook(keep)
+    h = (module or net.layer4).register_forward_hook(keep)
     p, x = _torch_input(model, pixels)
     logits = net(x)
     logits[0, cls].backward()
@@ -97,6 +97,22 @@ def test_gradient_cam_methods_match_torch_reference(resnet, method):
     A, G, _ = _torch_layer_and_grad(net, model, pixels, 17)
     got = gradcam(model, pixels, 17, "layer4", method)[0][0]
     np.testing.assert_allclose(got.cam, reference_cam(method, A, G), atol=1e-4)
+
+
+def test_cam_inside_a_residual_block(resnet):
+    """The head from layer4.1.conv1 to the scores also needs the block's skip branch: the head program
+    then recomputes it from the pixels, and the map still matches torch's."""
+    net, model = resnet
+    pixels = np.random.default_rng(4).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    for i in range(2):
+        A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], 5, module=net.layer4[1].conv1)
+        got = gradcam(model, pixels, 5, "layer4.1.conv1")[i][0]
+        np.testing.assert_allclose(got.cam, reference_cam("gradcam", A, G), atol=1e-4)
+    heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
+    assert heads[model.layer("layer4.1.conv1").tensor].needs_pixels
+    gradcam(model, pixels, 5, "layer4")
+    heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
+    assert not heads[model.layer("layer4").tensor].needs_pixels  # layer4 -> avgpool -> fc only
 
 
 def test_eigencam_is_the_first_principal_component(resnet):
