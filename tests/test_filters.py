@@ -152,3 +152,13 @@ def test_filters_from_the_one_channel_objective_match_the_general_one(torch_vgg1
     mse = np.mean((fast.images.astype(np.float64) - full.images) ** 2)
     assert 10 * np.log10(255 ** 2 / max(mse, 1e-12)) >= 40
     np.testing.assert_allclose(fast.objectives, full.objectives, rtol=1e-3)
+
+
+def test_batching_does_not_change_the_filters(torch_vgg16):
+    """Filters are independent batch items: batches of 2 (the last one of 1, its own program) give the
+    images a single batch of 3 gives."""
+    model = load(torch_vgg16["path"])
+    one = visualize_filters(model, "features.8", [3, 4, 5], "chollet", steps=3, size=48, seed=5, batch=3)
+    two = visualize_filters(model, "features.8", [3, 4, 5], "chollet", steps=3, size=48, seed=5, batch=2)
+    np.testing.assert_allclose(two.raw, one.raw, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(two.objectives, one.objectives, rtol=1e-4)
