@@ -38,6 +38,12 @@ class Model:
                 self.small_inits[t.name] = t
         self._fold_constant_nodes()
         self.graph_outputs = [o.name for o in proto.graph.output]
+        # exports with a batch of 1 baked into the graph (torch.onnx.export's default) may hold reshapes
+        # that only work for one image: such models run one image per call
+        from .infer import graph_input, input_dims
+
+        dims = input_dims(graph_input(proto)) if len(proto.graph.input) else []
+        self.single_image = bool(dims) and dims[0] == 1
         self.programs: dict = {}
         self._digest: str | None = None
         _check_opset(self)

@@ -38,7 +38,9 @@ class Extra:
 
 
 class Program:
-    def __init__(self, session, fetch: list[str], grads: dict[str, str], size, extra_inputs, needs_pixels=True):
+    def __init__(self, session, fetch: list[str], grads: dict[str, str], size, extra_inputs, needs_pixels=True,
+                 single_image=False):
+        self.single_image = single_image  # run batches one image at a time (graphs exported for batch 1)
         self.session = session
         self.fetch = fetch
         self.grads = grads  # wrt tensor -> gradient tensor name
@@ -56,12 +58,20 @@ class Program:
                 pixels = pixels[None]
             inputs[PIXELS] = pixels
         try:
-            values = self.session.run(self.fetch, inputs)
+            values = self._run(inputs)
         except Exception as exc:  # ORT raises its own types; say what was asked
             what = f"a {self.size[0]}x{self.size[1]} image"
             raise ConvlensError(f"ONNX Runtime could not run the model on {what}: "
                                 f"{str(exc).splitlines()[0][:300]}") from None
         return dict(zip(self.fetch, values))
+
+    def _run(self, inputs: dict) -> list:
+        n = len(next(iter(inputs.values())))
+        if not self.single_image or n <= 1:
+            return self.session.run(self.fetch, inputs)
+        # every input is batch-major; per-item outputs are stacked, scalars (sums over items) added
+        runs = [self.session.run(self.fetch, {k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)]
+        return [np.concatenate(parts) if parts[0].ndim else np.sum(parts, axis=0) for parts in zip(*runs)]
 
 
 def program(model: Model, fetch: list[str], size: tuple[int, int], spec: InputSpec | None = None,
@@ -126,7 +136,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
     proto = helper.make_model(graph, opset_imports=model.opset_imports)
     proto.ir_version = 8
     session = make_session(proto, {n: weights[n] for n in weights if n in used})
-    return Program(session, fetch, grads, size, extra.inputs, needs_pixels)
+    return Program(session, fetch, grads, size, extra.inputs, needs_pixels, model.single_image)
 
 
 def _shapes(nodes, inits, size, more_inputs, opsets) -> dict:

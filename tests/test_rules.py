@@ -220,6 +220,11 @@ def test_concat_split_slice_pad_gather():
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array([4, 0, 4], np.int64)})
     check_directional([node("Gather", ["x", "i"], axis=2)], {"x": x}, consts={"i": np.array([6, 5, 4, 3, 2, 1, 0], np.int64)})
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array(2, np.int64)})
+    # multi-dimensional indices, repeated entries (the dynamo exporter's as_strided)
+    check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x},
+                      consts={"i": np.array([[4, 0], [4, 1]], np.int64)})
+    check_directional([node("GatherND", ["x", "i"])], {"x": x},
+                      consts={"i": np.array([[0, 4], [1, 0], [0, 4]], np.int64)})
 
 
 def test_clip_prelu_cast_dropout():

@@ -187,13 +187,20 @@ def gather(e, node, dy, needs):
     idx = e.value(ind)
     if idx is None:
         raise ConvlensError(f"Gather node {node.name!r}: indices must be constant to differentiate it.")
-    idx = np.where(idx < 0, idx + xs[axis], idx)
+    if (idx < 0).any():
+        if not isinstance(xs[axis], int):
+            raise ConvlensError(f"Gather node {node.name!r}: negative indices on an axis of unknown size.")
+        idx = np.where(idx < 0, idx + xs[axis], idx)
     g = dy[0]
     if idx.ndim == 0:
         g = e.op("Unsqueeze", g, e.ints([axis]))
         idx = idx.reshape(1)
-    if idx.ndim != 1:
-        raise ConvlensError(f"Gather node {node.name!r}: only scalar or 1-D indices can be differentiated.")
+    elif idx.ndim > 1:  # the index dims of dy become one axis (exporters write as_strided this way)
+        trailing = xs[axis + 1:]
+        if not all(isinstance(d, int) for d in trailing):
+            raise ConvlensError(f"Gather node {node.name!r}: multi-dimensional indices need the trailing axes' sizes.")
+        g = e.op("Reshape", g, e.ints([0] * axis + [idx.size] + list(trailing)))
+        idx = idx.reshape(-1)
     if axis != 0 and sorted(idx.tolist()) == list(range(xs[axis])):  # a permutation: gather back
         return [e.op("Gather", g, e.ints(np.argsort(idx)), axis=axis), None]
     shape = [1] * len(xs)
@@ -201,6 +208,18 @@ def gather(e, node, dy, needs):
     full = e.op("Expand", e.const(idx.reshape(shape), np.int64), e.op("Shape", g))
     zeros = e.op("ConstantOfShape", e.op("Shape", x), value=_tensor0())
     return [e.op("ScatterElements", zeros, full, g, axis=axis, reduction="add"), None]
+
+
+@rule("GatherND")
+def gather_nd(e, node, dy, needs):
+    """dx = zeros with dy added back at the gathered index tuples"""
+    if attrs(node).get("batch_dims", 0):
+        raise ConvlensError(f"GatherND node {node.name!r}: batch_dims > 0 cannot be differentiated yet.")
+    if e.opset < 16:
+        raise ConvlensError(f"GatherND node {node.name!r}: its gradient (ScatterND with reduction) needs opset 16 or later.")
+    x, ind = node.input
+    zeros = e.op("ConstantOfShape", e.op("Shape", x), value=_tensor0())
+    return [e.op("ScatterND", zeros, ind, dy[0], reduction="add"), None]
 
 
 @rule("Expand")

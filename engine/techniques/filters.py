@@ -95,7 +95,7 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     chosen = parse_filters(filters, channels) if not isinstance(filters, list) else filters
     if isinstance(filters, list):
         parse_filters(",".join(map(str, filters)), channels)
-    batch = batch or batch_size_for(model, info.tensor, hw)
+    batch = 1 if model.single_image else (batch or batch_size_for(model, info.tensor, hw))
     rng = np.random.default_rng(seed)
     raws, objs, alive = [], [], []
     for s in range(0, len(chosen), batch):
