@@ -190,9 +190,11 @@ def cmd_convert(args) -> dict:
     from engine import load
 
     model = load(path)
-    return {"files": [str(path)], "layers": len(model.layers), "input": vars(model.input_spec),
-            "summary": f"wrote {path} ({len(model.layers)} layers exposed, input {model.input_spec.layout} "
-                       f"{model.input_spec.size}, {model.input_spec.preset or 'custom'} preprocessing)"}
+    spec = model.input_spec
+    size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "of any size"
+    return {"files": [str(path)], "layers": len(model.layers), "input": vars(spec),
+            "summary": f"wrote {path} ({len(model.layers)} layers exposed, input {spec.layout} {size}, "
+                       f"{spec.preset or 'custom'} preprocessing)"}
 
 
 def cmd_layers(args) -> dict:

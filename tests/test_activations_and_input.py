@@ -158,3 +158,8 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_convert_says_what_it_wrote(tmp_path, capsys):
+    assert main(["convert", "torch:squeezenet1_1", "--weights", "none", "-o", str(tmp_path / "s.onnx")]) == 0
+    assert "input NCHW 224x224, torch preprocessing" in capsys.readouterr().out
