@@ -134,11 +134,13 @@ def _torch_conv(x, w, b, a):
     return xt, y
 
 
+@pytest.mark.parametrize("channels", [4, 16])  # below 16 input channels the rule writes a ConvTranspose
 @pytest.mark.parametrize("attrs", CONVS, ids=[str(c) for c in CONVS])
-def test_conv(attrs):
+def test_conv(attrs, channels):
+    attrs = dict(attrs, group=channels) if attrs.get("group") == 4 else attrs  # depthwise stays depthwise
     group = attrs.get("group", 1)
-    x = rng.standard_normal((2, 4, 9, 8))
-    w = rng.standard_normal((6 if group != 4 else 4, 4 // group, 3, 3))
+    x = rng.standard_normal((2, channels, 9, 8))
+    w = rng.standard_normal((6 if group != channels else channels, channels // group, 3, 3))
     b = rng.standard_normal((w.shape[0],))
     grads, seed = check_directional([node("Conv", ["x", "w", "b"], **attrs)], {"x": x}, consts={"w": w, "b": b})
     if "auto_pad" not in attrs:  # torch reference, same float32 weights
