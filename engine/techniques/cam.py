@@ -16,12 +16,12 @@ from ..model import Model
 from ..objectives import OBJECTIVE_WEIGHTS, one_hot
 from ..program import program
 from .common import prepare, to_nchw
-from .gradients import Target, _cached_shapes, gradient_program, on_path_source
+from .gradients import Target, cached_shapes, gradient_program, on_path_source
 
 
 def layer_shapes_cached(model: Model, size) -> dict:
     """Batch-1 shapes of every tensor at this image size (inferred once per model and size)."""
-    return _cached_shapes(model, tuple(size), model.input_spec)
+    return cached_shapes(model, tuple(size), model.input_spec)
 
 
 def _static(shape) -> bool:

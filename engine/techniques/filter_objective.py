@@ -15,9 +15,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from ..adapter import PIXELS
 from ..model import Model
-from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS
-from ..program import Extra
+from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, one_hot
+from ..program import Extra, GradRequest, program
+from .gradients import Target, cached_shapes, gradient_program, objective_source
 
 FILTER_INDEX = "filter_index"
 # activations applied channel by channel with no per-channel parameters: they commute with the selection
@@ -110,20 +112,14 @@ class FilterStep:
     per item). Uses the one-channel objective where the layer allows it (`selected`), else the general one."""
 
     def __init__(self, model: Model, layer: str, size, spec, selected: bool = True):
-        from .gradients import Target, _cached_shapes, objective_source
-
         self.model, self.size, self.spec = model, tuple(size), spec
         self.target = Target(layer=layer)
         self.tensor, _, _, self.channels = objective_source(model, self.target, self.size, spec)
-        self.shapes = _cached_shapes(model, self.size, spec)
+        self.shapes = cached_shapes(model, self.size, spec)
         self.selected = selected and _conv_chain(model, self.tensor) is not None
         self._general = None
 
     def _program(self, batch: int):
-        from ..adapter import PIXELS
-        from ..program import GradRequest, program
-        from .gradients import gradient_program
-
         if self.selected:
             extra = filter_objective(self.model, self.tensor, self.shapes, batch)
             if extra is not None:
@@ -135,9 +131,6 @@ class FilterStep:
         return self._general
 
     def __call__(self, pixels: np.ndarray, filters) -> tuple[np.ndarray, np.ndarray]:
-        from ..adapter import PIXELS
-        from ..objectives import OBJECTIVE_WEIGHTS, one_hot
-
         prog = self._program(len(filters))
         if self.selected:
             out = prog.run(pixels, **{FILTER_INDEX: np.asarray(filters, np.int64)})

@@ -61,7 +61,7 @@ def on_path_source(model: Model, tensor: str, objective: str) -> str:
 def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tuple[str, str, list, int]:
     """(tensor, layout, batch-1 shape, channel count) of the tensor the objective reads."""
     tensor, layout = target.tensor(model)
-    shapes = _cached_shapes(model, size, spec)
+    shapes = cached_shapes(model, size, spec)
     shape = shapes.get(tensor)
     if shape is None or any(not isinstance(d, int) for d in shape[1:]):
         # static inference gave up (dynamic reshapes): run the forward graph once and look
@@ -72,7 +72,7 @@ def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tup
     return tensor, layout, shape, int(channels)
 
 
-def _cached_shapes(model: Model, size, spec):
+def cached_shapes(model: Model, size, spec):
     key = ("shapes", tuple(size), spec.layout)
     if key not in model.programs:
         model.programs[key] = layer_shapes(model, tuple(size)) if spec is model.input_spec else _shapes(model, size, spec)
