@@ -73,6 +73,7 @@ def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tup
 
 
 def cached_shapes(model: Model, size, spec):
+    """Batch-1 shapes of every tensor for this image size and input layout, inferred once per model."""
     key = ("shapes", tuple(size), spec.layout)
     if key not in model.programs:
         model.programs[key] = layer_shapes(model, tuple(size)) if spec is model.input_spec else _shapes(model, size, spec)
