@@ -1,9 +1,18 @@
 """What every benchmark sets up: thread counts, and seeded torchvision VGG16 with its .onnx twin."""
+import atexit
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def scratch_dir() -> Path:
+    """A temporary folder removed when the benchmark exits (converted VGG16 files are 0.5 GB each)."""
+    path = Path(tempfile.mkdtemp(prefix="convlens-bench-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def vgg16_pair(threads: int):
@@ -25,5 +34,5 @@ def vgg16_pair(threads: int):
             m.inplace = False
     # the baselines compute only the gradients convlens computes: none for the weights
     net.requires_grad_(False)
-    path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), Path(tempfile.mkdtemp()) / "vgg16.onnx")
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), scratch_dir() / "vgg16.onnx")
     return net, load(path), path

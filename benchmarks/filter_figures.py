@@ -9,7 +9,6 @@ shows is the recipe and the layout, not learned features); EfficientNet-Lite0 ha
 """
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +46,10 @@ def main():
     from engine.render import filter_grid, write_png
     from engine.techniques.filters import visualize_filters
 
+    from common import scratch_dir
+
     out = Path(args.out)
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_dir()
     keras.utils.set_random_seed(0)
     net = keras.applications.VGG16(weights=None, include_top=False)
     vgg = load(save_onnx(convert_keras_model(net, name="VGG16", preprocess="caffe"), tmp / "vgg16.onnx"))
