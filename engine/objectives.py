@@ -15,10 +15,15 @@ from .program import Extra
 OBJECTIVE = "objective"
 OBJECTIVE_ITEMS = "objective_items"
 OBJECTIVE_WEIGHTS = "objective_weights"
+TOP_CLASS = "objective_top_class"  # with top=True: each item's arg-max channel (as float), fetchable
 
 
-def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False, opset: int = 17) -> Extra:
-    """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities)."""
+def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False, opset: int = 17,
+                      top: bool = False) -> Extra:
+    """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities).
+
+    `top`: w is not fed but made in the graph, one-hot at each item's largest channel (its top class), so a
+    single run both picks the class and differentiates its score; ArgMax and OneHot carry no gradient."""
     nodes, inits = [], {}
     current = tensor
     if softmax:
@@ -38,6 +43,15 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, softma
         current_2d = "objective_flat"
         nodes.append(helper.make_node("Flatten", [current], [current_2d], axis=1, name="objective_flat"))
         current = current_2d
+    if top:
+        inits["objective_depth"] = numpy_helper.from_array(np.array(channels, np.int64), "objective_depth")
+        inits["objective_onehot_values"] = numpy_helper.from_array(np.array([0, 1], np.float32), "objective_onehot_values")
+        nodes += [
+            helper.make_node("ArgMax", [current], ["objective_top"], axis=1, keepdims=0, name="objective_top"),
+            helper.make_node("OneHot", ["objective_top", "objective_depth", "objective_onehot_values"], [OBJECTIVE_WEIGHTS],
+                             axis=-1, name=OBJECTIVE_WEIGHTS),
+            helper.make_node("Cast", ["objective_top"], [TOP_CLASS], to=TensorProto.FLOAT, name=TOP_CLASS),
+        ]
     inits["objective_item_axis"] = numpy_helper.from_array(np.array([1], np.int64), "objective_item_axis")
     nodes += [
         helper.make_node("Mul", [current, OBJECTIVE_WEIGHTS], ["objective_weighted"], name="objective_weighted"),
@@ -45,8 +59,8 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, softma
                          name=OBJECTIVE_ITEMS),
         helper.make_node("ReduceSum", [OBJECTIVE_ITEMS], [OBJECTIVE], keepdims=0, name=OBJECTIVE),
     ]
-    weights_input = helper.make_tensor_value_info(OBJECTIVE_WEIGHTS, TensorProto.FLOAT, ["N", channels])
-    return Extra(nodes=nodes, inits=inits, inputs=[weights_input], key=("channel", tensor, layout, rank, channels, softmax))
+    inputs = [] if top else [helper.make_tensor_value_info(OBJECTIVE_WEIGHTS, TensorProto.FLOAT, ["N", channels])]
+    return Extra(nodes=nodes, inits=inits, inputs=inputs, key=("channel", tensor, layout, rank, channels, softmax, top))
 
 
 def one_hot(indices, channels: int) -> np.ndarray:

@@ -100,19 +100,38 @@ def test_gradient_cam_methods_match_torch_reference(resnet, method):
 
 
 def test_cam_inside_a_residual_block(resnet):
-    """The head from layer4.1.conv1 to the scores also needs the block's skip branch: the head program
-    then recomputes it from the pixels, and the map still matches torch's."""
+    """With several classes per image each runs only the head; the head from layer4.1.conv1 to the scores
+    also needs the block's skip branch, so the head program recomputes it from the pixels, and every
+    class's map still matches torch's."""
     net, model = resnet
     pixels = np.random.default_rng(4).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    got = gradcam(model, pixels, "top2", "layer4.1.conv1")
     for i in range(2):
-        A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], 5, module=net.layer4[1].conv1)
-        got = gradcam(model, pixels, 5, "layer4.1.conv1")[i][0]
-        np.testing.assert_allclose(got.cam, reference_cam("gradcam", A, G), atol=1e-4)
+        for res in got[i]:
+            A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], res.class_index, module=net.layer4[1].conv1)
+            np.testing.assert_allclose(res.cam, reference_cam("gradcam", A, G), atol=1e-4)
     heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
     assert heads[model.layer("layer4.1.conv1").tensor].needs_pixels
-    gradcam(model, pixels, 5, "layer4")
+    gradcam(model, pixels, "top2", "layer4")
     heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
     assert not heads[model.layer("layer4").tensor].needs_pixels  # layer4 -> avgpool -> fc only
+
+
+def test_top_class_cam_is_one_run_that_picks_torchs_top_class(resnet):
+    """'top' picks the class inside the gradient program; it is torch's arg-max and its map matches
+    torch's and the per-class path's (top2's first map)."""
+    net, model = resnet
+    pixels = np.random.default_rng(8).uniform(0, 255, (3, 96, 96, 3)).astype(np.float32)
+    top = gradcam(model, pixels, "top", "layer4")
+    two = gradcam(model, pixels, "top2", "layer4")
+    for i in range(3):
+        p, x = _torch_input(model, pixels[i:i + 1])
+        cls = int(net(x).argmax())
+        assert top[i][0].class_index == two[i][0].class_index == cls
+        A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], cls)
+        np.testing.assert_allclose(top[i][0].cam, reference_cam("gradcam", A, G), atol=1e-4)
+        np.testing.assert_allclose(top[i][0].cam, two[i][0].cam, atol=1e-5)
+        assert top[i][0].score == pytest.approx(two[i][0].score, rel=1e-5)
 
 
 def test_eigencam_is_the_first_principal_component(resnet):
@@ -211,6 +230,20 @@ def test_vanilla_smoothgrad_and_guided_backprop_match_torch(resnet):
     x = pixels[0]
     noisy = x[None] + np.random.default_rng(11).normal(0, 0.15 * (x.max() - x.min()), (6,) + x.shape).astype(np.float32)
     assert_close(got.attribution, torch_grad(noisy).mean(0), what="smoothgrad")
+
+
+def test_top_class_saliency_is_the_named_top_class(resnet):
+    """vanilla and guided backprop on 'top' pick the class inside the gradient run: the same class and
+    attribution as naming that class."""
+    net, model = resnet
+    pixels = np.random.default_rng(9).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    for method in ("vanilla", "guided-backprop"):
+        top = saliency(model, pixels, "top", method)
+        for i in range(2):
+            cls = int(net(_torch_input(model, pixels[i:i + 1])[1]).argmax())
+            named = saliency(model, pixels[i:i + 1], cls, method)[0]
+            assert top[i].class_index == cls
+            np.testing.assert_allclose(top[i].attribution, named.attribution, rtol=1e-5, atol=1e-9)
 
 
 def test_integrated_gradients_completeness(tmp_path):

@@ -1,8 +1,9 @@
 """Class activation maps: Grad-CAM and its family, on any layer with a spatial output.
 
-One forward pass per batch gives the class scores, the layer's output A and the tensor the head
-starts from; every gradient method then runs only the head (A -> class scores) forward and backward
-for each requested class, with the objective as the chosen class score.
+With one class per image (its top class or a named one), a gradient method is a single run: scores,
+the layer's output A and d score / d A together, the top class picked inside the graph. With several
+classes (topK), one forward pass gives the scores, A and the tensor the head starts from, and each class
+then runs only the head (A -> class scores) forward and backward.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model import Model
-from ..objectives import OBJECTIVE_WEIGHTS, one_hot
+from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .common import prepare, to_nchw
 from .gradients import Target, cached_shapes, gradient_program, on_path_source
@@ -110,6 +111,13 @@ def class_targets(model: Model, scores: np.ndarray, target) -> list[list[int]]:
     return [[idx] for _ in scores]
 
 
+def single_class(model: Model, target):
+    """'top' when each image's one class is its top class, the class index when one is named, else None (topK)."""
+    if isinstance(target, str) and target.lower().startswith("top"):
+        return "top" if target.lower() in ("top", "top1") else None
+    return model.class_index(target)
+
+
 def gradcam(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
             score: str = "logit") -> list[list[CamResult]]:
     """CAM maps per image and per requested class; `images` is a path, an array or a list of them."""
@@ -120,26 +128,63 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
     name = resolve_layer(model, layer, size)
     info = model.layer(name)
     tgt = Target(score=score)
+    one = single_class(model, target) if method in GRADIENT_METHODS else None
+    if one is not None:
+        scores, classes, maps = _one_class_maps(model, pixels, info, tgt, one, method)
+    else:
+        scores, classes, maps = _per_class_maps(model, pixels, info, tgt, target, method)
+    results: list[list[CamResult]] = [[] for _ in pixels]
+    for i, (row, raws) in enumerate(zip(classes, maps)):
+        for idx, raw in zip(row, raws):
+            cam, zero = normalize(raw)
+            heat = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            results[i].append(CamResult(cam, np.clip(heat, 0, 1), int(idx), model.label(int(idx)),
+                                        float(scores[i, idx]), name, method, zero))
+    return results
+
+
+def _class_scores(model: Model, values: np.ndarray, tensor: str, score: str) -> np.ndarray:
+    scores = values.reshape(len(values), -1)
+    return _softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
+
+
+def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str):
+    """One class per image (its top class, or a named one): a single run gives the scores, the layer's
+    activations and their gradient; the top class is picked inside the graph."""
+    size = pixels.shape[1:3]
     score_tensor, _ = tgt.tensor(model)
-    # one forward pass gives the scores (to pick classes), the layer's activations and the tensor the
-    # class gradients start from; each class then costs only the head's backward pass (layer -> scores)
+    top = one == "top"
+    fetch = (score_tensor, info.tensor) + ((TOP_CLASS,) if top else ())
+    prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=fetch, top=top)
+    if not top and not 0 <= one < channels:
+        raise ConvlensError(f"Class {one} is out of range; the model has {channels} classes.")
+    feeds = {} if top else {OBJECTIVE_WEIGHTS: one_hot([one] * len(pixels), channels)}
+    out = prog.run(pixels, **feeds)
+    classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
+    acts = to_nchw(out[info.tensor], info.layout)
+    raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
+    return _class_scores(model, out[score_tensor], score_tensor, tgt.score), classes[:, None], raw[:, None]
+
+
+def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str):
+    """Any number of classes per image: one forward pass gives the scores (to pick classes), the layer's
+    activations and the tensor the head starts from; each class then costs only the head's backward pass."""
+    size = pixels.shape[1:3]
+    score_tensor, _ = tgt.tensor(model)
     source = on_path_source(model, info.tensor, score_tensor)
     source_shape = layer_shapes_cached(model, size).get(source)
     fetch = list(dict.fromkeys([score_tensor, info.tensor, source]))
     forward = program(model, fetch, size).run(pixels)
-    scores = forward[score_tensor].reshape(len(pixels), -1)
-    if score == "prob" and score_tensor == model.meta.logits:
-        scores = _softmax(scores)
+    scores = _class_scores(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
-    results: list[list[CamResult]] = [[] for _ in pixels]
-    depth = max(len(c) for c in classes)
-    for k in range(depth):
+    maps: list[list[np.ndarray]] = [[] for _ in pixels]
+    for k in range(max(len(c) for c in classes)):
         items = [i for i, c in enumerate(classes) if k < len(c)]
         idx = [classes[i][k] for i in items]
         batch = pixels[items]
         acts = to_nchw(forward[info.tensor][items], info.layout)
         if method == "scorecam":
-            raw = _score_cam(model, batch, acts, idx, score)
+            raw = _score_cam(model, batch, acts, idx, tgt.score)
         elif method == "eigencam":
             raw = cam_maps(acts, None, method)
         else:
@@ -147,14 +192,10 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
             prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,), start=start)
             feeds = {source: forward[source][items]} if start else {}
             out = prog.run(batch, **feeds, **{OBJECTIVE_WEIGHTS: one_hot(idx, channels)})
-            grads = to_nchw(out[prog.grads[info.tensor]], info.layout)
-            raw = cam_maps(acts, grads, method)
+            raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
         for j, i in enumerate(items):
-            cam, zero = normalize(raw[j])
-            heat = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-            results[i].append(CamResult(cam, np.clip(heat, 0, 1), int(idx[j]), model.label(int(idx[j])),
-                                        float(scores[i, idx[j]]), name, method, zero))
-    return results
+            maps[i].append(raw[j])
+    return scores, classes, maps
 
 
 def _softmax(x):

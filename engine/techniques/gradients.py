@@ -39,13 +39,14 @@ class Target:
 
 
 def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),
-                     spec: InputSpec | None = None, overrides: tuple[str, ...] = (), start: tuple = ()):
+                     spec: InputSpec | None = None, overrides: tuple[str, ...] = (), start: tuple = (), top: bool = False):
     """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors
-    (beginning at the `start` tensors, fed at run time, when given: see program())."""
+    (beginning at the `start` tensors, fed at run time, when given: see program()). With `top` the
+    objective is each item's largest channel (its top class), chosen in the graph: no weights to feed."""
     spec = spec or model.input_spec
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
     softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
-    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset)
+    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset, top=top)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
 

@@ -9,9 +9,9 @@ import numpy as np
 from ..adapter import PIXELS
 from ..errors import ConvlensError
 from ..model import Model
-from ..objectives import one_hot
+from ..objectives import TOP_CLASS, one_hot
 from ..program import program
-from .cam import class_targets, gradcam, _softmax
+from .cam import _softmax, class_targets, gradcam, single_class
 from .common import prepare
 from .gradients import Target, gradient_program, run_gradient
 
@@ -39,6 +39,19 @@ def pixel_gradients(model: Model, pixels: np.ndarray, classes, score="logit", ov
     return out
 
 
+def top_class_gradients(model: Model, pixels: np.ndarray, score="logit", overrides=(), batch=16):
+    """(each item's top class, d score[top] / d pixels): one run per batch, the class picked in the graph."""
+    prog, _ = gradient_program(model, Target(score=score), pixels.shape[1:3], wrt=(PIXELS,), fetch=(TOP_CLASS,),
+                               overrides=tuple(overrides), top=True)
+    grads = np.empty(pixels.shape, np.float32)
+    classes = np.empty(len(pixels), np.int64)
+    for s in range(0, len(pixels), batch):
+        res = prog.run(pixels[s:s + batch])
+        grads[s:s + batch] = res[prog.grads[PIXELS]]
+        classes[s:s + batch] = res[TOP_CLASS]
+    return classes, grads
+
+
 def class_scores(model: Model, pixels: np.ndarray, score="logit") -> np.ndarray:
     tensor, _ = Target(score=score).tensor(model)
     y = program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor].reshape(len(pixels), -1)
@@ -51,14 +64,19 @@ def saliency(model: Model, images, target="top", method="vanilla", score="logit"
     if method not in METHODS:
         raise ConvlensError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}.")
     pixels = prepare(model, images)
-    scores = class_scores(model, pixels, score)
-    classes = [c[0] for c in class_targets(model, scores, target)]
+    direct = method in ("vanilla", "guided-backprop") and single_class(model, target) == "top"
+    if direct:  # the top class and its gradient in one run, no forward pass beforehand
+        classes, direct_grads = top_class_gradients(model, pixels, score, ("guided",) if method == "guided-backprop" else ())
+    else:
+        classes = [c[0] for c in class_targets(model, class_scores(model, pixels, score), target)]
     rng = np.random.default_rng(seed)
     results = []
     for i, x in enumerate(pixels):
         c = classes[i]
         err = None
-        if method in ("vanilla",):
+        if direct:
+            attr = direct_grads[i]
+        elif method in ("vanilla",):
             attr = pixel_gradients(model, x[None], [c], score)[0]
         elif method == "guided-backprop":
             attr = pixel_gradients(model, x[None], [c], score, overrides=("guided",))[0]
