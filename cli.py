@@ -253,8 +253,7 @@ def _progress(done: int, total: int, quiet: bool, what: str) -> None:
 def cmd_cam(args) -> dict:
     from engine.images import image_paths, load_image
     from engine.render import jet_overlay, write_npy, write_png
-    from engine.techniques.activations import predictions
-    from engine.techniques.cam import gradcam
+    from engine.techniques.cam import gradcam_with_predictions
 
     model = _load(args)
     out = Path(args.output)
@@ -262,8 +261,8 @@ def cmd_cam(args) -> dict:
     total = len(image_paths(args.images))
     done = 0
     for paths in _image_batches(args.images, max(1, args.batch)):
-        maps = gradcam(model, [str(p) for p in paths], args.target, args.layer, args.method, args.score)
-        tops = predictions(model, [str(p) for p in paths])
+        maps, tops = gradcam_with_predictions(model, [str(p) for p in paths], args.target, args.layer, args.method,
+                                              args.score)
         for path, results, top in zip(paths, maps, tops):
             original = load_image(path)
             entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}

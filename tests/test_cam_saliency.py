@@ -134,6 +134,23 @@ def test_top_class_cam_is_one_run_that_picks_torchs_top_class(resnet):
         assert top[i][0].score == pytest.approx(two[i][0].score, rel=1e-5)
 
 
+def test_cam_runs_give_the_same_top5_as_predictions(resnet):
+    """The CLI's top-5 list comes from the CAM's own runs: equal to a separate predictions() pass for
+    the single-run path (top, named class) and the per-class path (top2, eigencam)."""
+    from engine.techniques.activations import predictions
+    from engine.techniques.cam import gradcam_with_predictions
+
+    _, model = resnet
+    pixels = np.random.default_rng(10).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
+    expected = predictions(model, pixels)
+    for target, method in (("top", "gradcam"), (7, "gradcam"), ("top2", "gradcam"), ("top", "eigencam")):
+        maps, preds = gradcam_with_predictions(model, pixels, target, "layer4", method)
+        assert [[c for c, _, _ in row] for row in preds] == [[c for c, _, _ in row] for row in expected]
+        np.testing.assert_allclose([[p for _, _, p in row] for row in preds],
+                                   [[p for _, _, p in row] for row in expected], rtol=1e-5)
+        assert [len(m) for m in maps] == [2 if target == "top2" else 1] * 2
+
+
 def test_eigencam_is_the_first_principal_component(resnet):
     net, model = resnet
     pixels = np.random.default_rng(4).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)

@@ -21,7 +21,11 @@ def predictions(model: Model, image, top: int = 5) -> list[list[tuple[int, str, 
     """Top-k (index, label, probability) per image, from the logits or the probabilities."""
     tensor = model.meta.logits or model.meta.probabilities
     pixels = prepare(model, image)
-    values = program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor]
+    return rank_predictions(model, tensor, program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor], top)
+
+
+def rank_predictions(model: Model, tensor: str, values: np.ndarray, top: int = 5) -> list[list[tuple[int, str, float]]]:
+    """Top-k (index, label, probability) per row of the model's logits (softmaxed here) or probabilities."""
     values = values.reshape(values.shape[0], -1).astype(np.float64)
     if tensor == model.meta.logits:
         values = np.exp(values - values.max(axis=1, keepdims=True))

@@ -16,6 +16,7 @@ from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
+from .activations import rank_predictions
 from .common import prepare, to_nchw
 from .gradients import Target, cached_shapes, gradient_program, on_path_source
 
@@ -121,6 +122,13 @@ def single_class(model: Model, target):
 def gradcam(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
             score: str = "logit") -> list[list[CamResult]]:
     """CAM maps per image and per requested class; `images` is a path, an array or a list of them."""
+    return gradcam_with_predictions(model, images, target, layer, method, score, top=0)[0]
+
+
+def gradcam_with_predictions(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
+                             score: str = "logit", top: int = 5):
+    """(gradcam()'s maps, each image's top-`top` (index, label, probability)), from the same runs: the
+    prediction tensor is fetched beside the maps' tensors instead of costing a forward pass of its own."""
     if method not in METHODS:
         raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
     pixels = prepare(model, images)
@@ -129,10 +137,12 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
     info = model.layer(name)
     tgt = Target(score=score)
     one = single_class(model, target) if method in GRADIENT_METHODS else None
+    ranked = model.meta.logits or model.meta.probabilities
+    extra = (ranked,) if (top and ranked) else ()
     if one is not None:
-        scores, classes, maps = _one_class_maps(model, pixels, info, tgt, one, method)
+        scores, classes, maps, fetched = _one_class_maps(model, pixels, info, tgt, one, method, extra)
     else:
-        scores, classes, maps = _per_class_maps(model, pixels, info, tgt, target, method)
+        scores, classes, maps, fetched = _per_class_maps(model, pixels, info, tgt, target, method, extra)
     results: list[list[CamResult]] = [[] for _ in pixels]
     for i, (row, raws) in enumerate(zip(classes, maps)):
         for idx, raw in zip(row, raws):
@@ -140,7 +150,8 @@ def gradcam(model: Model, images, target="top", layer: str | None = "auto", meth
             heat = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
             results[i].append(CamResult(cam, np.clip(heat, 0, 1), int(idx), model.label(int(idx)),
                                         float(scores[i, idx]), name, method, zero))
-    return results
+    preds = rank_predictions(model, ranked, fetched[ranked], top) if extra else []
+    return results, preds
 
 
 def _class_scores(model: Model, values: np.ndarray, tensor: str, score: str) -> np.ndarray:
@@ -148,13 +159,13 @@ def _class_scores(model: Model, values: np.ndarray, tensor: str, score: str) -> 
     return _softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
 
 
-def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str):
+def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, extra=()):
     """One class per image (its top class, or a named one): a single run gives the scores, the layer's
     activations and their gradient; the top class is picked inside the graph."""
     size = pixels.shape[1:3]
     score_tensor, _ = tgt.tensor(model)
     top = one == "top"
-    fetch = (score_tensor, info.tensor) + ((TOP_CLASS,) if top else ())
+    fetch = tuple(dict.fromkeys((score_tensor, info.tensor, *extra) + ((TOP_CLASS,) if top else ())))
     prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=fetch, top=top)
     if not top and not 0 <= one < channels:
         raise ConvlensError(f"Class {one} is out of range; the model has {channels} classes.")
@@ -163,17 +174,18 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str):
     classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
     acts = to_nchw(out[info.tensor], info.layout)
     raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
-    return _class_scores(model, out[score_tensor], score_tensor, tgt.score), classes[:, None], raw[:, None]
+    scores = _class_scores(model, out[score_tensor], score_tensor, tgt.score)
+    return scores, classes[:, None], raw[:, None], out
 
 
-def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str):
+def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str, extra=()):
     """Any number of classes per image: one forward pass gives the scores (to pick classes), the layer's
     activations and the tensor the head starts from; each class then costs only the head's backward pass."""
     size = pixels.shape[1:3]
     score_tensor, _ = tgt.tensor(model)
     source = on_path_source(model, info.tensor, score_tensor)
     source_shape = layer_shapes_cached(model, size).get(source)
-    fetch = list(dict.fromkeys([score_tensor, info.tensor, source]))
+    fetch = list(dict.fromkeys([score_tensor, info.tensor, source, *extra]))
     forward = program(model, fetch, size).run(pixels)
     scores = _class_scores(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
@@ -195,7 +207,7 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
             raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
         for j, i in enumerate(items):
             maps[i].append(raw[j])
-    return scores, classes, maps
+    return scores, classes, maps, forward
 
 
 def _softmax(x):
