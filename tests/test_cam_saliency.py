@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from engine import load
+from engine.errors import ConvlensError
 from engine.techniques.cam import gradcam, normalize
 from engine.techniques.saliency import saliency
 from tests.helpers import assert_close
@@ -216,6 +217,11 @@ def test_top_k_targets_and_labels(resnet):
     assert res[0][0].score >= res[0][1].score >= res[0][2].score
     by_name = gradcam(model, pixels[:1], "tabby", "layer4")[0][0]
     assert by_name.class_index == 281
+    for bad, message in (("top0", "Target 'top0' is not understood"), ("topx", "Target 'topx' is not understood"),
+                         (1000, "Class 1000 is out of range; the model has 1000 classes")):
+        for method in ("gradcam", "eigencam"):  # the single-run path and the per-class path
+            with pytest.raises(ConvlensError, match=message):
+                gradcam(model, pixels[:1], bad, "layer4", method)
 
 
 def test_vanilla_smoothgrad_and_guided_backprop_match_torch(resnet):

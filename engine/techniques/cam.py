@@ -101,10 +101,21 @@ def normalize(raw: np.ndarray) -> tuple[np.ndarray, bool]:
     return (m / peak).astype(np.float32), False
 
 
+def top_k(target) -> int | None:
+    """K for a target written 'top' (1) or 'topK', None for a class index or label."""
+    if not (isinstance(target, str) and target.lower().startswith("top")):
+        return None
+    k = target[3:]
+    if not (k == "" or (k.isdigit() and int(k) >= 1)):
+        raise ConvlensError(f"Target {target!r} is not understood; write 'top', 'topK' with K >= 1, "
+                            f"a class index or a label.")
+    return int(k or 1)
+
+
 def class_targets(model: Model, scores: np.ndarray, target) -> list[list[int]]:
     """Per image, the classes to explain: an index, a label, 'top' or 'topK'."""
-    if isinstance(target, str) and target.lower().startswith("top"):
-        k = int(target[3:] or 1)
+    k = top_k(target)
+    if k is not None:
         return [list(np.argsort(-row)[:k]) for row in scores]
     idx = model.class_index(target)
     if not 0 <= idx < scores.shape[1]:
@@ -114,8 +125,9 @@ def class_targets(model: Model, scores: np.ndarray, target) -> list[list[int]]:
 
 def single_class(model: Model, target):
     """'top' when each image's one class is its top class, the class index when one is named, else None (topK)."""
-    if isinstance(target, str) and target.lower().startswith("top"):
-        return "top" if target.lower() in ("top", "top1") else None
+    k = top_k(target)
+    if k is not None:
+        return "top" if k == 1 else None
     return model.class_index(target)
 
 
