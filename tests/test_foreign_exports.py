@@ -44,5 +44,6 @@ def test_gradcam_on_a_dynamo_export_matches_torch(dynamo_resnet):
     got = gradcam(model, pixels, "top", "auto")
     for i in range(2):
         assert not got[i][0].zero
-        A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], got[i][0].class_index)
+        A, G, logits = _torch_layer_and_grad(net, model, pixels[i:i + 1], got[i][0].class_index)
+        assert got[i][0].class_index == int(logits.argmax())  # picked in the graph, one image per run
         np.testing.assert_allclose(got[i][0].cam, reference_cam("gradcam", A, G), atol=1e-4)
