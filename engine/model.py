@@ -26,8 +26,10 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, meta: ModelMeta, path: str | None = None):
         self.path = path
         self.meta = meta
-        self.opset_imports = list(proto.opset_import)
-        self.nodes = list(proto.graph.node)
+        # messages kept from the proto are copies: a part of a parsed proto keeps the whole parse alive
+        # (the weights' bytes too), which would hold a second copy of every weight in memory
+        self.opset_imports = [_detached(o) for o in proto.opset_import]
+        self.nodes = [_detached(n) for n in proto.graph.node]
         self.small_inits: dict[str, onnx.TensorProto] = {}
         self.weights: dict[str, np.ndarray] = {}
         for t in proto.graph.initializer:
@@ -35,7 +37,7 @@ class Model:
             if size > _BIG and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
                 self.weights[t.name] = numpy_helper.to_array(t)
             else:
-                self.small_inits[t.name] = t
+                self.small_inits[t.name] = _detached(t)
         self._fold_constant_nodes()
         self.graph_outputs = [o.name for o in proto.graph.output]
         # exports with a batch of 1 baked into the graph (torch.onnx.export's default) may hold reshapes
@@ -151,6 +153,13 @@ class Model:
             h.update(self.meta.to_json().encode())
             self._digest = h.hexdigest()
         return self._digest
+
+
+def _detached(message):
+    """A copy of a protobuf message that does not share memory with the message it came from."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def read_meta(proto: onnx.ModelProto) -> ModelMeta | None:
