@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convlens", description="See what a convnet has learned, from an .onnx file.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name, help_text):
@@ -144,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.errors import ConvlensError
+    from convlens.engine.errors import ConvlensError
 
     try:
         args = build_parser().parse_args(argv)
@@ -175,19 +178,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args):
-    from engine import load
-    from engine.runtime import configure
+    from convlens.engine import load
+    from convlens.engine.runtime import configure
 
     configure(args.device, args.threads)
     return load(args.model, args.preprocess, args.layout)
 
 
 def cmd_convert(args) -> dict:
-    from converters import convert
+    from convlens.converters import convert
 
     path = convert(args.source, args.output, weights=args.weights, include_top=not args.no_top,
                    input_size=args.input_size, preprocess=args.preprocess, force=args.force)
-    from engine import load
+    from convlens.engine import load
 
     model = load(path)
     spec = model.input_spec
@@ -198,7 +201,7 @@ def cmd_convert(args) -> dict:
 
 
 def cmd_layers(args) -> dict:
-    from engine.techniques.layers import layer_table
+    from convlens.engine.techniques.layers import layer_table
 
     model = _load(args)
     rows = layer_table(model)
@@ -212,9 +215,9 @@ def cmd_layers(args) -> dict:
 
 
 def cmd_activations(args) -> dict:
-    from engine.render import channel_grid, colorize, upscale, write_npy, write_png
-    from engine.techniques.activations import activations
-    from engine.techniques.common import to_nchw
+    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
+    from convlens.engine.techniques.activations import activations
+    from convlens.engine.techniques.common import to_nchw
 
     model = _load(args)
     names = [n.strip() for n in args.layers.split(",") if n.strip()]
@@ -234,7 +237,7 @@ def cmd_activations(args) -> dict:
 
 
 def _image_batches(items: list[str], size: int):
-    from engine.images import image_paths
+    from convlens.engine.images import image_paths
 
     paths = image_paths(items)
     for s in range(0, len(paths), size):
@@ -251,9 +254,9 @@ def _progress(done: int, total: int, quiet: bool, what: str) -> None:
 
 
 def cmd_cam(args) -> dict:
-    from engine.images import image_paths, load_image
-    from engine.render import jet_overlay, write_npy, write_png
-    from engine.techniques.cam import gradcam_with_predictions
+    from convlens.engine.images import image_paths, load_image
+    from convlens.engine.render import jet_overlay, write_npy, write_png
+    from convlens.engine.techniques.cam import gradcam_with_predictions
 
     model = _load(args)
     out = Path(args.output)
@@ -287,9 +290,9 @@ def cmd_cam(args) -> dict:
 
 
 def cmd_saliency(args) -> dict:
-    from engine.images import image_paths
-    from engine.render import write_npy, write_png
-    from engine.techniques.saliency import saliency, saliency_image
+    from convlens.engine.images import image_paths
+    from convlens.engine.render import write_npy, write_png
+    from convlens.engine.techniques.saliency import saliency, saliency_image
 
     model = _load(args)
     out = Path(args.output)
@@ -308,9 +311,9 @@ def cmd_saliency(args) -> dict:
 
 
 def cmd_filters(args) -> dict:
-    from engine.images import load_image
-    from engine.render import filter_grid, write_npy, write_png
-    from engine.techniques.filters import visualize_filters
+    from convlens.engine.images import load_image
+    from convlens.engine.render import filter_grid, write_npy, write_png
+    from convlens.engine.techniques.filters import visualize_filters
 
     model = _load(args)
     init = None
@@ -331,9 +334,9 @@ def cmd_filters(args) -> dict:
 
 
 def cmd_report(args) -> dict:
-    from engine.images import image_paths
-    from engine.onnx_file import check_writable, write_atomic
-    from engine.report import build_report
+    from convlens.engine.images import image_paths
+    from convlens.engine.onnx_file import check_writable, write_atomic
+    from convlens.engine.report import build_report
 
     check_writable(args.output, args.force)
     model = _load(args)
@@ -346,13 +349,13 @@ def cmd_demo(args) -> dict:
     """Convert EfficientNet-Lite0 (weights ship with a package), then report on the bundled cat photo."""
     import time
 
-    from converters.pretrained import efficientnet_lite0
-    from converters.torch_converter import convert_module
-    from engine import load
-    from engine.images import sample_image
-    from engine.onnx_file import save_onnx, write_atomic
-    from engine.render import write_png
-    from engine.report import build_report
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.images import sample_image
+    from convlens.engine.onnx_file import save_onnx, write_atomic
+    from convlens.engine.render import write_png
+    from convlens.engine.report import build_report
 
     out = Path(args.output)
     onnx_path = out / "efficientnet_lite0.onnx"
@@ -385,11 +388,11 @@ class ComparisonFailed(Exception):
 def cmd_compare(args) -> dict:
     import json as _json
 
-    from engine import load
-    from engine.onnx_file import write_atomic
-    from engine.render import filter_grid, jet_overlay, write_png
-    from engine.techniques.common import prepare
-    from engine.techniques.compare import compare, markdown
+    from convlens.engine import load
+    from convlens.engine.onnx_file import write_atomic
+    from convlens.engine.render import filter_grid, jet_overlay, write_png
+    from convlens.engine.techniques.common import prepare
+    from convlens.engine.techniques.compare import compare, markdown
 
     a, b = load(args.model_a), load(args.model_b)
     pairs = None
@@ -398,7 +401,7 @@ def cmd_compare(args) -> dict:
             pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
             assert all(len(p) == 2 for p in pairs)
         except AssertionError:
-            from engine.errors import ConvlensError
+            from convlens.engine.errors import ConvlensError
 
             raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.") from None
     tol = {"activation_rtol": args.activation_rtol, "cam_max_abs": args.cam_tol, "gradient_rtol": args.gradient_rtol,
@@ -426,9 +429,9 @@ def cmd_compare(args) -> dict:
 def cmd_sanity(args) -> dict:
     import json as _json
 
-    from engine.onnx_file import write_atomic
-    from engine.render import line_plot, write_png
-    from engine.techniques.sanity import cascading_randomization
+    from convlens.engine.onnx_file import write_atomic
+    from convlens.engine.render import line_plot, write_png
+    from convlens.engine.techniques.sanity import cascading_randomization
 
     model = _load(args)
     rows = cascading_randomization(model, args.image, args.method, args.steps)
@@ -443,8 +446,8 @@ def cmd_sanity(args) -> dict:
 
 
 def cmd_verify(args) -> dict:
-    from converters.verify import verify
-    from engine.images import sample_image
+    from convlens.converters.verify import verify
+    from convlens.engine.images import sample_image
 
     model = _load(args)
     rows = verify(model, args.source, args.weights, args.image or sample_image())

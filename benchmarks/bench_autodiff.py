@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def median_time(fn, repeat):
@@ -31,11 +30,11 @@ def median_time(fn, repeat):
 
 
 def rss_child(path, threads):
-    from engine import load
-    from engine.adapter import PIXELS
-    from engine.objectives import one_hot
-    from engine.runtime import configure
-    from engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine import load
+    from convlens.engine.adapter import PIXELS
+    from convlens.engine.objectives import one_hot
+    from convlens.engine.runtime import configure
+    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
     configure(threads=threads)
     model = load(path)
@@ -57,10 +56,10 @@ def main():
 
     import torch
 
-    from engine.adapter import PIXELS
-    from engine.objectives import one_hot
-    from engine.techniques.cam import gradcam
-    from engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine.adapter import PIXELS
+    from convlens.engine.objectives import one_hot
+    from convlens.engine.techniques.cam import gradcam
+    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
     from common import vgg16_pair
 
@@ -72,13 +71,13 @@ def main():
     rows = []
 
     # build time of the full VGG16 backward graph (walker + rules, then the ORT session)
-    from engine.program import _build, GradRequest, Extra  # noqa: F401
+    from convlens.engine.program import _build, GradRequest, Extra  # noqa: F401
 
     t = time.perf_counter()
     prog, channels = gradient_program(model, Target(), (224, 224))
     build_total = time.perf_counter() - t
-    import engine.autodiff.walker as W
-    from engine.graph import infer_shapes  # noqa: F401
+    import convlens.engine.autodiff.walker as W
+    from convlens.engine.graph import infer_shapes  # noqa: F401
 
     # 1. input gradient of one logit
     w = one_hot([386], channels)
@@ -111,7 +110,7 @@ def main():
 
     # 3. filter-ascent step on block3_conv1 (features.11 is its ReLU) at 150x150, per image-step
     raw = model.input_spec.with_preset("raw")
-    from engine.techniques.filter_objective import FilterStep
+    from convlens.engine.techniques.filter_objective import FilterStep
 
     step = FilterStep(model, "features.11", (150, 150), raw)  # what visualize_filters runs
     for batch in (1, 4, 16):
@@ -133,11 +132,11 @@ def main():
         rows.append((f"filter step block3_conv1 150, batch {batch} (per image-step)", ours, theirs_b, 0.8))
 
     # backward-graph construction alone
-    from engine.program import program as build_program  # noqa: F401
-    from engine.adapter import adapter_nodes
-    from engine.graph import needed_nodes
-    from engine.objectives import channel_objective
-    from engine.program import _shapes
+    from convlens.engine.program import program as build_program  # noqa: F401
+    from convlens.engine.adapter import adapter_nodes
+    from convlens.engine.graph import needed_nodes
+    from convlens.engine.objectives import channel_objective
+    from convlens.engine.program import _shapes
 
     a_nodes, a_inits = adapter_nodes(model.input_spec)
     extra = channel_objective(model.meta.logits, "flat", 2, 1000)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -23,8 +21,8 @@ def main():
     args = ap.parse_args()
     import torch
 
-    from engine.images import resize, sample_image
-    from engine.techniques.cam import gradcam
+    from convlens.engine.images import resize, sample_image
+    from convlens.engine.techniques.cam import gradcam
 
     from common import vgg16_pair
 

@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(source: str, out: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    from converters import convert
+    from convlens.converters import convert
 
     start = time.perf_counter()
     convert(source, out, weights="none", force=True)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def high_frequency_share(images: np.ndarray) -> float:
     """Share of spectral energy (mean removed) above half the Nyquist frequency, averaged over images."""
@@ -45,12 +43,12 @@ def main():
 
     import torch
 
-    from converters.pretrained import efficientnet_lite0
-    from converters.torch_converter import convert_module
-    from engine import load
-    from engine.onnx_file import save_onnx
-    from engine.program import program
-    from engine.techniques.filters import visualize_filters
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.program import program
+    from convlens.engine.techniques.filters import visualize_filters
 
     from common import vgg16_pair
 

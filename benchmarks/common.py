@@ -5,8 +5,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def scratch_dir() -> Path:
     """A temporary folder removed when the benchmark exits (converted VGG16 files are 0.5 GB each)."""
@@ -20,10 +18,10 @@ def vgg16_pair(threads: int):
     import torch
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine import load
-    from engine.onnx_file import save_onnx
-    from engine.runtime import configure
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.runtime import configure
 
     torch.set_num_threads(threads)
     configure(threads=threads)

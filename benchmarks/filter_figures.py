@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def labelled_rows(rows: list[tuple[str, np.ndarray]]) -> np.ndarray:
     """Stack grids under each other with a caption band above each."""
@@ -34,17 +32,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--out", default="docs")
     args = ap.parse_args()
-    import converters  # noqa: F401  (frameworks imported in a safe order)
+    import convlens.converters  # noqa: F401  (frameworks imported in a safe order)
     import keras
     import torch
 
-    from converters.keras_converter import convert_keras_model
-    from converters.pretrained import efficientnet_lite0
-    from converters.torch_converter import convert_module
-    from engine import load
-    from engine.onnx_file import save_onnx
-    from engine.render import filter_grid, write_png
-    from engine.techniques.filters import visualize_filters
+    from convlens.converters.keras_converter import convert_keras_model
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.render import filter_grid, write_png
+    from convlens.engine.techniques.filters import visualize_filters
 
     from common import scratch_dir
 

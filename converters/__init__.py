@@ -1,6 +1,6 @@
 """Converters: the only code that knows TensorFlow/Keras or PyTorch; each is imported lazily.
 
-    from converters import convert
+    from convlens.converters import convert
     convert("torch:vgg16", "vgg16.onnx", weights="none")
 """
 from .dispatch import convert, parse_source

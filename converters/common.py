@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.errors import ConvlensError
-from engine.infer import find_softmax_logits
-from engine.metadata import InputSpec, LayerInfo, ModelMeta
-from engine.model import write_meta
+from convlens.engine.errors import ConvlensError
+from convlens.engine.infer import find_softmax_logits
+from convlens.engine.metadata import InputSpec, LayerInfo, ModelMeta
+from convlens.engine.model import write_meta
 
 
 def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
@@ -27,7 +27,7 @@ def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 def expose_outputs(model: onnx.ModelProto, names: list[str]) -> None:
     """Make each tensor in `names` a graph output (layer outputs become fetchable by name)."""
-    from engine.graph import infer_shapes
+    from convlens.engine.graph import infer_shapes
 
     graph = model.graph
     present = {o.name for o in graph.output}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import ConvlensError
-from engine.onnx_file import check_writable, save_onnx
+from convlens.engine.errors import ConvlensError
+from convlens.engine.onnx_file import check_writable, save_onnx
 
 from .common import input_size_arg
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from onnx import numpy_helper
 
-from engine.errors import ConvlensError
-from engine.metadata import InputSpec, LayerInfo
+from convlens.engine.errors import ConvlensError
+from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish, fold_constants, rename_tensor
 

@@ -1,7 +1,7 @@
 """Real pretrained models that install with their weights from the package registry (no downloads)."""
 from __future__ import annotations
 
-from engine.errors import ConvlensError
+from convlens.engine.errors import ConvlensError
 
 
 def efficientnet_lite0():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from engine.errors import ConvlensError
-from engine.metadata import InputSpec, LayerInfo
+from convlens.engine.errors import ConvlensError
+from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish
 
@@ -102,7 +102,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
             layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
                                     layout="NCHW" if captured_ndim(model, tensor) != 2 else "flat"))
     if not layers:  # no module calls to hook (torch.export's flattened graphs): read layers off the graph
-        from engine.infer import infer_meta
+        from convlens.engine.infer import infer_meta
 
         layers = [l for l in infer_meta(model).layers if l.tensor != "logits"]
     spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")

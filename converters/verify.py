@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.adapter import PIXELS, apply_numpy
-from engine.errors import ConvlensError
-from engine.model import Model
-from engine.objectives import one_hot
-from engine.techniques.cam import cam_maps, gradcam, normalize
-from engine.techniques.common import prepare, to_nchw
-from engine.techniques.gradients import Target, gradient_program, run_gradient
+from convlens.engine.adapter import PIXELS, apply_numpy
+from convlens.engine.errors import ConvlensError
+from convlens.engine.model import Model
+from convlens.engine.objectives import one_hot
+from convlens.engine.techniques.cam import cam_maps, gradcam, normalize
+from convlens.engine.techniques.common import prepare, to_nchw
+from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
 from .dispatch import parse_source
 
@@ -141,7 +141,7 @@ def verify(model: Model, source: str, weights: str | None, image, tolerances: di
     layers = [l for l in model.layers if l.kind in ("conv", "activation", "pool", "dense")]
     if isinstance(fw, _Keras):
         layers = [l for l in layers if l.name in {k.name for k in fw.net.layers}]
-    from engine.program import program
+    from convlens.engine.program import program
 
     tensor = model.meta.logits
     eng = program(model, [l.tensor for l in layers] + [tensor], pixels.shape[1:3]).run(pixels)

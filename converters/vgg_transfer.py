@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import ConvlensError
+from convlens.engine.errors import ConvlensError
 
 # Keras layer name -> torchvision module index, for the layers that hold weights
 VGG16_CONVS = ["block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1", "block3_conv2",

@@ -1,6 +1,6 @@
 """convlens engine: ONNX + ONNX Runtime + numpy only; it never imports TensorFlow or torch.
 
-    from engine import load, activations
+    from convlens.engine import load, activations
     model = load("vgg16.onnx")
     acts = activations(model, "cat.jpg", ["block1_conv1"])
 """

@@ -72,7 +72,9 @@ def image_paths(items: list[str]) -> list[Path]:
     return out
 
 
+SAMPLE_PATH = Path(__file__).parent / "data" / "chelsea.png"
+
+
 def sample_image() -> np.ndarray:
     """The bundled sample photo (scikit-image's 'chelsea', a cat; public domain per skimage's notes)."""
-    path = Path(__file__).parent / "data" / "chelsea.png"
-    return load_image(path)
+    return load_image(SAMPLE_PATH)

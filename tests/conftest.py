@@ -1,19 +1,16 @@
 """Shared fixtures. Frameworks are imported in an order that works (triton before TensorFlow)."""
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.keras_converter import _preload_triton  # noqa: E402
+from convlens.converters.keras_converter import _preload_triton  # noqa: E402
 
 _preload_triton()
 
 import pytest  # noqa: E402
 
-IMAGE = Path(__file__).resolve().parents[1] / "engine" / "data" / "chelsea.png"
+from helpers import IMAGE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +24,8 @@ def torch_vgg16(models_dir):
     import torch
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     torch.manual_seed(0)
     net = torchvision.models.vgg16(weights=None).eval()
@@ -42,8 +39,8 @@ def torch_vgg16(models_dir):
 @pytest.fixture(scope="session")
 def keras_vgg16(models_dir, torch_vgg16):
     """Keras VGG16 holding the torch fixture's weights (transferred), and its .onnx file."""
-    from converters.keras_converter import applications_model, convert_keras_model
-    from engine.onnx_file import save_onnx
+    from convlens.converters.keras_converter import applications_model, convert_keras_model
+    from convlens.engine.onnx_file import save_onnx
 
     net = applications_model("VGG16", weights=str(torch_vgg16["state"]))
     path = models_dir / "keras_vgg16.onnx"
@@ -53,6 +50,6 @@ def keras_vgg16(models_dir, torch_vgg16):
 
 @pytest.fixture(scope="session")
 def image():
-    from engine.images import load_image, resize
+    from convlens.engine.images import load_image, resize
 
     return resize(load_image(IMAGE), (224, 224))

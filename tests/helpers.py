@@ -1,6 +1,10 @@
 """Comparison helpers for tests."""
 import numpy as np
 
+from convlens.engine.images import SAMPLE_PATH
+
+IMAGE = SAMPLE_PATH  # the bundled photo, from the installed package
+
 
 def assert_close(got, ref, rtol=1e-4, what=""):
     """|got - ref| <= rtol * |ref| + rtol * max|ref|: relative, with an absolute floor scaled to the tensor."""

@@ -11,8 +11,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from engine.autodiff import build_backward
-from engine.graph import infer_shapes
+from convlens.engine.autodiff import build_backward
+from convlens.engine.graph import infer_shapes
 
 OPSET = 17
 

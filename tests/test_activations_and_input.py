@@ -5,12 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cli import main
-from engine import ConvlensError, activations, load
-from engine.adapter import apply_numpy
-from engine.images import load_image
-from engine.program import program
-from tests.conftest import IMAGE
+from convlens.cli import main
+from convlens.engine import ConvlensError, activations, load
+from convlens.engine.adapter import apply_numpy
+from convlens.engine.images import load_image
+from convlens.engine.program import program
+from helpers import IMAGE
 
 
 def test_adapter_matches_numpy_preprocessing(keras_vgg16, image):
@@ -44,7 +44,7 @@ def test_activations_cli_writes_grids_and_arrays(tmp_path, keras_vgg16, capsys):
     arr = np.load(out / "block1_conv1.npy")
     assert arr.shape == (1, 224, 224, 64)
     # the grid follows the lesson's mapping: a channel standardized, x64, +128, clipped
-    from engine.render import channel_grid, standardize_channel
+    from convlens.engine.render import channel_grid, standardize_channel
 
     assert np.array_equal(channel_grid(arr[0].transpose(2, 0, 1)[:1]), standardize_channel(arr[0, :, :, 0]))
 
@@ -150,7 +150,7 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
     """Atomic writes go through a private temp file; the result still follows the umask like any file."""
     import os
 
-    from engine.onnx_file import write_atomic
+    from convlens.engine.onnx_file import write_atomic
 
     old = os.umask(0o022)
     try:

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load
-from engine.errors import ConvlensError
-from engine.techniques.cam import gradcam, normalize
-from engine.techniques.saliency import saliency
-from tests.helpers import assert_close
+from convlens.engine import load
+from convlens.engine.errors import ConvlensError
+from convlens.engine.techniques.cam import gradcam, normalize
+from convlens.engine.techniques.saliency import saliency
+from helpers import assert_close
 
 
 def test_gradcam_matches_the_lessons_gradient_tape_port(keras_vgg16, image):
@@ -38,8 +38,8 @@ def test_gradcam_matches_the_lessons_gradient_tape_port(keras_vgg16, image):
 def resnet(tmp_path_factory):
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     torch.manual_seed(7)
     net = torchvision.models.resnet18(weights=None).eval()
@@ -138,8 +138,8 @@ def test_top_class_cam_is_one_run_that_picks_torchs_top_class(resnet):
 def test_cam_runs_give_the_same_top5_as_predictions(resnet):
     """The CLI's top-5 list comes from the CAM's own runs: equal to a separate predictions() pass for
     the single-run path (top, named class) and the per-class path (top2, eigencam)."""
-    from engine.techniques.activations import predictions
-    from engine.techniques.cam import gradcam_with_predictions
+    from convlens.engine.techniques.activations import predictions
+    from convlens.engine.techniques.cam import gradcam_with_predictions
 
     _, model = resnet
     pixels = np.random.default_rng(10).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
@@ -185,7 +185,7 @@ def test_scorecam_matches_masked_forward_passes(resnet):
             _, x = _torch_input(model, masked.float().numpy())
             weights.append(torch.softmax(net(x), 1)[:, cls].double() - base)
     ref = (torch.cat(weights)[:, None, None] * A).sum(0).numpy()  # before ReLU and normalization
-    from engine.techniques.cam import _score_cam
+    from convlens.engine.techniques.cam import _score_cam
 
     got = _score_cam(model, pixels, A[None].numpy(), [cls], "logit")[0]
     assert_close(got, ref, rtol=2e-3, what="Score-CAM raw map")  # masks resized by OpenCV here, by torch there
@@ -194,8 +194,8 @@ def test_scorecam_matches_masked_forward_passes(resnet):
 
 
 def test_zero_map_says_so_and_never_divides_by_zero(tmp_path):
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     cam, zero = normalize(np.full((4, 4), -2.0))
     assert zero and not cam.any() and np.isfinite(cam).all()
@@ -271,8 +271,8 @@ def test_top_class_saliency_is_the_named_top_class(resnet):
 
 def test_integrated_gradients_completeness(tmp_path):
     """On a smooth network the attributions sum to F(x) - F(baseline), closer with more steps."""
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     torch.manual_seed(12)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.Conv2d(8, 8, 3, stride=2),

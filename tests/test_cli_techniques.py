@@ -5,8 +5,8 @@ import shutil
 import cv2
 import numpy as np
 
-from cli import main
-from tests.conftest import IMAGE
+from convlens.cli import main
+from helpers import IMAGE
 
 
 def test_cam_cli_on_a_folder(tmp_path, keras_vgg16, capsys):

@@ -3,8 +3,8 @@ import json
 
 import torch
 
-from cli import main
-from tests.conftest import IMAGE
+from convlens.cli import main
+from helpers import IMAGE
 
 
 def test_shared_weights_pass_compare(tmp_path, keras_vgg16, torch_vgg16, capsys):
@@ -22,8 +22,8 @@ def test_shared_weights_pass_compare(tmp_path, keras_vgg16, torch_vgg16, capsys)
 def test_perturbed_kernel_fails_and_names_the_first_layer(tmp_path, keras_vgg16, torch_vgg16, capsys):
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     net = torchvision.models.vgg16(weights=None).eval()
     net.load_state_dict(torch.load(torch_vgg16["state"], weights_only=True))

@@ -4,11 +4,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from engine import load
-from engine.adapter import apply_numpy
-from engine.metadata import ModelMeta
-from engine.model import read_meta
-from tests.helpers import assert_close, nchw
+from convlens.engine import load
+from convlens.engine.adapter import apply_numpy
+from convlens.engine.metadata import ModelMeta
+from convlens.engine.model import read_meta
+from helpers import assert_close, nchw
 
 
 def _ort_outputs(path, x):
@@ -55,8 +55,8 @@ def test_keras_vgg16_every_layer_matches_keras(keras_vgg16, image):
 
 
 def test_shared_weights_give_the_same_activations_and_logits(torch_vgg16, keras_vgg16, image):
-    from converters.vgg_transfer import vgg16_layer_pairs
-    from engine.techniques.activations import activations
+    from convlens.converters.vgg_transfer import vgg16_layer_pairs
+    from convlens.engine.techniques.activations import activations
 
     # the same preprocessing on both sides, so the same weights see the same numbers
     tmodel = load(torch_vgg16["path"], preprocess="caffe")
@@ -66,7 +66,7 @@ def test_shared_weights_give_the_same_activations_and_logits(torch_vgg16, keras_
     ta = activations(tmodel, image, [t for _, t in pairs])
     for k, t in pairs:
         assert_close(nchw(ka[k], "NHWC"), ta[t], what=f"{k} vs {t}")
-    from engine.program import program
+    from convlens.engine.program import program
 
     kl = program(kmodel, [kmodel.meta.logits], (224, 224)).run(image)[kmodel.meta.logits]
     tl = program(tmodel, [tmodel.meta.logits], (224, 224)).run(image)[tmodel.meta.logits]
@@ -74,7 +74,7 @@ def test_shared_weights_give_the_same_activations_and_logits(torch_vgg16, keras_
 
 
 def test_weight_transfer_round_trip(torch_vgg16, keras_vgg16):
-    from converters.vgg_transfer import keras_vgg16_to_torch_state
+    from convlens.converters.vgg_transfer import keras_vgg16_to_torch_state
 
     state = keras_vgg16_to_torch_state(keras_vgg16["net"].get_weights())
     for name, value in torch_vgg16["net"].state_dict().items():
@@ -82,7 +82,7 @@ def test_weight_transfer_round_trip(torch_vgg16, keras_vgg16):
 
 
 def test_convert_torch_from_keras_weights_file(tmp_path, keras_vgg16, torch_vgg16):
-    from converters import convert
+    from convlens.converters import convert
 
     h5 = tmp_path / "vgg.weights.h5"
     keras_vgg16["net"].save_weights(str(h5))
@@ -104,7 +104,7 @@ def test_metadata_round_trip(torch_vgg16):
 
 
 def test_foreign_file_layers_are_inferred_and_run(tmp_path, torch_vgg16, image):
-    from engine.techniques.activations import activations
+    from convlens.engine.techniques.activations import activations
 
     proto = onnx.load(str(torch_vgg16["path"]))
     del proto.metadata_props[:]
@@ -126,8 +126,8 @@ def test_foreign_file_layers_are_inferred_and_run(tmp_path, torch_vgg16, image):
 def test_small_torch_models_match(tmp_path):
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     for name in ["resnet18", "mobilenet_v3_small"]:
         torch.manual_seed(1)
@@ -142,9 +142,9 @@ def test_small_torch_models_match(tmp_path):
 def test_keras_mobilenet_and_saved_file(tmp_path):
     import keras
 
-    from converters import convert
-    from converters.keras_converter import convert_keras_model
-    from engine.onnx_file import save_onnx
+    from convlens.converters import convert
+    from convlens.converters.keras_converter import convert_keras_model
+    from convlens.engine.onnx_file import save_onnx
 
     keras.utils.set_random_seed(0)
     net = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))
@@ -165,19 +165,19 @@ def test_keras_mobilenet_and_saved_file(tmp_path):
 
 
 def test_keras_no_top_takes_any_size(tmp_path):
-    from converters import convert
+    from convlens.converters import convert
 
     out = convert("keras:VGG16", tmp_path / "notop.onnx", include_top=False)
     m = load(out)
     assert m.input_spec.size is None and m.meta.logits is None
-    from engine.techniques.activations import activations
+    from convlens.engine.techniques.activations import activations
 
     acts = activations(m, np.zeros((100, 120, 3), np.float32), ["block5_pool"])
     assert acts["block5_pool"].shape == (1, 3, 3, 512)
 
 
 def test_exported_program_and_module(tmp_path):
-    from converters import convert
+    from convlens.converters import convert
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()

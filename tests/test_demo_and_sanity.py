@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from cli import main
-from engine import load, predictions
-from engine.images import sample_image
-from engine.techniques.cam import gradcam
-from engine.techniques.sanity import cascading_randomization, spearman
+from convlens.cli import main
+from convlens.engine import load, predictions
+from convlens.engine.images import sample_image
+from convlens.engine.techniques.cam import gradcam
+from convlens.engine.techniques.sanity import cascading_randomization, spearman
 
 
 @pytest.fixture(scope="session")
 def lite0(models_dir):
-    from converters.pretrained import efficientnet_lite0
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
                                     preprocess="tf"), models_dir / "lite0.onnx")
@@ -68,8 +68,8 @@ def test_demo_and_report_cli(tmp_path, capsys):
 
 
 def test_sanity_cli(tmp_path, lite0, capsys):
-    from engine.images import IMAGE_SUFFIXES  # noqa: F401
-    from tests.conftest import IMAGE
+    from convlens.engine.images import IMAGE_SUFFIXES  # noqa: F401
+    from helpers import IMAGE
 
     out = tmp_path / "s"
     assert main(["sanity", lite0.path, str(IMAGE), "--method", "guided-backprop", "--steps", "2", "-o", str(out), "--json"]) == 0

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load
-from engine.techniques.filters import deprocess, parse_filters, visualize_filters
-from engine.errors import ConvlensError
+from convlens.engine import load
+from convlens.engine.techniques.filters import deprocess, parse_filters, visualize_filters
+from convlens.engine.errors import ConvlensError
 
 FILTERS = [0, 7, 21]
 
@@ -54,9 +54,9 @@ def test_chollet_recipe_follows_the_lessons_loop_through_pooling(keras_vgg16):
     """block3_conv1 sits behind two max-pools. On the lesson's gray-plus-noise start, neighbours differ by
     ~1e-6 relative, so float32 rounding in TF and in ORT can pick different maxima (both correct): each
     step is compared at the lesson's own image, with a bound that such flips stay within."""
-    from engine.adapter import PIXELS
-    from engine.objectives import one_hot
-    from engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine.adapter import PIXELS
+    from convlens.engine.objectives import one_hot
+    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
     model = load(keras_vgg16["path"])
     res = visualize_filters(model, "block3_conv1", FILTERS, "chollet", seed=3)
@@ -86,8 +86,8 @@ def test_keras_and_torch_vgg16_give_the_same_filters(keras_vgg16, torch_vgg16):
 
 
 def test_dead_filter_gives_a_flat_image_and_a_warning(tmp_path):
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_filter_selection_refusals():
 def test_one_channel_objective_equals_the_full_layer(torch_vgg16, keras_vgg16, source, layer, pool):
     """The faster objective (only the chosen filter's channel of the convolution) gives the objective and
     pixel gradient of the general one; layers that are not convolutions fall back to the general one."""
-    from engine.techniques.filter_objective import FilterStep
+    from convlens.engine.techniques.filter_objective import FilterStep
 
     model = load((torch_vgg16 if source == "torch" else keras_vgg16)["path"])
     spec = model.input_spec.with_preset("raw")

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load
-from engine.adapter import PIXELS
-from engine.objectives import one_hot
-from engine.techniques.cam import gradcam
-from engine.techniques.gradients import Target, gradient_program, run_gradient
-from tests.test_cam_saliency import _torch_layer_and_grad, reference_cam
+from convlens.engine import load
+from convlens.engine.adapter import PIXELS
+from convlens.engine.objectives import one_hot
+from convlens.engine.techniques.cam import gradcam
+from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+from test_cam_saliency import _torch_layer_and_grad, reference_cam
 
 
 @pytest.fixture(scope="module")

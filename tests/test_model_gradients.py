@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine import load
-from engine.adapter import PIXELS
-from engine.objectives import one_hot
-from engine.techniques.gradients import Target, gradient_program, run_gradient
-from tests.helpers import assert_close
+from convlens.engine import load
+from convlens.engine.adapter import PIXELS
+from convlens.engine.objectives import one_hot
+from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+from helpers import assert_close
 
 
 def engine_grads(model, pixels, classes, wrt=(PIXELS,), layer=None):
@@ -74,8 +74,8 @@ TORCH_MODELS = ["resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_
 def small_torch_models(tmp_path_factory):
     import torchvision
 
-    from converters.torch_converter import convert_module
-    from engine.onnx_file import save_onnx
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
 
     folder = tmp_path_factory.mktemp("small_torch")
     out = {}
@@ -155,8 +155,8 @@ def test_keras_vgg16_pixel_gradient_matches_gradient_tape(keras_vgg16, image):
 def test_keras_models_pixel_gradients_match_gradient_tape(tmp_path, name):
     import keras
 
-    from converters.keras_converter import applications_preprocess, convert_keras_model
-    from engine.onnx_file import save_onnx
+    from convlens.converters.keras_converter import applications_preprocess, convert_keras_model
+    from convlens.engine.onnx_file import save_onnx
 
     keras.utils.set_random_seed(4)
     ctor = getattr(keras.applications, name)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from onnx import helper
 
-from engine.autodiff import RULES
-from engine.errors import ConvlensError
-from tests.rule_harness import check_directional, engine_gradients
+from convlens.engine.autodiff import RULES
+from convlens.engine.errors import ConvlensError
+from rule_harness import check_directional, engine_gradients
 
 rng = np.random.default_rng(42)
 
@@ -50,10 +50,10 @@ def test_positive_domain(op):
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_opset20_as_formula(approximate):
     # Gelu is opset 20; check the rule's formula by comparing with torch directly
-    from tests.rule_harness import engine_gradients as eg  # noqa: F401
+    from rule_harness import engine_gradients as eg  # noqa: F401
     x = rng.standard_normal((3, 7)).astype(np.float32)
-    from engine.autodiff.rules import gelu
-    from engine.autodiff.emitter import Emitter
+    from convlens.engine.autodiff.rules import gelu
+    from convlens.engine.autodiff.emitter import Emitter
     import onnxruntime as ort
     from onnx import TensorProto
     e = Emitter({}, {}, {})

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from cli import main
+from convlens.cli import main
 
 
 def _verify(capsys, args):
@@ -30,7 +30,7 @@ def test_verify_keras_vgg16(tmp_path, keras_vgg16, capsys):
 def test_verify_torch_resnet18_and_catches_wrong_weights(tmp_path, capsys):
     import torchvision
 
-    from converters import convert
+    from convlens.converters import convert
 
     torch.manual_seed(21)
     net = torchvision.models.resnet18(weights=None)
@@ -46,7 +46,7 @@ def test_verify_torch_resnet18_and_catches_wrong_weights(tmp_path, capsys):
 def test_verify_keras_file(tmp_path, capsys):
     import keras
 
-    from converters import convert
+    from convlens.converters import convert
 
     keras.utils.set_random_seed(2)
     net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),

@@ -1,0 +1,123 @@
+"""The public Python API: one function per command, named as the command, taking its options as keywords.
+
+Each returns arrays and result objects and writes nothing; `convlens.cli` calls these and writes the files.
+`model` is an .onnx path or a `Model` from `load`; `images` is a path, a folder, an RGB array or a list.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .engine.model import Model
+
+
+def load(path: str | os.PathLike, *, preprocess: str | None = None, layout: str | None = None,
+         device: str = "cpu", threads: int = 0) -> Model:
+    """Open an .onnx file; `preprocess`/`layout` describe the input of a file without convlens metadata."""
+    from .engine.model import load as load_model
+    from .engine.runtime import configure
+
+    configure(device, threads)
+    return load_model(path, preprocess, layout)
+
+
+def _model(model, **load_options) -> Model:
+    return model if isinstance(model, Model) else load(model, **load_options)
+
+
+def _pixels_or_paths(images) -> list:
+    """Paths (files, and the images inside folders) stay paths; arrays pass through."""
+    from .engine.images import image_paths
+
+    items = images if isinstance(images, (list, tuple)) else [images]
+    out = []
+    for item in items:
+        out.extend([str(p) for p in image_paths([item])] if isinstance(item, (str, os.PathLike)) else [item])
+    return out
+
+
+def convert(source: str, output: str | os.PathLike, *, weights: str | None = "none", no_top: bool = False,
+            input_size=None, preprocess: str | None = None, force: bool = False, verbose: bool = False) -> Path:
+    """Convert keras:NAME, torch:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written."""
+    from .converters import convert as convert_source
+    from .converters.quiet import quiet_frameworks
+
+    with quiet_frameworks(verbose):
+        return convert_source(source, output, weights=weights, include_top=not no_top, input_size=input_size,
+                              preprocess=preprocess, force=force)
+
+
+def layers(model, **load_options) -> list[dict]:
+    """One row per exposed layer: name, kind, shape and layout."""
+    from .engine.techniques.layers import layer_table
+
+    return layer_table(_model(model, **load_options))
+
+
+def activations(model, image, layers: str | list[str], **load_options) -> dict[str, np.ndarray]:
+    """{layer name: its output for the image, in the layer's layout}."""
+    from .engine.techniques.activations import activations as layer_outputs
+
+    names = [n.strip() for n in layers.split(",") if n.strip()] if isinstance(layers, str) else list(layers)
+    return layer_outputs(_model(model, **load_options), image, names)
+
+
+def cam(model, images, *, target="top", layer: str = "auto", method: str = "gradcam", score: str = "logit",
+        top: int = 5, **load_options):
+    """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions."""
+    from .engine.techniques.cam import gradcam_with_predictions
+
+    return gradcam_with_predictions(_model(model, **load_options), _pixels_or_paths(images), target, layer, method,
+                                    score, top=top)
+
+
+def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", **load_options):
+    """One Attribution per image (pixel-space attribution and its saliency map)."""
+    from .engine.techniques.saliency import saliency as attribute
+
+    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score)
+
+
+def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,
+            size: int | None = None, seed: int = 0, init=None, quiet: bool = True, **load_options):
+    """A FilterResult: one uint8 image per chosen filter of `layer` (`.images`), the float images, objectives."""
+    from .engine.techniques.filters import visualize_filters
+
+    return visualize_filters(_model(model, **load_options), layer, filters, recipe, steps, size, seed, init,
+                             quiet=quiet)
+
+
+def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = None, target="top",
+            activation_rtol: float = 1e-4, cam_tol: float = 1e-3, gradient_rtol: float = 1e-3,
+            filter_psnr: float = 40.0):
+    """A Comparison of two files on one image: rows per aligned layer, figures, passed, first_failure."""
+    from .engine.techniques.compare import compare as compare_models
+
+    tolerances = {"activation_rtol": activation_rtol, "cam_max_abs": cam_tol, "gradient_rtol": gradient_rtol,
+                  "filter_psnr": filter_psnr}
+    return compare_models(_model(model_a), _model(model_b), image, layers, target, tolerances)
+
+
+def verify(model, *, source: str, weights: str | None = "none", image=None, **load_options) -> list[dict]:
+    """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd."""
+    from .converters.verify import verify as verify_against
+    from .engine.images import sample_image
+
+    return verify_against(_model(model, **load_options), source, weights, sample_image() if image is None else image)
+
+
+def sanity(model, image, *, method: str = "gradcam", steps: int = 6, **load_options) -> list[dict]:
+    """Cascading weight randomization (Adebayo et al.): Spearman correlation with the original map per step."""
+    from .engine.techniques.sanity import cascading_randomization
+
+    return cascading_randomization(_model(model, **load_options), image, method, steps)
+
+
+def report(model, images, *, title: str | None = None, **load_options) -> tuple[str, dict]:
+    """(the report's self-contained HTML, its key results)."""
+    from .engine.report import build_report
+
+    m = _model(model, **load_options)
+    return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}")

@@ -1,0 +1,48 @@
+"""Keep the frameworks' own chatter (torch.onnx UserWarnings, TensorFlow/absl/tf2onnx logs) off the terminal.
+
+A conversion otherwise prints screens of warnings about the exporters' internals, which say nothing about the
+user's model. `verbose=True` lets everything through; warnings convlens raises itself are always kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+_LOGGERS = ("tf2onnx", "tensorflow", "absl", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "h5py")
+
+
+@contextlib.contextmanager
+def quiet_frameworks(verbose: bool = False):
+    if verbose:
+        yield
+        return
+    # TensorFlow reads this when it is first imported (converters import it lazily, inside this block)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = {name: logging.getLogger(name).level for name in _LOGGERS}
+    for name in _LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    absl_level = _absl_verbosity(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("default", module=r"convlens(\.|$)")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+        _absl_verbosity(absl_level)
+
+
+def _absl_verbosity(level):
+    """Set absl's verbosity where absl is installed; returns the previous one."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        return None
+    if level is None:
+        return None
+    previous = absl_logging.get_verbosity()
+    absl_logging.set_verbosity({logging.ERROR: absl_logging.ERROR}.get(level, level))
+    return previous
