@@ -38,7 +38,7 @@ def _pixels_or_paths(images) -> list:
     return out
 
 
-def convert(source: str, output: str | os.PathLike, *, weights: str | None = "none", no_top: bool = False,
+def convert(source: str, output: str | os.PathLike, *, weights: str | None = None, no_top: bool = False,
             input_size=None, preprocess: str | None = None, force: bool = False, verbose: bool = False) -> Path:
     """Convert keras:NAME, torch:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written."""
     from .converters import convert as convert_source

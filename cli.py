@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import api
+
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
     "layers": "convlens layers vgg16.onnx",
@@ -39,6 +41,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the files written and key results")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json output)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--verbose", action="store_true", help="also show the frameworks' own warnings and logs")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("convert", "Convert a Keras or PyTorch model to ONNX with its layer outputs exposed.")
     p.add_argument("source", help="keras:NAME, torch:NAME, FILE.keras or FILE.pt2")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--weights", default="none", help="imagenet, none, or a weights file (.weights.h5, .pth)")
+    p.add_argument("--weights", help="imagenet, none (the default: random), or a weights file (.weights.h5, .pth)")
     p.add_argument("--no-top", action="store_true", help="keras: without the classifier head")
     p.add_argument("--input-size", help="HxW or one number, e.g. 224")
     p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="override the recorded preprocessing")
@@ -153,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (1)
         return int(exc.code or 0)
+    _route_warnings(getattr(args, "verbose", False))
     try:
+        if args.command in FOLDER_OUTPUTS:  # refuse an unusable -o before any work is done
+            from convlens.engine.onnx_file import output_folder
+
+            output_folder(args.output)
         result = COMMANDS[args.command](args)
     except ConvlensError as exc:
         print(f"convlens: {exc}", file=sys.stderr)
@@ -177,22 +185,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _load(args):
-    from convlens.engine import load
-    from convlens.engine.runtime import configure
+def _route_warnings(verbose: bool) -> None:
+    """convlens's own warnings (about the user's model) as one line each; third-party ones only with --verbose."""
+    import warnings
 
-    configure(args.device, args.threads)
-    return load(args.model, args.preprocess, args.layout)
+    from convlens.engine.errors import ConvlensWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ConvlensWarning):
+            print(f"convlens: warning: {message}", file=sys.stderr)
+        elif verbose:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    if not verbose:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("default", ConvlensWarning)
+
+
+def _load(args):
+    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, device=args.device,
+                    threads=args.threads)
 
 
 def cmd_convert(args) -> dict:
-    from convlens.converters import convert
-
-    path = convert(args.source, args.output, weights=args.weights, include_top=not args.no_top,
-                   input_size=args.input_size, preprocess=args.preprocess, force=args.force)
-    from convlens.engine import load
-
-    model = load(path)
+    path = api.convert(args.source, args.output, weights=args.weights, no_top=args.no_top,
+                       input_size=args.input_size, preprocess=args.preprocess, force=args.force, verbose=args.verbose)
+    model = api.load(path)
     spec = model.input_spec
     size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "of any size"
     return {"files": [str(path)], "layers": len(model.layers), "input": vars(spec),
@@ -201,10 +222,8 @@ def cmd_convert(args) -> dict:
 
 
 def cmd_layers(args) -> dict:
-    from convlens.engine.techniques.layers import layer_table
-
     model = _load(args)
-    rows = layer_table(model)
+    rows = api.layers(model)
     width = max([len(r["name"]) for r in rows] + [4])
     lines = [f"{'name':<{width}}  {'kind':<10}  {'shape':<20}  layout"]
     lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
@@ -216,12 +235,11 @@ def cmd_layers(args) -> dict:
 
 def cmd_activations(args) -> dict:
     from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
-    from convlens.engine.techniques.activations import activations
     from convlens.engine.techniques.common import to_nchw
 
     model = _load(args)
-    names = [n.strip() for n in args.layers.split(",") if n.strip()]
-    values = activations(model, args.image, names)
+    values = api.activations(model, args.image, args.layers)
+    names = list(values)
     out = Path(args.output)
     files, shapes = [], {}
     for name in names:
@@ -256,16 +274,14 @@ def _progress(done: int, total: int, quiet: bool, what: str) -> None:
 def cmd_cam(args) -> dict:
     from convlens.engine.images import image_paths, load_image
     from convlens.engine.render import jet_overlay, write_npy, write_png
-    from convlens.engine.techniques.cam import gradcam_with_predictions
-
     model = _load(args)
     out = Path(args.output)
     files, report = [], []
     total = len(image_paths(args.images))
     done = 0
     for paths in _image_batches(args.images, max(1, args.batch)):
-        maps, tops = gradcam_with_predictions(model, [str(p) for p in paths], args.target, args.layer, args.method,
-                                              args.score)
+        maps, tops = api.cam(model, [str(p) for p in paths], target=args.target, layer=args.layer,
+                             method=args.method, score=args.score)
         for path, results, top in zip(paths, maps, tops):
             original = load_image(path)
             entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
@@ -292,13 +308,13 @@ def cmd_cam(args) -> dict:
 def cmd_saliency(args) -> dict:
     from convlens.engine.images import image_paths
     from convlens.engine.render import write_npy, write_png
-    from convlens.engine.techniques.saliency import saliency, saliency_image
+    from convlens.engine.techniques.saliency import saliency_image
 
     model = _load(args)
     out = Path(args.output)
     files, report = [], []
     for path in image_paths(args.images):
-        r = saliency(model, str(path), args.target, args.method, args.score)[0]
+        r = api.saliency(model, str(path), target=args.target, method=args.method, score=args.score)[0]
         stem = f"{path.stem}_{args.method}_{r.class_index}"
         files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
         files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
@@ -313,14 +329,12 @@ def cmd_saliency(args) -> dict:
 def cmd_filters(args) -> dict:
     from convlens.engine.images import load_image
     from convlens.engine.render import filter_grid, write_npy, write_png
-    from convlens.engine.techniques.filters import visualize_filters
-
     model = _load(args)
     init = None
     if args.init:
         init = np.load(args.init) if args.init.endswith(".npy") else load_image(args.init)
-    res = visualize_filters(model, args.layer, args.filters, args.recipe, args.steps, args.size, args.seed, init,
-                            quiet=args.quiet or args.json)
+    res = api.filters(model, args.layer, filters=args.filters, recipe=args.recipe, steps=args.steps, size=args.size,
+                      seed=args.seed, init=init, quiet=args.quiet or args.json)
     out = Path(args.output)
     safe = args.layer.replace("/", "_").replace(":", "_")
     files = [str(write_png(out / f"{safe}_{f}.png", img, args.force)) for f, img in zip(res.filters, res.images)]
@@ -336,11 +350,9 @@ def cmd_filters(args) -> dict:
 def cmd_report(args) -> dict:
     from convlens.engine.images import image_paths
     from convlens.engine.onnx_file import check_writable, write_atomic
-    from convlens.engine.report import build_report
-
     check_writable(args.output, args.force)
     model = _load(args)
-    page, results = build_report(model, [str(p) for p in image_paths(args.images)], f"convlens: {Path(args.model).name}")
+    page, results = api.report(model, [str(p) for p in image_paths(args.images)], title=f"convlens: {Path(args.model).name}")
     path = write_atomic(args.output, page.encode(), args.force)
     return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
 
@@ -365,9 +377,12 @@ def cmd_demo(args) -> dict:
     else:
         import torch
 
-        net = efficientnet_lite0()
-        save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="efficientnet-lite0", preprocess="tf"),
-                  onnx_path, args.force)
+        from convlens.converters.quiet import quiet_frameworks
+
+        with quiet_frameworks(args.verbose):
+            net = efficientnet_lite0()
+            save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="efficientnet-lite0", preprocess="tf"),
+                      onnx_path, args.force)
         note = f"converted EfficientNet-Lite0 to {onnx_path}"
     model = load(onnx_path)
     photo = out / "chelsea.png"
@@ -431,10 +446,8 @@ def cmd_sanity(args) -> dict:
 
     from convlens.engine.onnx_file import write_atomic
     from convlens.engine.render import line_plot, write_png
-    from convlens.engine.techniques.sanity import cascading_randomization
-
     model = _load(args)
-    rows = cascading_randomization(model, args.image, args.method, args.steps)
+    rows = api.sanity(model, args.image, method=args.method, steps=args.steps)
     out = Path(args.output)
     lines = ["| layers randomized (top down) | down to | Spearman vs original |", "|---|---|---|"]
     lines += [f"| {r['randomized']} | {r['top_layer'] or '-'} | {r['spearman']:.3f} |" for r in rows]
@@ -446,11 +459,11 @@ def cmd_sanity(args) -> dict:
 
 
 def cmd_verify(args) -> dict:
-    from convlens.converters.verify import verify
-    from convlens.engine.images import sample_image
+    from convlens.converters.quiet import quiet_frameworks
 
     model = _load(args)
-    rows = verify(model, args.source, args.weights, args.image or sample_image())
+    with quiet_frameworks(args.verbose):
+        rows = api.verify(model, source=args.source, weights=args.weights, image=args.image)
     lines = ["| figure | value | limit | ok |", "|---|---|---|---|"]
     lines += [f"| {r['figure']} | {r['value']:.3g} | {r['limit']:g} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
     passed = all(r["ok"] for r in rows)
@@ -461,6 +474,7 @@ def cmd_verify(args) -> dict:
     return result
 
 
+FOLDER_OUTPUTS = {"activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
 COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 

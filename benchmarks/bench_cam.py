@@ -6,9 +6,7 @@ VGG16 (torchvision, seeded random weights) at 224, Grad-CAM at features.29 (bloc
 image's top class; the images are crops and flips of the bundled photo.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -12,9 +12,7 @@
    frequency are printed for both recipes.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """What every benchmark sets up: thread counts, and seeded torchvision VGG16 with its .onnx twin."""
 import atexit
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 

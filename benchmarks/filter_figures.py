@@ -8,7 +8,6 @@ shows is the recipe and the layout, not learned features); EfficientNet-Lite0 ha
 (shipped by a package), so its figure shows learned features.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np

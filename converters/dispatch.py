@@ -24,30 +24,40 @@ def parse_source(source: str) -> tuple[str, str]:
     raise ConvlensError(f"Unknown source {source!r}; use keras:NAME, torch:NAME, a .keras file or a .pt2 file.")
 
 
-def convert(source: str, out: str | os.PathLike, *, weights: str | None = "none", include_top: bool = True,
+def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, include_top: bool = True,
             input_size=None, preprocess: str | None = None, force: bool = False) -> Path:
-    """Convert a framework model to an .onnx file with its layers exposed; returns the written path."""
+    """Convert a framework model to an .onnx file with its layers exposed; returns the written path.
+
+    Every option either takes effect for the source kind or is refused with one sentence naming it."""
     out = check_writable(out, force)
     kind, name = parse_source(source)
     size = input_size_arg(input_size)
-    if kind in ("keras-file", "torch-file") and not Path(name).exists():
-        raise ConvlensError(f"Model file not found: {name}")
+    if kind in ("keras-file", "torch-file"):
+        if not Path(name).exists():
+            raise ConvlensError(f"Model file not found: {name}")
+        if weights not in (None, "none"):
+            raise ConvlensError(f"--weights does not apply to {name}: a saved model file carries its own weights.")
+        if not include_top:
+            raise ConvlensError(f"--no-top does not apply to {name}: a saved model file is converted as it was saved.")
     if kind == "keras":
         from .keras_converter import convert_applications
 
-        model = convert_applications(name, weights, include_top, size, preprocess)
+        model = convert_applications(name, weights or "none", include_top, size, preprocess)
     elif kind == "keras-file":
         from .keras_converter import convert_keras_file
 
+        if size is not None:
+            raise ConvlensError(f"--input-size does not apply to {name}: a saved Keras model keeps the input "
+                                "shape it was built with.")
         model = convert_keras_file(name, preprocess)
     elif kind == "torch":
         from .torch_converter import convert_torchvision
 
         if not include_top:
             raise ConvlensError("--no-top applies to keras:NAME sources; torchvision models are converted whole.")
-        model = convert_torchvision(name, weights, size)
+        model = convert_torchvision(name, weights or "none", size, preprocess)
     else:
         from .torch_converter import convert_exported_program
 
-        model = convert_exported_program(name)
+        model = convert_exported_program(name, preprocess, size)
     return save_onnx(model, out, force)

@@ -222,8 +222,12 @@ def applications_model(name: str, weights: str | None = "none", include_top: boo
 
 
 def convert_applications(name: str, weights="none", include_top=True, input_size=None, preprocess=None):
+    """`preprocess` defaults to what the weights expect: a torchvision state dict (.pth) was trained on torch
+    input, keras.applications weights on the application's own preprocessing."""
     model = applications_model(name, weights, include_top, input_size)
-    return convert_keras_model(model, name=name, preprocess=preprocess or applications_preprocess(name))
+    torch_weights = Path(str(weights or "")).suffix.lower() in (".pth", ".pt")
+    default = "torch" if torch_weights else applications_preprocess(name)
+    return convert_keras_model(model, name=name, preprocess=preprocess or default)
 
 
 def convert_keras_file(path: str, preprocess: str | None = None):

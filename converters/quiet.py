@@ -10,6 +10,11 @@ import logging
 import os
 import warnings
 
+import sys
+import tempfile
+
+from ..engine.errors import ConvlensError, ConvlensWarning
+
 _LOGGERS = ("tf2onnx", "tensorflow", "absl", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "h5py")
 
 
@@ -25,10 +30,16 @@ def quiet_frameworks(verbose: bool = False):
         logging.getLogger(name).setLevel(logging.ERROR)
     absl_level = _absl_verbosity(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stderr_held() as held:
             warnings.simplefilter("ignore")
-            warnings.filterwarnings("default", module=r"convlens(\.|$)")
-            yield
+            warnings.filterwarnings("default", category=ConvlensWarning)
+            try:
+                yield
+            except ConvlensError:
+                raise
+            except BaseException:  # an internal error: what the libraries printed may explain it
+                held.replay = True
+                raise
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
@@ -46,3 +57,32 @@ def _absl_verbosity(level):
     previous = absl_logging.get_verbosity()
     absl_logging.set_verbosity({logging.ERROR: absl_logging.ERROR}.get(level, level))
     return previous
+
+
+class _Held:
+    replay = False
+
+
+@contextlib.contextmanager
+def _native_stderr_held():
+    """Hold what native code (TensorFlow's C++ and absl logs, written before Python's logging is set up)
+    writes to file descriptor 2; drop it afterwards unless `replay` was set."""
+    held = _Held()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # no real stderr (captured by a test runner, a notebook)
+        yield held
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            if held.replay:
+                sink.seek(0)
+                os.write(fd, sink.read())

@@ -150,9 +150,8 @@ def torchvision_model(name: str, weights: str | None):
         except Exception as exc:  # offline machines cannot download
             raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
                                 "pass --weights FILE.pth or --weights none.") from None
-    model = torchvision.models.get_model(name, weights=None).eval()
     if w == "none":
-        return model
+        return torchvision.models.get_model(name, weights=None).eval()
     path = Path(weights)
     if not path.exists():
         raise ConvlensError(f"Weights file not found: {path}")
@@ -167,6 +166,7 @@ def torchvision_model(name: str, weights: str | None):
             raise ConvlensError(f"Cannot read {path} as a PyTorch state dict ({exc.__class__.__name__}).") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    model = torchvision.models.get_model(name, weights=None, **_optional_parts(name, state)).eval()
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
@@ -174,15 +174,33 @@ def torchvision_model(name: str, weights: str | None):
     return model
 
 
-def convert_torchvision(name: str, weights: str | None = "none", input_size=None):
+# constructors whose auxiliary classifiers are optional: torchvision's ImageNet weights come without them,
+# weights saved from a model trained with them carry them; eval mode never runs them either way
+_AUX_PREFIXES = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def _optional_parts(name: str, state) -> dict:
+    """Constructor arguments that make the model's parts match the saved weights."""
+    prefixes = _AUX_PREFIXES.get(name)
+    if not prefixes or not isinstance(state, dict):
+        return {}
+    has_aux = any(str(k).startswith(prefixes) for k in state)
+    return {"aux_logits": has_aux, "init_weights": False}
+
+
+def convert_torchvision(name: str, weights: str | None = "none", input_size=None, preprocess: str | None = None):
+    """`preprocess` defaults to what the weights expect: Keras VGG16 weights (.h5) were trained on caffe
+    input (BGR minus the ImageNet mean), torchvision's on torch input (RGB, /255, mean and std)."""
     torch = _torch()
     model = torchvision_model(name, weights)
     h, w = input_size or (224, 224)
     example = torch.zeros(1, 3, h, w)
-    return convert_module(model, example, name=f"torchvision.{name}")
+    keras_weights = str(weights or "").lower().endswith(".h5")
+    return convert_module(model, example, name=f"torchvision.{name}",
+                          preprocess=preprocess or ("caffe" if keras_weights else "torch"))
 
 
-def convert_exported_program(path: str):
+def convert_exported_program(path: str, preprocess: str | None = None, input_size=None):
     """A torch.export .pt2 file: loaded without running pickled code, then exported like a module."""
     torch = _torch()
     try:
@@ -192,4 +210,7 @@ def convert_exported_program(path: str):
     example = ep.example_inputs[0][0] if ep.example_inputs else None
     if example is None:
         raise ConvlensError(f"{path} carries no example input; re-export it with torch.export.export(model, (x,)).")
-    return convert_module(ep.module(), example, name=Path(path).stem)
+    if input_size is not None:
+        raise ConvlensError(f"--input-size does not apply to {path}: a torch.export program is traced at the "
+                            f"size of its example input {tuple(example.shape)}; export it again at the size you want.")
+    return convert_module(ep.module(), example, name=Path(path).stem, preprocess=preprocess or "torch")

@@ -13,14 +13,43 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """RGB float32 (H, W, 3) in 0..255; 16-bit is rescaled, gray is repeated, alpha is composited on white."""
+    """RGB float32 (H, W, 3) in 0..255, upright: EXIF orientation applied, CMYK and palettes converted,
+    16-bit rescaled, gray repeated, alpha composited on white. Anything else gets one sentence."""
     path = Path(path)
     if not path.exists():
         raise ConvlensError(f"Image file not found: {path}")
-    raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    if raw is None:
-        raise ConvlensError(f"Cannot read {path} as an image (unsupported or corrupt file).")
-    return to_rgb(raw, assume_bgr=True)
+    if path.is_dir():
+        raise ConvlensError(f"{path} is a folder; give image files, or the folder among several images.")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise ConvlensError(f"Cannot read {path} as an image: the file is empty (0 bytes).")
+    if _truncated(data):
+        raise ConvlensError(f"Cannot read {path} as an image: the file is truncated (its end is missing).")
+    # IMREAD_COLOR applies EXIF orientation and converts CMYK, palette and gray; ANYDEPTH keeps 16 bits
+    color = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if color is None:
+        raise ConvlensError(f"Cannot read {path} as an image: not a format OpenCV decodes, or a corrupt file.")
+    if not _is_jpeg(data):  # JPEG has no alpha; other formats may: composite it from the unchanged decode
+        raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.ndim == 3 and raw.shape[2] == 4 and raw.shape[:2] == color.shape[:2]:
+            color = np.concatenate([color, raw[..., 3:4].astype(color.dtype)], axis=2)
+    return to_rgb(color, assume_bgr=True)
+
+
+def _is_jpeg(data: np.ndarray) -> bool:
+    return data.size >= 3 and bytes(data[:3]) == b"\xff\xd8\xff"
+
+
+def _truncated(data: np.ndarray) -> bool:
+    """A JPEG without its end-of-image marker or a PNG without its IEND chunk: decoders fill the missing rows
+    with gray and report success, which would explain a picture that is not the user's."""
+    head = bytes(data[:8])
+    if _is_jpeg(data):
+        tail = bytes(data[-1024:])
+        return b"\xff\xd9" not in tail
+    if head == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in bytes(data[-64:])
+    return False
 
 
 def to_rgb(raw: np.ndarray, assume_bgr: bool = False) -> np.ndarray:

@@ -54,11 +54,31 @@ def _load_external_data(model: onnx.ModelProto, folder: Path) -> None:
 
 
 def check_writable(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse to overwrite an existing output unless force is set."""
+    """Refuse to overwrite an existing output unless force is set, and refuse paths that cannot be files."""
     path = Path(path)
+    if path.is_dir():
+        raise ConvlensError(f"Output {path} is a folder; give a file name.")
     if path.exists() and not force:
         raise ConvlensError(f"Output {path} already exists; pass --force to overwrite it.")
+    _check_parents(path.parent)
     return path
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """An output folder (made when first written to): refused when the path, or a folder above it, is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConvlensError(f"Output folder {path} is an existing file; choose another -o.")
+    _check_parents(path)
+    return path
+
+
+def _check_parents(folder: Path) -> None:
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConvlensError(f"Cannot write under {folder}: {parent} is a file, not a folder.")
+            return
 
 
 def _umask() -> int:
@@ -70,18 +90,26 @@ def _umask() -> int:
 def write_atomic(path: str | os.PathLike, data: bytes, force: bool = False) -> Path:
     """Write bytes to a temp file in the same folder, then rename it into place."""
     path = check_writable(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as exc:  # a read-only folder, a full disk: the user's to fix, in one sentence
+        _remove(tmp)
+        raise ConvlensError(f"Cannot write {path}: {exc.strerror or exc.__class__.__name__}.") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:

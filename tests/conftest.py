@@ -53,3 +53,22 @@ def image():
     from convlens.engine.images import load_image, resize
 
     return resize(load_image(IMAGE), (224, 224))
+
+
+@pytest.fixture(scope="session")
+def tiny_torch(models_dir):
+    """A small seeded convnet (10 classes, 32 px, any input size), converted by convlens: for CLI paths
+    where the model's size does not matter."""
+    import torch
+    from torch import nn
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    path = models_dir / "tiny_torch.onnx"
+    save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), name="tiny", labels=[f"class{i}" for i in range(10)]),
+              path)
+    return {"net": net, "path": path}

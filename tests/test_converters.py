@@ -81,7 +81,7 @@ def test_weight_transfer_round_trip(torch_vgg16, keras_vgg16):
         np.testing.assert_array_equal(state[name].numpy(), value.numpy(), err_msg=name)
 
 
-def test_convert_torch_from_keras_weights_file(tmp_path, keras_vgg16, torch_vgg16):
+def test_convert_torch_from_keras_weights_file(tmp_path, keras_vgg16, torch_vgg16, image):
     from convlens.converters import convert
 
     h5 = tmp_path / "vgg.weights.h5"
@@ -90,6 +90,26 @@ def test_convert_torch_from_keras_weights_file(tmp_path, keras_vgg16, torch_vgg1
     a = _ort_outputs(out, np.ones((1, 3, 224, 224), np.float32))["logits"]
     b = _ort_outputs(torch_vgg16["path"], np.ones((1, 3, 224, 224), np.float32))["logits"]
     assert_close(a, b, what="logits after .weights.h5 -> torch transfer")
+    # the weights decide the input: Keras VGG16's weights expect caffe input (BGR minus the mean), with no flag
+    from convlens.engine.techniques.activations import activations
+
+    from_keras = load(out)
+    assert from_keras.input_spec.preset == "caffe"
+    got = activations(from_keras, image, ["features.29"])["features.29"]
+    ref = activations(load(keras_vgg16["path"]), image, ["block5_conv3"])["block5_conv3"]
+    assert_close(got, nchw(ref, "NHWC"), rtol=1e-4, what="torch VGG16 with Keras weights vs Keras VGG16")
+
+
+def test_keras_vgg16_from_torch_weights_expects_torch_input(tmp_path, torch_vgg16, image):
+    from convlens.converters import convert
+    from convlens.engine.techniques.activations import activations
+
+    out = convert("keras:VGG16", tmp_path / "from_torch.onnx", weights=str(torch_vgg16["state"]))
+    from_torch = load(out)
+    assert from_torch.input_spec.preset == "torch"
+    got = activations(from_torch, image, ["block5_conv3"])["block5_conv3"]
+    ref = activations(load(torch_vgg16["path"]), image, ["features.29"])["features.29"]
+    assert_close(nchw(got, "NHWC"), ref, rtol=1e-4, what="Keras VGG16 with torch weights vs torch VGG16")
 
 
 def test_metadata_round_trip(torch_vgg16):

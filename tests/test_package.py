@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import convlens
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +38,21 @@ def test_public_api_has_one_function_per_command():
 def test_version_flag():
     out = subprocess.run([sys.executable, "-m", "convlens.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"convlens {convlens.__version__}"
+
+
+def test_public_functions_take_the_commands_options(tiny_torch, tmp_path):
+    from convlens.engine.techniques.cam import gradcam
+
+    image = np.random.default_rng(0).uniform(0, 255, (40, 48, 3)).astype(np.float32)
+    model = convlens.load(tiny_torch["path"], threads=1)
+    acts = convlens.activations(model, image, "0,2")
+    assert acts["0"].shape == (1, 8, 32, 32) and acts["2"].shape == (1, 8, 16, 16)
+    maps, top = convlens.cam(tiny_torch["path"], image, target="class3", method="gradcam++", top=3)
+    assert maps[0][0].class_index == 3 and len(top[0]) == 3
+    ref = gradcam(model, image, 3, "auto", "gradcam++")[0][0]
+    np.testing.assert_array_equal(maps[0][0].cam, ref.cam)
+    sal = convlens.saliency(model, [image, image], method="vanilla", target=2)
+    assert len(sal) == 2 and sal[0].attribution.shape == (32, 32, 3)
+    pats = convlens.filters(model, "0", filters="0-2", steps=2, size=24)
+    assert pats.images.shape == (3, 24, 24, 3) and pats.images.dtype == np.uint8
+    assert [r["name"] for r in convlens.layers(model)][:2] == ["0", "1"]

@@ -124,7 +124,10 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     if dead:
         import warnings
 
-        warnings.warn(f"{len(dead)} filter(s) of {info.name} had a zero gradient (dead): {dead[:10]}; their images are flat.")
+        from ..errors import ConvlensWarning
+
+        warnings.warn(f"{len(dead)} filter(s) of {info.name} had a zero gradient (dead): {dead[:10]}; their images are flat.",
+                      ConvlensWarning, stacklevel=2)
     return FilterResult(images, raw, obj, chosen, dead)
 
 
