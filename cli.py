@@ -302,7 +302,11 @@ def cmd_cam(args) -> dict:
         for m in e["maps"]:
             lines.append(f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}" + (" (zero map: nothing to show)" if m["zero"] else ""))
     lines.append(f"wrote {len(files)} files to {out}")
-    return {"files": files, "images": report, "summary": "\n".join(lines)}
+    from convlens.engine.techniques.cam_layer import AUTO_RULE
+
+    layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
+    rule = AUTO_RULE if args.layer in (None, "auto") else "given by --layer"
+    return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines)}
 
 
 def cmd_saliency(args) -> dict:

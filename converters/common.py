@@ -7,6 +7,7 @@ from onnx import helper, numpy_helper
 
 from convlens.engine.errors import ConvlensError
 from convlens.engine.infer import find_softmax_logits
+from convlens.engine.layouts import graph_layouts
 from convlens.engine.metadata import InputSpec, LayerInfo, ModelMeta
 from convlens.engine.model import write_meta
 
@@ -79,6 +80,12 @@ def finish(model: onnx.ModelProto, *, source: str, source_name: str, spec: Input
     if logits is not None and probs is None:
         probs = None
     expose_outputs(model, [l.tensor for l in layers] + ([logits] if logits else []))
+    # a 4-D layer's layout is what the graph makes it (a torch Permute or a tf2onnx Transpose changes it),
+    # not the input's: propagate it through the ops, as for foreign files
+    layouts = graph_layouts(model, spec.name, spec.layout)
+    for layer in layers:
+        if layer.layout in ("NCHW", "NHWC") and layouts.get(layer.tensor) is not None:
+            layer.layout = layouts[layer.tensor]
     meta = ModelMeta(source=source, source_name=source_name, input=spec, layers=layers,
                      logits=logits, probabilities=probs, labels=labels)
     write_meta(model, meta)

@@ -5,6 +5,7 @@ import re
 
 import onnx
 
+from .layouts import tensor_layouts, tensor_ranks
 from .metadata import InputSpec, LayerInfo, ModelMeta
 
 KIND_BY_OP = {
@@ -14,6 +15,7 @@ KIND_BY_OP = {
     "Elu": "activation", "Gelu": "activation", "Softplus": "activation", "Selu": "activation",
     "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
     "Gemm": "dense", "Softmax": "activation",
+    "Add": "merge",  # residual sums: a ResNet's or ConvNeXt's block output is an Add (or the ReLU after it)
 }
 
 
@@ -42,6 +44,8 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
     hw = dims[1:3] if layout == "NHWC" else dims[2:4]
     size = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
     spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout)
+    ranks = tensor_ranks(model)
+    layouts = tensor_layouts(model.graph.node, inp.name, layout, ranks)
     layers, counts, seen = [], {}, set()
     for node in model.graph.node:
         kind = KIND_BY_OP.get(node.op_type)
@@ -52,15 +56,24 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
         if name in seen:
             name = f"{name}_{counts[node.op_type]}"
         seen.add(name)
-        layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=layout))
+        rank = ranks.get(node.output[0])
+        tensor_layout = (layouts.get(node.output[0]) or "unknown") if rank == 4 else "flat"
+        layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=tensor_layout))
     logits, probs = _find_scores(model)
     return ModelMeta(source="onnx", source_name=model.graph.name or "model", input=spec, layers=layers,
                      logits=logits, probabilities=probs, labels=None, inferred=True)
 
 
 def _clean(name: str) -> str:
-    name = name.strip("/").replace("/", ".")
-    return re.sub(r"[^A-Za-z0-9_.:-]", "_", name)
+    """A node name as a layer name: torch.onnx's scopes "/layer4/layer4.1/relu/Relu" become "layer4.1.relu.Relu"
+    (each scope repeats its parent's path), tf2onnx's "model/block/Relu" become "model.block.Relu"."""
+    parts: list[str] = []
+    for part in name.strip("/").split("/"):
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
+        elif part:
+            parts.append(part)
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", ".".join(parts))
 
 
 def _find_scores(model: onnx.ModelProto) -> tuple[str | None, str | None]:

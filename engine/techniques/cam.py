@@ -17,6 +17,7 @@ from ..model import Model
 from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .activations import rank_predictions
+from .cam_layer import auto_cam_layer, check_cam_layer
 from .common import prepare, to_nchw
 from .gradients import Target, cached_shapes, gradient_program, on_path_source
 
@@ -46,13 +47,11 @@ class CamResult:
 
 
 def resolve_layer(model: Model, layer: str | None, size) -> str:
+    """The user's layer (checked: a readable grid larger than 1x1), or the one `auto` picks (cam_layer.py)."""
+    shapes = layer_shapes_cached(model, size)
     if layer in (None, "auto"):
-        return model.last_spatial_layer(layer_shapes_cached(model, size)).name
-    info = model.layer(layer)
-    shape = layer_shapes_cached(model, size).get(info.tensor)
-    if shape is None or len(shape) != 4:
-        raise ConvlensError(f"Layer {layer!r} has no spatial output (shape {shape}); CAM needs a 4-D layer.")
-    return info.name
+        return auto_cam_layer(model, shapes).name
+    return check_cam_layer(model, layer, shapes).name
 
 
 def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:

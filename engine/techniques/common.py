@@ -39,6 +39,9 @@ def to_nchw(arr: np.ndarray, layout: str) -> np.ndarray:
     """An activation in (N, C, H, W) order whatever layout the model keeps it in."""
     if arr.ndim == 4 and layout.upper() == "NHWC":
         return arr.transpose(0, 3, 1, 2)
+    if arr.ndim == 4 and layout.upper() != "NCHW":
+        raise ConvlensError(f"A 4-D tensor {arr.shape} has no known layout (it comes out of a reshape), so its "
+                            "channels and grid cannot be told apart.")
     return arr
 
 

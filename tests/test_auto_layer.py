@@ -1,0 +1,62 @@
+"""`--layer auto` on convlens's own conversions: the practitioner's layer, named here, by torch's own Grad-CAM."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import convlens
+from convlens.cli import main
+from convlens.engine.techniques.cam_layer import AUTO_RULE
+from test_export_routes import torch_gradcam
+
+SIZE = 64
+PIXELS = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+
+
+def _converted(tmp_path, net):
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    path = tmp_path / "net.onnx"
+    save_onnx(convert_module(net, torch.zeros(1, 3, SIZE, SIZE), name="net", preprocess="raw"), path)
+    return path
+
+
+@pytest.mark.parametrize("arch,practitioner_layer", [
+    ("resnet18", lambda n: n.layer4),  # after the last block's add and ReLU, not layer4.1.bn2
+    ("convnext_tiny", lambda n: n.features[-1]),  # the last stage's output, not the 1x1 classifier.0
+])
+def test_auto_layer_is_the_practitioners_layer(tmp_path, arch, practitioner_layer, capsys):
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(arch, weights=None).eval()
+    path = _converted(tmp_path, net)
+    ref, cls = torch_gradcam(net, practitioner_layer(net), torch.from_numpy(PIXELS.transpose(2, 0, 1)[None].copy()))
+    maps, _ = convlens.cam(path, PIXELS)
+    got = maps[0][0]
+    assert got.class_index == cls and got.cam.shape == ref.shape and min(ref.shape) > 1
+    assert np.abs(got.cam - ref).max() < 1e-4
+    image = tmp_path / "img.png"
+    import cv2
+
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8))
+    assert main(["cam", str(path), str(image), "-o", str(tmp_path / "cam"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["layer"] == got.layer and result["layer_rule"] == AUTO_RULE
+
+
+def test_a_layer_without_a_grid_is_refused(tiny_torch, capsys):
+    image = np.zeros((32, 32, 3), np.float32)
+    with pytest.raises(convlens.ConvlensError, match="has a 1x1 grid, so its map is one constant value"):
+        convlens.cam(tiny_torch["path"], image, layer="5")  # the global average pool
+    with pytest.raises(convlens.ConvlensError, match="has no spatial output"):
+        convlens.cam(tiny_torch["path"], image, layer="7")  # the classifier
+
+
+def test_auto_on_keras_vgg16_is_block5_conv3(keras_vgg16, image):
+    maps, _ = convlens.cam(keras_vgg16["path"], image)
+    named, _ = convlens.cam(keras_vgg16["path"], image, layer="block5_conv3")
+    assert maps[0][0].cam.shape == (14, 14)
+    np.testing.assert_array_equal(maps[0][0].cam, named[0][0].cam)
