@@ -48,6 +48,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx file (converted by convlens or foreign)")
     p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="input preset for files without metadata")
     p.add_argument("--layout", choices=["nchw", "nhwc"], help="input layout for files without metadata")
+    p.add_argument("--scores", metavar="TENSOR", help="the class-score output, for files with several outputs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="ONNX Runtime provider")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's choice)")
 
@@ -206,8 +207,8 @@ def _route_warnings(verbose: bool) -> None:
 
 
 def _load(args):
-    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, device=args.device,
-                    threads=args.threads)
+    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, scores=args.scores,
+                    device=args.device, threads=args.threads)
 
 
 def cmd_convert(args) -> dict:

@@ -11,7 +11,8 @@ from convlens.engine.adapter import PIXELS, apply_numpy
 from convlens.engine.errors import ConvlensError
 from convlens.engine.model import Model
 from convlens.engine.objectives import one_hot
-from convlens.engine.techniques.cam import cam_maps, gradcam, normalize
+from convlens.engine.techniques.cam import cam_maps, gradcam, layer_shapes_cached, normalize
+from convlens.engine.techniques.cam_layer import auto_cam_layer
 from convlens.engine.techniques.common import prepare, to_nchw
 from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
@@ -138,15 +139,24 @@ def verify(model: Model, source: str, weights: str | None, image, tolerances: di
     def row(figure, value, limit, ok=None):
         rows.append({"figure": figure, "value": value, "limit": limit, "ok": bool(value <= limit) if ok is None else ok})
 
-    layers = [l for l in model.layers if l.kind in ("conv", "activation", "pool", "dense")]
-    if isinstance(fw, _Keras):
-        layers = [l for l in layers if l.name in {k.name for k in fw.net.layers}]
+    # only layers the framework can name: a file exported by another tool (torch.onnx, tf2onnx) names its
+    # layers after graph nodes, so it is checked on its logits and input gradient alone
+    known = {k.name for k in fw.net.layers} if isinstance(fw, _Keras) else set(dict(fw.net.named_modules()))
+    layers = [l for l in model.layers if l.kind in ("conv", "activation", "pool", "dense") and l.name in known]
     from convlens.engine.program import program
 
     tensor = model.meta.logits
+    # Grad-CAM is checked where it means something: the layer `--layer auto` picks (a grid larger than 1x1),
+    # never a pooled 1x1 tensor, where every map is the same whatever the weights
+    try:
+        cam_layer = auto_cam_layer(model, layer_shapes_cached(model, pixels.shape[1:3]))
+    except ConvlensError:
+        cam_layer = None
+    if cam_layer is not None and cam_layer.name not in known:
+        cam_layer = None
+    if cam_layer is not None and cam_layer.name not in {l.name for l in layers}:
+        layers.append(cam_layer)
     eng = program(model, [l.tensor for l in layers] + [tensor], pixels.shape[1:3]).run(pixels)
-    spatial = [l for l in layers if eng[l.tensor].ndim == 4]
-    cam_layer = spatial[-1] if spatial else None
     cls = int(np.argmax(eng[tensor][0]))
     values, scores, g_pix, g_layer = fw.run(pixels, [l.name for l in layers], cls, cam_layer.name if cam_layer else None)
     row("logits max relative difference", _rel(eng[tensor], scores), tol["logits_rtol"])

@@ -15,6 +15,7 @@ from .infer import infer_meta
 from .labels import resolve_labels
 from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
+from .scores import choose_scores
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime.py).
 _BIG = 1024
@@ -76,8 +77,10 @@ class Model:
         return next((o.version for o in self.opset_imports if o.domain in ("", "ai.onnx")), 17)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> "Model":
-        """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph."""
+    def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
+             scores: str | None = None) -> "Model":
+        """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
+        `scores` names the class-score tensor where the graph does not say it unambiguously (scores.py)."""
         proto = load_onnx(path)
         meta = read_meta(proto)
         if meta is None:
@@ -87,6 +90,12 @@ class Model:
                 meta.input = meta.input.with_preset(preprocess)
             if layout:
                 meta.input.layout = layout.upper()
+        if meta.inferred or scores:
+            choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits,
+                                   meta.probabilities, meta.inferred)
+            meta.logits, meta.probabilities = choice.logits, choice.probabilities
+            proto.graph.node.extend(choice.nodes)
+            proto.graph.initializer.extend(choice.inits.values())
         return cls(proto, meta, str(path))
 
     # --- layers -------------------------------------------------------------------------------
@@ -189,8 +198,9 @@ def _check_opset(model: Model) -> None:
             )
 
 
-def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None) -> Model:
-    return Model.load(path, preprocess, layout)
+def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
+         scores: str | None = None) -> Model:
+    return Model.load(path, preprocess, layout, scores)
 
 
 def as_path(path) -> Path:

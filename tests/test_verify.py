@@ -39,8 +39,29 @@ def test_verify_torch_resnet18_and_catches_wrong_weights(tmp_path, capsys):
     onnx_path = convert("torch:resnet18", tmp_path / "r18.onnx", weights=str(pth))
     rc, result = _verify(capsys, [str(onnx_path), "--source", "torch:resnet18", "--weights", str(pth)])
     assert rc == 0 and result["passed"], result["rows"]
+    cam_row = next(r for r in result["rows"] if r["figure"].startswith("Grad-CAM"))
+    assert "layer4" in cam_row["figure"]  # a 7x7 grid, not the 1x1 avgpool where every map is equal
     rc, result = _verify(capsys, [str(onnx_path), "--source", "torch:resnet18", "--weights", "none"])
     assert rc == 3 and not result["passed"] and result["first_failure"].startswith("logits")
+    cam_row = next(r for r in result["rows"] if r["figure"].startswith("Grad-CAM"))
+    assert not cam_row["ok"], result["rows"]  # wrong weights: the Grad-CAM row says so too
+
+
+def test_verify_a_torch_onnx_export(tmp_path, capsys):
+    """A file torch.onnx wrote (no convlens metadata): checked on its logits and input gradient."""
+    import torchvision
+
+    torch.manual_seed(3)
+    net = torchvision.models.resnet18(weights=None).eval()
+    pth = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), pth)
+    path = tmp_path / "exported.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17)
+    rc, result = _verify(capsys, [str(path), "--source", "torch:resnet18", "--weights", str(pth),
+                                  "--preprocess", "torch"])
+    assert rc == 0 and result["passed"], result["rows"]
+    assert [r["figure"] for r in result["rows"]] == ["logits max relative difference",
+                                                     "input gradient relative L2 difference"]
 
 
 def test_verify_keras_file(tmp_path, capsys):
