@@ -91,13 +91,13 @@ def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps:
 
 
 def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = None, target="top",
-            activation_rtol: float = 1e-4, cam_tol: float = 1e-3, gradient_rtol: float = 1e-3,
-            filter_psnr: float = 40.0):
+            activation_rtol: float = 1e-4, logits_rtol: float = 1e-4, cam_tol: float = 1e-3,
+            gradient_rtol: float = 1e-3, filter_psnr: float = 40.0):
     """A Comparison of two files on one image: rows per aligned layer, figures, passed, first_failure."""
     from .engine.techniques.compare import compare as compare_models
 
     tolerances = {"activation_rtol": activation_rtol, "cam_max_abs": cam_tol, "gradient_rtol": gradient_rtol,
-                  "filter_psnr": filter_psnr}
+                  "filter_psnr": filter_psnr, "logits_rtol": logits_rtol, "probabilities_atol": logits_rtol}
     return compare_models(_model(model_a), _model(model_b), image, layers, target, tolerances)
 
 

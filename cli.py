@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="pairs A1:B1,A2:B2 (default: aligned from metadata names)")
     p.add_argument("--class", dest="target", default="top", help="the class for Grad-CAM and gradients")
     p.add_argument("--activation-rtol", type=float, default=1e-4)
+    p.add_argument("--logits-rtol", type=float, default=1e-4, help="also bounds the probabilities' max abs difference")
     p.add_argument("--cam-tol", type=float, default=1e-3)
     p.add_argument("--gradient-rtol", type=float, default=1e-3)
     p.add_argument("--filter-psnr", type=float, default=40.0)
@@ -425,7 +426,7 @@ def cmd_compare(args) -> dict:
 
             raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.") from None
     tol = {"activation_rtol": args.activation_rtol, "cam_max_abs": args.cam_tol, "gradient_rtol": args.gradient_rtol,
-           "filter_psnr": args.filter_psnr}
+           "filter_psnr": args.filter_psnr, "logits_rtol": args.logits_rtol, "probabilities_atol": args.logits_rtol}
     c = compare(a, b, args.image, pairs, args.target, tol)
     out = Path(args.output)
     table = markdown(c, Path(args.model_a).name, Path(args.model_b).name)

@@ -35,3 +35,37 @@ def test_perturbed_kernel_fails_and_names_the_first_layer(tmp_path, keras_vgg16,
     assert rc == 3
     assert "first difference at layer block3_conv1 / features.11" in captured.err
     assert "| block2_pool | features.9 |" in captured.out and "| yes |" in captured.out
+
+
+def test_own_and_foreign_resnet_align_by_structure_and_a_logit_shift_fails(tmp_path, capsys):
+    """convlens's ResNet-18 against torch.onnx's export of the same weights: names differ (and torch.onnx
+    folds the batch norms), so layers pair by convolution depth and op; a constant added to every logit
+    keeps the top 5 and the probabilities, and still fails on the logits."""
+    import torchvision
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    torch.manual_seed(4)
+    net = torchvision.models.resnet18(weights=None).eval()
+    own = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="resnet18"), tmp_path / "own.onnx")
+
+    def export(path):
+        torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17)
+        return str(path)
+
+    foreign = export(tmp_path / "foreign.onnx")
+    rc = main(["compare", str(own), foreign, str(IMAGE), "-o", str(tmp_path / "same"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0, result["first_failure"]
+    pairs = [(r["a"], r["b"]) for r in result["rows"]]
+    assert len(pairs) >= 8 and all(a != b for a, b in pairs)
+    assert ("layer4", "layer4.1.relu_1.Relu") in pairs or ("layer4.1.relu", "layer4.1.relu_1.Relu") in pairs
+    assert result["figures"]["logits max relative difference"]["ok"]
+    with torch.no_grad():
+        net.fc.bias += 0.5
+    shifted = export(tmp_path / "shifted.onnx")
+    rc = main(["compare", str(own), shifted, str(IMAGE), "-o", str(tmp_path / "shifted"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 3 and result["first_failure"] == "logits"
+    assert result["figures"]["top5 agreement"]["ok"] and result["figures"]["probabilities max abs difference"]["ok"]

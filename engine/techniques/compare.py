@@ -14,13 +14,15 @@ from ..align import align
 from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import one_hot
+from ..program import program
 from .activations import activations, predictions
 from .cam import gradcam
 from .common import prepare, to_nchw
 from .filters import visualize_filters
-from .gradients import Target, gradient_program, run_gradient
+from .gradients import Target, cached_shapes, gradient_program, run_gradient
 
-TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "cam_max_abs": 1e-3, "gradient_rtol": 1e-3, "filter_psnr": 40.0}
+TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "probabilities_atol": 1e-4, "cam_max_abs": 1e-3,
+              "gradient_rtol": 1e-3, "filter_psnr": 40.0}
 
 
 @dataclass
@@ -58,7 +60,9 @@ def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = No
 
 
 def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
-    pairs = layers or align(a, b)
+    pixels_size = prepare(a, image).shape[1:3]
+    pairs = layers or align(a, b, cached_shapes(a, tuple(pixels_size), a.input_spec),
+                            cached_shapes(b, tuple(pixels_size), b.input_spec))
     if not pairs:
         raise ConvlensError("No layers of the two models could be aligned; pass --layers A1:B1,A2:B2.")
     pixels = prepare(a, image)
@@ -77,13 +81,16 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
         if not ok:
             _fail(out, f"layer {x} / {y}")
     if a.meta.logits and b.meta.logits:
+        _compare_outputs(a, b, pixels, tol, out)
         top_a = [i for i, _, _ in predictions(a, pixels)[0]]
         top_b = [i for i, _, _ in predictions(b, pixels)[0]]
         same = top_a == top_b
         out.figures["top5 agreement"] = {"value": same, "limit": True, "ok": same}
         if not same:
             _fail(out, "top-5 predictions")
-        spatial = [p for p in pairs if len(acts_a[p[0]].shape) == 4]
+        # Grad-CAM at the last aligned pair with a grid larger than 1x1 (a pooled 1x1 map is always equal)
+        spatial = [p for p in pairs if len(acts_a[p[0]].shape) == 4
+                   and np.prod(to_nchw(acts_a[p[0]], a.layer(p[0]).layout).shape[2:]) > 1]
         if spatial:
             la, lb = spatial[-1]
             cls = top_a[0] if target == "top" else a.class_index(target)
@@ -115,6 +122,31 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
             _fail(out, "filter images")
         out.pictures["filters"] = (fa.images, fb.images)
     return out
+
+
+def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Comparison) -> None:
+    """The scores themselves, always: a shift that keeps the top 5 is still a different model."""
+    size = pixels.shape[1:3]
+    la = program(a, [a.meta.logits], size).run(pixels)[a.meta.logits].astype(np.float64)
+    lb = program(b, [b.meta.logits], size).run(pixels)[b.meta.logits].astype(np.float64)
+    if la.shape != lb.shape:
+        raise ConvlensError(f"The two models score different numbers of classes ({la.shape[-1]} and {lb.shape[-1]}).")
+    rel = float(np.abs(la - lb).max() / (np.abs(la).max() + 1e-30))
+    out.figures["logits max relative difference"] = {"value": rel, "limit": tol["logits_rtol"],
+                                                     "ok": rel <= tol["logits_rtol"]}
+    if rel > tol["logits_rtol"]:
+        _fail(out, "logits")
+    pa, pb = _softmax(la), _softmax(lb)
+    d = float(np.abs(pa - pb).max())
+    out.figures["probabilities max abs difference"] = {"value": d, "limit": tol["probabilities_atol"],
+                                                       "ok": d <= tol["probabilities_atol"]}
+    if d > tol["probabilities_atol"]:
+        _fail(out, "probabilities")
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _input_gradient(model: Model, pixels: np.ndarray, cls: int) -> np.ndarray:
