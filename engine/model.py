@@ -190,12 +190,20 @@ def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
 
 
 def _check_opset(model: Model) -> None:
+    """Refuse opsets before 13; run opsets 13-15 as 16.
+
+    Backward graphs need ScatterElements/ScatterND with `reduction` (opset 16) wherever gradients from
+    overlapping windows add up (a 3x3 stride-2 max-pool). Every change to the default domain from opset 14
+    to 16 only adds types or attributes with defaults that keep the old meaning (BatchNormalization's
+    training_mode=0, Reshape's allowzero=0, ...), so an opset 13-15 graph means the same under 16."""
     for op in model.opset_imports:
         if op.domain in ("", "ai.onnx") and op.version < 13:
             raise ConvlensError(
                 f"The model uses ONNX opset {op.version}; convlens needs opset 13 or newer "
-                "(upgrade it with onnx.version_converter.convert_version)."
+                "(upgrade it with onnx.version_converter.convert_version(model, 13))."
             )
+        if op.domain in ("", "ai.onnx") and op.version < 16:
+            op.version = 16
 
 
 def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,

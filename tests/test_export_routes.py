@@ -165,3 +165,19 @@ def test_keras_export_routes_gradcam_at_auto_layer(keras_exports, arch, route):
     assert got.cam.shape == ref.shape
     print(f"ROUTE {route} {arch} layer={got.layer} grid={got.cam.shape} maxdiff={np.abs(got.cam - ref).max():.2e}")
     assert np.abs(got.cam - ref).max() < 1e-3, (got.layer, np.abs(got.cam - ref).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", list(TORCH_ROUTES))
+def test_input_gradient_through_overlapping_max_pools_on_every_opset(torch_exports, route):
+    """ResNet-18's 3x3 stride-2 max-pool: gradients from overlapping windows add up (ScatterElements with
+    reduction, opset 16); opset 13 files are run as opset 16 and give torch's gradient."""
+    nets, files = torch_exports
+    net = nets["resnet18"][0]
+    x = torch.from_numpy(PIXELS.transpose(2, 0, 1)[None].copy()).requires_grad_(True)
+    logits = net(x)
+    cls = int(logits.argmax(1))
+    logits[0, cls].backward()
+    ref = x.grad[0].permute(1, 2, 0).numpy()
+    got = convlens.saliency(files["resnet18", route], PIXELS, preprocess="raw", target=cls)[0].attribution
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-4
