@@ -5,7 +5,7 @@ input i's gradient is wanted (only inputs on the path from `wrt` to the objectiv
 docstring line of each rule is its formula. Rules for ops in BROADCASTING return gradients in the
 output's shape; the walker sums them down to each input's shape, once, in one place.
 
-The rules live by family: rules_elementwise, rules_linear, rules_conv, rules_shape, rules_norm.
+The rules live by family: rules_elementwise, rules_linear, rules_conv, rules_shape, rules_norm, rules_quant.
 """
 from .registry import BROADCASTING, NON_DIFFERENTIABLE, RULES, _unbroadcast, rule  # noqa: F401
 from .rules_conv import *  # noqa: F401,F403  (importing a family registers its rules)
@@ -13,4 +13,5 @@ from .rules_elementwise import *  # noqa: F401,F403
 from .rules_elementwise import OVERRIDES, gelu, guided_clip, guided_relu  # noqa: F401
 from .rules_linear import *  # noqa: F401,F403
 from .rules_norm import *  # noqa: F401,F403
+from .rules_quant import *  # noqa: F401,F403
 from .rules_shape import *  # noqa: F401,F403

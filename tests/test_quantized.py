@@ -1,0 +1,60 @@
+"""QDQ-quantized files: gradients straight through each quantize/dequantize pair inside its range and zero
+where it saturates, the gradient torch's fake quantization (quantization-aware training) uses."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import convlens
+
+RNG = np.random.default_rng(5)
+W = RNG.normal(0, 0.05, (6, 3, 3, 3)).astype(np.float32)
+B = RNG.normal(0, 0.1, 6).astype(np.float32)
+WF = RNG.normal(0, 0.5, (4, 6)).astype(np.float32)
+BF = RNG.normal(0, 0.1, 4).astype(np.float32)
+S1, Z1, S2, Z2 = 0.8, 0, 0.02, 0  # 0.8 per level: pixels above 204 saturate
+
+
+def _qdq_file(path, per_axis=False):
+    inits = [numpy_helper.from_array(np.array(S1, np.float32), "s1"), numpy_helper.from_array(np.array(Z1, np.uint8), "z1"),
+             numpy_helper.from_array(np.array(S2, np.float32), "s2"), numpy_helper.from_array(np.array(Z2, np.uint8), "z2"),
+             numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b"),
+             numpy_helper.from_array(WF, "wf"), numpy_helper.from_array(BF, "bf")]
+    if per_axis:
+        inits[0] = numpy_helper.from_array(np.full(3, S1, np.float32), "s1")
+        inits[1] = numpy_helper.from_array(np.zeros(3, np.uint8), "z1")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s1", "z1"], ["xq"], axis=1),
+             helper.make_node("DequantizeLinear", ["xq", "s1", "z1"], ["xd"], axis=1),
+             helper.make_node("Conv", ["xd", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "s2", "z2"], ["rd"]),
+             helper.make_node("GlobalAveragePool", ["rd"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_qdq_gradient_is_torchs_fake_quantization_gradient(tmp_path):
+    pixels = RNG.uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    x = torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy()).requires_grad_(True)
+    xq = torch.fake_quantize_per_tensor_affine(x, S1, Z1, 0, 255)
+    r = torch.relu(torch.nn.functional.conv2d(xq, torch.from_numpy(W), torch.from_numpy(B), padding=1))
+    rq = torch.fake_quantize_per_tensor_affine(r, S2, Z2, 0, 255)
+    logits = rq.mean(dim=(2, 3)) @ torch.from_numpy(WF).T + torch.from_numpy(BF)
+    cls = int(logits.argmax())
+    logits[0, cls].backward()
+    ref = x.grad[0].permute(1, 2, 0).numpy()
+    assert (ref == 0).any() and (ref != 0).any()  # some pixels saturate, others pass
+    got = convlens.saliency(_qdq_file(tmp_path / "qdq.onnx"), pixels, preprocess="raw", target=cls)[0].attribution
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_per_axis_quantization_on_the_input_path_gets_one_sentence(tmp_path):
+    with pytest.raises(convlens.ConvlensError, match="quantizes per axis on the path to the input"):
+        convlens.saliency(_qdq_file(tmp_path / "axis.onnx", per_axis=True),
+                          np.zeros((16, 16, 3), np.float32), preprocess="raw")
