@@ -15,6 +15,7 @@ from .infer import infer_meta
 from .labels import resolve_labels
 from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
+from .precision import widen_float16
 from .scores import choose_scores
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime.py).
@@ -82,6 +83,7 @@ class Model:
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
         `scores` names the class-score tensor where the graph does not say it unambiguously (scores.py)."""
         proto = load_onnx(path)
+        widen_float16(proto)
         meta = read_meta(proto)
         if meta is None:
             meta = infer_meta(proto, preprocess, layout)

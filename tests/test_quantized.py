@@ -58,3 +58,48 @@ def test_per_axis_quantization_on_the_input_path_gets_one_sentence(tmp_path):
     with pytest.raises(convlens.ConvlensError, match="quantizes per axis on the path to the input"):
         convlens.saliency(_qdq_file(tmp_path / "axis.onnx", per_axis=True),
                           np.zeros((16, 16, 3), np.float32), preprocess="raw")
+
+
+def test_float16_files_are_computed_in_float32(tmp_path):
+    """A torch.onnx export of a half-precision model: Grad-CAM equals torch's in float32 on the same
+    (float16-rounded) weights."""
+    import torchvision
+
+    from test_export_routes import torch_gradcam
+
+    torch.manual_seed(6)
+    net = torchvision.models.resnet18(weights=None).eval().half()
+    path = tmp_path / "half.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 64, 64, dtype=torch.float16),), str(path), dynamo=False,
+                      opset_version=17)
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    pixels = RNG.uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    ref, cls = torch_gradcam(net.float(), net.layer4[-1], torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy()))
+    maps, _ = convlens.cam(path, pixels, preprocess="raw")
+    assert maps[0][0].class_index == cls and np.abs(maps[0][0].cam - ref).max() < 1e-3
+
+
+def test_onnx_runtime_fused_ops_run_forward_and_refuse_gradients_in_one_sentence(tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(plain), dynamo=False, opset_version=17)
+    fused = tmp_path / "fused.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # Conv+Relu -> FusedConv
+    options.optimized_model_filepath = str(fused)
+    ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+    assert any(n.domain == "com.microsoft" for n in onnx.load(str(fused)).graph.node)
+    pixels = RNG.uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    model = convlens.load(fused, preprocess="raw")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy())).numpy()
+    from convlens.engine.program import program
+
+    got = program(model, [model.meta.logits], (16, 16)).run(pixels[None])[model.meta.logits]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(convlens.ConvlensError, match=r"is com\.microsoft\.FusedConv, an op outside standard ONNX"):
+        convlens.saliency(model, pixels)

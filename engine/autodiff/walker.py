@@ -68,6 +68,11 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             continue
         fn = rules.get(node.op_type)
         if fn is None:
+            if node.domain not in ("", "ai.onnx"):  # ONNX Runtime's fused ops (com.microsoft) and the like
+                raise ConvlensError(
+                    f"Node {node.name!r} is {node.domain}.{node.op_type}, an op outside standard ONNX (written by "
+                    "ONNX Runtime's offline graph optimizations); export the model again without them (save it "
+                    "before optimizing, or with SessionOptions.graph_optimization_level at ORT_ENABLE_BASIC or lower).")
             raise ConvlensError(
                 f"No gradient rule for op {node.op_type} (node {node.name!r}); rules exist for: "
                 + ", ".join(sorted(RULES)) + ".")
