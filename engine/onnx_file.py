@@ -36,21 +36,39 @@ def _looks_like_onnx(data: bytes) -> bool:
 
 
 def _load_external_data(model: onnx.ModelProto, folder: Path) -> None:
-    """Load tensors stored next to the model, refusing any location outside the model's folder."""
-    folder = folder.resolve()
+    """Load tensors stored next to the model. A location that escapes the model's folder by its own text
+    (absolute, or through "..") is refused; symbolic links the user placed in the folder are followed (the
+    Hugging Face cache keeps every file as a link into a blob store). Files too short for their tensors
+    (an interrupted download) get one sentence."""
     external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     for tensor in external:
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
-        target = (folder / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(folder):
+        parts = Path(os.path.normpath(location)).parts
+        if not location or os.path.isabs(location) or (parts and parts[0] == ".."):
             raise ConvlensError(
                 f"Tensor {tensor.name!r} points to external data outside the model's folder ({location}); refusing to read it."
             )
+        target = folder / location
         if not target.exists():
             raise ConvlensError(f"Tensor {tensor.name!r} needs the external data file {target}, which is missing.")
-    if external:
-        onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+        offset, length = int(info.get("offset", 0)), int(info.get("length", 0) or _nbytes(tensor))
+        if offset + length > target.stat().st_size:
+            raise ConvlensError(f"The external data file {target} is truncated: tensor {tensor.name!r} needs bytes up to "
+                                f"{offset + length}, the file has {target.stat().st_size}.")
+        # read here rather than with onnx's loader, which refuses any symbolic link
+        with open(target, "rb") as f:
+            f.seek(offset)
+            tensor.raw_data = f.read(length)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _nbytes(tensor: onnx.TensorProto) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def check_writable(path: str | os.PathLike, force: bool) -> Path:

@@ -163,3 +163,44 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
 def test_convert_says_what_it_wrote(tmp_path, capsys):
     assert main(["convert", "torch:squeezenet1_1", "--weights", "none", "-o", str(tmp_path / "s.onnx")]) == 0
     assert "input NCHW 224x224, torch preprocessing" in capsys.readouterr().out
+
+
+def _external_model(tmp_path, folder_name="model"):
+    """A small convnet saved with its weights in an external data file; returns (folder, .onnx path)."""
+    import onnx
+    import torch
+
+    torch.manual_seed(8)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(64, 4)).eval()
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(plain), dynamo=False, opset_version=17)
+    folder = tmp_path / folder_name
+    folder.mkdir()
+    path = folder / "model.onnx"
+    onnx.save(onnx.load(str(plain)), str(path), save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    return folder, path
+
+
+def test_external_data_through_links_the_user_placed(tmp_path):
+    """The Hugging Face cache layout: the folder holds links into a blob store outside it."""
+    import os
+
+    folder, path = _external_model(tmp_path)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for name in ("model.onnx", "model.onnx.data"):
+        os.replace(folder / name, blobs / name)
+        os.symlink(blobs / name, folder / name)
+    model = load(path, preprocess="raw")
+    assert np.isfinite(activations(model, np.zeros((16, 16, 3), np.float32), [model.layers[0].name])
+                       [model.layers[0].name]).all()
+
+
+def test_truncated_external_data_gets_one_sentence(tmp_path):
+    folder, path = _external_model(tmp_path)
+    data = folder / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(ConvlensError, match="model.onnx.data is truncated: tensor"):
+        load(path)
