@@ -20,8 +20,22 @@ def _torch():
     return torch
 
 
+_ATEN_KINDS = (("conv", "conv"), ("pool", "pool"), ("linear", "dense"), ("addmm", "dense"), ("norm", "norm"),
+               ("relu", "activation"), ("gelu", "activation"), ("silu", "activation"), ("sigmoid", "activation"),
+               ("hardswish", "activation"), ("hardtanh", "activation"), ("tanh", "activation"), ("softmax", "activation"))
+
+
+def _unflattened_kind(module) -> str:
+    """A module rebuilt by torch.export.unflatten has no class of its own: read its kind off its one op."""
+    calls = [str(n.target).lower() for n in module.graph.nodes if n.op == "call_function"]
+    kinds = {kind for call in calls for key, kind in _ATEN_KINDS if key in call.split(".")[-2:][0]}
+    return kinds.pop() if len(kinds) == 1 and len(calls) <= 2 else "other"
+
+
 def layer_kind(module) -> str:
     name = type(module).__name__
+    if name == "InterpreterModule" and hasattr(module, "graph"):
+        return _unflattened_kind(module)
     if "Conv" in name:
         return "conv"
     if "Pool" in name:
@@ -213,4 +227,5 @@ def convert_exported_program(path: str, preprocess: str | None = None, input_siz
     if input_size is not None:
         raise ConvlensError(f"--input-size does not apply to {path}: a torch.export program is traced at the "
                             f"size of its example input {tuple(example.shape)}; export it again at the size you want.")
-    return convert_module(ep.module(), example, name=Path(path).stem, preprocess=preprocess or "torch")
+    # unflatten restores the module tree (ep.module() is one flat graph), so layers keep their module paths
+    return convert_module(torch.export.unflatten(ep), example, name=Path(path).stem, preprocess=preprocess or "torch")

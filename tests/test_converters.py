@@ -206,6 +206,9 @@ def test_exported_program_and_module(tmp_path):
     torch.export.save(torch.export.export(net, (x,)), str(pt2))
     out = convert(str(pt2), tmp_path / "net.onnx")
     model = load(out)
-    assert model.meta.source == "torch" and [l.kind for l in model.layers] == ["conv", "activation", "pool"]
+    assert model.meta.source == "torch"
+    # the module paths survive (torch.export.unflatten), as for torch:NAME, with kinds read off their ops
+    assert [(l.name, l.kind) for l in model.layers] == [("0", "conv"), ("1", "activation"), ("2", "pool"),
+                                                        ("3", "other"), ("4", "dense")]
     with torch.no_grad():
         assert_close(_ort_outputs(out, x.numpy())["logits"], net(x).numpy(), what=".pt2 logits")
