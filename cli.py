@@ -231,7 +231,7 @@ def cmd_layers(args) -> dict:
     lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
     spec = model.input_spec
     lines.append(f"{len(rows)} layers; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
-                 f"{spec.size}, {spec.color}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
+                 f"{spec.size}, {spec.color_name}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
     return {"layers": rows, "source": model.meta.source, "input": vars(spec), "files": [], "summary": "\n".join(lines)}
 
 

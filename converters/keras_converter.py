@@ -147,7 +147,7 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
         rename_tensor(graph, first, final)
         first = final
     size = tuple(in_shape[1:3]) if all(isinstance(d, int) for d in in_shape[1:3]) else None
-    spec = InputSpec.from_preset("input", preprocess, size=size, layout="NHWC")
+    spec = InputSpec.from_preset("input", preprocess, size=size, layout="NHWC", channels=1 if in_shape[-1] == 1 else 3)
     scores = len(model.outputs[0].shape) == 2  # a classifier head; feature extractors have none
     probs = first if scores and _ends_in_softmax(model) else None
     logits = first if scores and not probs else None

@@ -119,7 +119,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
         from convlens.engine.infer import infer_meta
 
         layers = [l for l in infer_meta(model).layers if l.tensor != "logits"]
-    spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW")
+    spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW", channels=1 if shape[1] == 1 else 3)
     return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
                   probabilities_output=None, logits_output="logits", labels=labels)
 

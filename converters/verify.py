@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convlens.engine.adapter import PIXELS, apply_numpy
+from convlens.engine.adapter import GRAY, PIXELS, apply_numpy
 from convlens.engine.errors import ConvlensError
 from convlens.engine.model import Model
 from convlens.engine.objectives import one_hot
@@ -19,6 +19,12 @@ from convlens.engine.techniques.gradients import Target, gradient_program, run_g
 from .dispatch import parse_source
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "gradient_l2": 1e-2, "cam_max_abs": 1e-3, "step_rtol": 1e-3}
+
+
+def _mean_std(spec):
+    """float32 (mean, std) per model channel: a gray model takes the average of a preset's three."""
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    return (mean.mean(keepdims=True), std.mean(keepdims=True)) if spec.channels == 1 else (mean, std)
 
 
 class _Torch:
@@ -33,8 +39,12 @@ class _Torch:
     def _input(self, pixels):
         p = self.torch.tensor(pixels, requires_grad=True)
         t = self.torch
-        x = p[..., [2, 1, 0]] if self.spec.color == "BGR" else p
-        x = (x * self.spec.scale - t.tensor(self.spec.mean, dtype=t.float32)) / t.tensor(self.spec.std, dtype=t.float32)
+        mean, std = _mean_std(self.spec)
+        if self.spec.channels == 1:
+            x = (p * t.from_numpy(GRAY)).sum(-1, keepdim=True)
+        else:
+            x = p[..., [2, 1, 0]] if self.spec.color == "BGR" else p
+        x = (x * self.spec.scale - t.from_numpy(mean)) / t.from_numpy(std)
         return p, x.permute(0, 3, 1, 2)
 
     def run(self, pixels, layers, cls=None, grad_layer=None, channel=None):
@@ -90,8 +100,12 @@ class _Keras:
         p = tf.constant(pixels)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(p)
-            x = p[..., ::-1] if self.spec.color == "BGR" else p
-            x = (x * self.spec.scale - tf.constant(self.spec.mean, tf.float32)) / tf.constant(self.spec.std, tf.float32)
+            mean, std = _mean_std(self.spec)
+            if self.spec.channels == 1:
+                x = tf.reduce_sum(p * tf.constant(GRAY), axis=-1, keepdims=True)
+            else:
+                x = p[..., ::-1] if self.spec.color == "BGR" else p
+            x = (x * self.spec.scale - tf.constant(mean)) / tf.constant(std)
             res = model(x)
             res = res if isinstance(res, (list, tuple)) else [res]
             feats, last = dict(zip(names, res[:-1])), res[-1]

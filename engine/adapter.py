@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 from .metadata import InputSpec
 
 PIXELS = "pixels"
+GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> luma weights
 
 
 def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
@@ -21,14 +22,22 @@ def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
     if spec.layout.upper() == "NCHW":
         nodes.append(helper.make_node("Transpose", [current], ["pixels_nchw"], perm=[0, 3, 1, 2], name="adapter_layout"))
         current, channel_axis = "pixels_nchw", 1
-    if spec.color.upper() == "BGR":
+    if spec.channels == 1:  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY: one channel, gradients to all three
+        inits["adapter_gray"] = numpy_helper.from_array(GRAY.reshape((1, 3, 1, 1) if channel_axis == 1 else (3,)),
+                                                        "adapter_gray")
+        inits["adapter_gray_axis"] = numpy_helper.from_array(np.array([channel_axis], np.int64), "adapter_gray_axis")
+        nodes.append(helper.make_node("Mul", [current, "adapter_gray"], ["pixels_weighted"], name="adapter_gray"))
+        nodes.append(helper.make_node("ReduceSum", ["pixels_weighted", "adapter_gray_axis"], ["pixels_gray"], keepdims=1,
+                                      name="adapter_gray_sum"))
+        current = "pixels_gray"
+    elif spec.color.upper() == "BGR":
         inits["adapter_bgr_index"] = numpy_helper.from_array(np.array([2, 1, 0], np.int64), "adapter_bgr_index")
         nodes.append(helper.make_node("Gather", [current, "adapter_bgr_index"], ["pixels_bgr"], axis=channel_axis, name="adapter_color"))
         current = "pixels_bgr"
-    std = np.asarray(spec.std, np.float64)
+    std, mean = _per_channel(spec)
     scale = (spec.scale / std).astype(np.float32)
-    shift = (-np.asarray(spec.mean, np.float64) / std).astype(np.float32)
-    shape = (1, 3, 1, 1) if channel_axis == 1 else (3,)
+    shift = (-mean / std).astype(np.float32)
+    shape = (1, spec.channels, 1, 1) if channel_axis == 1 else (spec.channels,)
     if not np.allclose(scale, 1.0):
         inits["adapter_scale"] = numpy_helper.from_array(scale.reshape(shape), "adapter_scale")
         nodes.append(helper.make_node("Mul", [current, "adapter_scale"], ["pixels_scaled"], name="adapter_scale"))
@@ -41,12 +50,23 @@ def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
     return nodes, inits
 
 
+def _per_channel(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(std, mean) per model channel; a gray model takes the average of a preset's three."""
+    std, mean = np.asarray(spec.std, np.float64), np.asarray(spec.mean, np.float64)
+    if spec.channels == 1:
+        std, mean = std.mean(keepdims=True), mean.mean(keepdims=True)
+    return std, mean
+
+
 def apply_numpy(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """The same mapping in numpy, for feeding a framework directly (tests, verify)."""
     x = pixels.astype(np.float64)
-    if spec.color.upper() == "BGR":
+    if spec.channels == 1:
+        x = (x @ GRAY.astype(np.float64))[..., None]
+    elif spec.color.upper() == "BGR":
         x = x[..., ::-1]
-    x = (x * spec.scale - np.asarray(spec.mean)) / np.asarray(spec.std)
+    std, mean = _per_channel(spec)
+    x = (x * spec.scale - mean) / std
     if spec.layout.upper() == "NCHW":
         x = x.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x, dtype=np.float32)

@@ -43,7 +43,8 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
     layout = (layout or guess_layout(dims)).upper()
     hw = dims[1:3] if layout == "NHWC" else dims[2:4]
     size = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
-    spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout)
+    channels = dims[3] if layout == "NHWC" and len(dims) == 4 else dims[1] if len(dims) == 4 else 3
+    spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout, 1 if channels == 1 else 3)
     ranks = tensor_ranks(model)
     layouts = tensor_layouts(model.graph.node, inp.name, layout, ranks)
     layers, counts, seen = [], {}, set()

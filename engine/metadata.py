@@ -32,13 +32,19 @@ class InputSpec:
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     preset: str | None = None
+    channels: int = 3  # 1 for grayscale models: the adapter turns RGB pixels into one gray channel
 
     @classmethod
-    def from_preset(cls, name: str, preset: str, size=None, layout="NCHW") -> "InputSpec":
-        return cls(name=name, size=tuple(size) if size else None, layout=layout, preset=preset, **PRESETS[preset])
+    def from_preset(cls, name: str, preset: str, size=None, layout="NCHW", channels: int = 3) -> "InputSpec":
+        return cls(name=name, size=tuple(size) if size else None, layout=layout, preset=preset, channels=channels,
+                   **PRESETS[preset])
 
     def with_preset(self, preset: str) -> "InputSpec":
-        return InputSpec.from_preset(self.name, preset, self.size, self.layout)
+        return InputSpec.from_preset(self.name, preset, self.size, self.layout, self.channels)
+
+    @property
+    def color_name(self) -> str:
+        return "gray" if self.channels == 1 else self.color
 
 
 @dataclass
