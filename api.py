@@ -14,14 +14,14 @@ from .engine.model import Model
 
 
 def load(path: str | os.PathLike, *, preprocess: str | None = None, layout: str | None = None,
-         scores: str | None = None, device: str = "cpu", threads: int = 0) -> Model:
+         scores: str | None = None, labels: str | None = None, device: str = "cpu", threads: int = 0) -> Model:
     """Open an .onnx file; `preprocess`/`layout` describe the input of a file without convlens metadata,
     `scores` names the class-score output where a file has several."""
     from .engine.model import load as load_model
     from .engine.runtime import configure
 
     configure(device, threads)
-    return load_model(path, preprocess, layout, scores)
+    return load_model(path, preprocess, layout, scores, labels)
 
 
 def _model(model, **load_options) -> Model:

@@ -49,6 +49,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="input preset for files without metadata")
     p.add_argument("--layout", choices=["nchw", "nhwc"], help="input layout for files without metadata")
     p.add_argument("--scores", metavar="TENSOR", help="the class-score output, for files with several outputs")
+    p.add_argument("--labels", help="class names: imagenet (shipped) or a file with one name per line")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="ONNX Runtime provider")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's choice)")
 
@@ -208,7 +209,7 @@ def _route_warnings(verbose: bool) -> None:
 
 
 def _load(args):
-    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, scores=args.scores,
+    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, scores=args.scores, labels=args.labels,
                     device=args.device, threads=args.threads)
 
 
@@ -256,12 +257,23 @@ def cmd_activations(args) -> dict:
             "summary": f"wrote {len(files)} files to {out} ({', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())})"}
 
 
-def _image_batches(items: list[str], size: int):
-    from convlens.engine.images import image_paths
+def _image_batches(items: list[str], size: int, free_size: bool):
+    """Batches of (path, RGB image). A model that takes any size runs images of one size together, so a
+    folder of mixed sizes is batched by size (in order of first appearance) instead of refused."""
+    from convlens.engine.images import image_paths, load_image
 
     paths = image_paths(items)
-    for s in range(0, len(paths), size):
-        yield paths[s:s + size]
+    if not free_size:
+        for s in range(0, len(paths), size):
+            yield [(p, load_image(p)) for p in paths[s:s + size]]
+        return
+    groups: dict[tuple, list] = {}
+    for p in paths:
+        img = load_image(p)
+        groups.setdefault(img.shape[:2], []).append((p, img))
+        if len(groups[img.shape[:2]]) == size:
+            yield groups.pop(img.shape[:2])
+    yield from (g for g in groups.values() if g)
 
 
 def _progress(done: int, total: int, quiet: bool, what: str) -> None:
@@ -274,18 +286,21 @@ def _progress(done: int, total: int, quiet: bool, what: str) -> None:
 
 
 def cmd_cam(args) -> dict:
-    from convlens.engine.images import image_paths, load_image
+    from convlens.engine.errors import ConvlensError
+    from convlens.engine.images import image_paths
     from convlens.engine.render import jet_overlay, write_npy, write_png
+    if args.batch < 1:
+        raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
     model = _load(args)
     out = Path(args.output)
     files, report = [], []
     total = len(image_paths(args.images))
     done = 0
-    for paths in _image_batches(args.images, max(1, args.batch)):
-        maps, tops = api.cam(model, [str(p) for p in paths], target=args.target, layer=args.layer,
+    for batch in _image_batches(args.images, max(1, args.batch), model.input_spec.size is None):
+        paths = [p for p, _ in batch]
+        maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
                              method=args.method, score=args.score)
-        for path, results, top in zip(paths, maps, tops):
-            original = load_image(path)
+        for (path, original), results, top in zip(batch, maps, tops):
             entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
             for r in results:
                 stem = f"{path.stem}_{r.method}_{r.class_index}"

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from .errors import ConvlensError
 from .infer import infer_meta
-from .labels import resolve_labels
+from .labels import read_labels, resolve_labels
 from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
 from .precision import widen_float16
@@ -79,7 +79,7 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-             scores: str | None = None) -> "Model":
+             scores: str | None = None, labels: str | None = None) -> "Model":
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
         `scores` names the class-score tensor where the graph does not say it unambiguously (scores.py)."""
         proto = load_onnx(path)
@@ -98,6 +98,10 @@ class Model:
             meta.logits, meta.probabilities = choice.logits, choice.probabilities
             proto.graph.node.extend(choice.nodes)
             proto.graph.initializer.extend(choice.inits.values())
+        if labels:
+            meta.labels = read_labels(labels)
+        elif meta.inferred and preprocess is None:
+            _say_assumed_input(path, meta.input)
         return cls(proto, meta, str(path))
 
     # --- layers -------------------------------------------------------------------------------
@@ -143,6 +147,11 @@ class Model:
         if isinstance(target, int) or str(target).lstrip("-").isdigit():
             return int(target)
         labels = self.labels or []
+        if not labels:
+            raise ConvlensError(
+                f"Unknown class {target!r}: {self.path or 'the model'} carries no class labels; give the class as an "
+                "index, or pass --labels imagenet (the 1000 ImageNet names, shipped with convlens) or --labels FILE "
+                "(one name per line).")
         lowered = [l.lower() for l in labels]
         if str(target).lower() in lowered:
             return lowered.index(str(target).lower())
@@ -209,8 +218,19 @@ def _check_opset(model: Model) -> None:
 
 
 def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-         scores: str | None = None) -> Model:
-    return Model.load(path, preprocess, layout, scores)
+         scores: str | None = None, labels: str | None = None) -> Model:
+    return Model.load(path, preprocess, layout, scores, labels)
+
+
+def _say_assumed_input(path, spec: InputSpec) -> None:
+    """A foreign file says nothing of its preprocessing: say once what is assumed, and how to set it."""
+    import warnings
+
+    from .errors import ConvlensWarning
+
+    warnings.warn(f"{Path(path).name} has no convlens metadata: assuming {spec.layout} input of raw RGB pixels "
+                  "(0..255, no mean or std); pass --preprocess caffe|torch|tf|raw (and --layout) if it expects "
+                  "another.", ConvlensWarning, stacklevel=3)
 
 
 def as_path(path) -> Path:

@@ -87,6 +87,10 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     info = model.layer(layer)
     if recipe not in ("chollet", "lucid"):
         raise ConvlensError(f"Unknown recipe {recipe!r}; use chollet or lucid.")
+    if steps is not None and steps < 1:
+        raise ConvlensError(f"--steps must be 1 or more, not {steps}.")
+    if size is not None and size < 8:
+        raise ConvlensError(f"--size must be 8 pixels or more, not {size}.")
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
     spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
@@ -101,11 +105,11 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     for s in range(0, len(chosen), batch):
         part = chosen[s:s + batch]
         if recipe == "chollet":
-            raw, obj, live = _chollet(step, part, hw, steps or 40, step_size, rng, init)
+            raw, obj, live = _chollet(step, part, hw, 40 if steps is None else steps, step_size, rng, init)
         else:
             from .lucid import lucid_ascent
 
-            raw, obj, live = lucid_ascent(step, part, hw, steps or 512, rng)
+            raw, obj, live = lucid_ascent(step, part, hw, 512 if steps is None else steps, rng)
         raws.append(raw)
         alive.append(live)
         objs.append(obj)

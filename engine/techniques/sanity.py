@@ -11,6 +11,7 @@ import copy
 import numpy as np
 from onnx import numpy_helper
 
+from ..errors import ConvlensError
 from ..model import Model
 from .cam import gradcam
 from .common import prepare
@@ -70,6 +71,8 @@ def _map(model: Model, pixels, method: str, cls: int) -> np.ndarray:
 
 def cascading_randomization(model: Model, image, method: str = "gradcam", steps: int = 6, seed: int = 0) -> list[dict]:
     """Rows (layers randomized so far, correlation with the original map), starting from the original."""
+    if steps < 1:
+        raise ConvlensError(f"--steps must be 1 or more, not {steps}.")
     pixels = prepare(model, image)
     from .activations import predictions
 
