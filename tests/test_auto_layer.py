@@ -60,3 +60,18 @@ def test_auto_on_keras_vgg16_is_block5_conv3(keras_vgg16, image):
     named, _ = convlens.cam(keras_vgg16["path"], image, layer="block5_conv3")
     assert maps[0][0].cam.shape == (14, 14)
     np.testing.assert_array_equal(maps[0][0].cam, named[0][0].cam)
+
+
+def test_auto_skips_a_convolution_after_the_global_pool(tmp_path):
+    """timm's MobileNetV3 ends in a 1x1 `conv_head` after its global pool: the map belongs before the pool."""
+    from torch import nn
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.Hardswish(),
+                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 32, 1), nn.Hardswish(), nn.Flatten(),
+                        nn.Linear(32, 5)).eval()
+    path = _converted(tmp_path, net)
+    ref, cls = torch_gradcam(net, net[3], torch.from_numpy(PIXELS.transpose(2, 0, 1)[None].copy()))
+    maps, _ = convlens.cam(path, PIXELS)
+    assert maps[0][0].layer == "3" and maps[0][0].class_index == cls
+    assert np.abs(maps[0][0].cam - ref).max() < 1e-4

@@ -56,3 +56,24 @@ def test_public_functions_take_the_commands_options(tiny_torch, tmp_path):
     pats = convlens.filters(model, "0", filters="0-2", steps=2, size=24)
     assert pats.images.shape == (3, 24, 24, 3) and pats.images.dtype == np.uint8
     assert [r["name"] for r in convlens.layers(model)][:2] == ["0", "1"]
+
+
+def test_the_wheel_holds_only_the_convlens_package(tmp_path):
+    import zipfile
+
+    import shutil
+
+    leftovers = [p for p in (ROOT / "build", ROOT / "convlens.egg-info") if not p.exists()]
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                              "-q", "-w", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    finally:  # setuptools builds in the checkout: remove what it made there
+        for p in leftovers:
+            shutil.rmtree(p, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("convlens-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"convlens", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    for module in ("convlens/__init__.py", "convlens/cli.py", "convlens/api.py", "convlens/engine/model.py",
+                   "convlens/converters/dispatch.py", "convlens/engine/data/imagenet_labels.txt"):
+        assert module in names
