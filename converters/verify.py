@@ -11,8 +11,7 @@ from convlens.engine.adapter import GRAY, PIXELS, apply_numpy
 from convlens.engine.errors import ConvlensError
 from convlens.engine.model import Model
 from convlens.engine.objectives import one_hot
-from convlens.engine.techniques.cam import cam_maps, gradcam, layer_shapes_cached, normalize
-from convlens.engine.techniques.cam_layer import auto_cam_layer
+from convlens.engine.techniques.cam import auto_layer, cam_maps, gradcam, normalize
 from convlens.engine.techniques.common import prepare, to_nchw
 from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
 
@@ -163,7 +162,7 @@ def verify(model: Model, source: str, weights: str | None, image, tolerances: di
     # Grad-CAM is checked where it means something: the layer `--layer auto` picks (a grid larger than 1x1),
     # never a pooled 1x1 tensor, where every map is the same whatever the weights
     try:
-        cam_layer = auto_cam_layer(model, layer_shapes_cached(model, pixels.shape[1:3]))
+        cam_layer = auto_layer(model, pixels.shape[1:3])
     except ConvlensError:
         cam_layer = None
     if cam_layer is not None and cam_layer.name not in known:

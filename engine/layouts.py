@@ -76,10 +76,11 @@ def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def spatial_size(shape, layout: str | None) -> tuple | None:
-    """(H, W) of a 4-D shape in a known layout, else None."""
+    """(H, W) of a 4-D shape in a known layout with static sizes, else None."""
     if shape is None or len(shape) != 4 or layout not in LAYOUTS:
         return None
-    return tuple(shape[2:4]) if layout == "NCHW" else tuple(shape[1:3])
+    grid = tuple(shape[2:4]) if layout == "NCHW" else tuple(shape[1:3])
+    return grid if all(isinstance(d, int) for d in grid) else None  # symbolic sizes: no grid to read
 
 
 def graph_layouts(model: onnx.ModelProto, input_name: str, input_layout: str) -> dict[str, str | None]:

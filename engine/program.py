@@ -117,7 +117,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
         shapes = _shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
         unknown = [o for n in cut for o in n.output if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
         if unknown:
-            shapes.update(_probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
+            shapes.update(probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
         # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
         # they replaced (see the ReLU rule), so keep only what the fetched tensors need
@@ -154,7 +154,7 @@ def _shapes(nodes, inits, size, more_inputs, opsets) -> dict:
     return symbolic
 
 
-def _probe_shapes(nodes, inits, weights, size, extra_inputs, opsets, names) -> dict:
+def probe_shapes(nodes, inits, weights, size, extra_inputs, opsets, names) -> dict:
     """Shapes that static inference could not find, read off one forward run at batch 1."""
     from .graph import elem_types
 
@@ -175,7 +175,7 @@ def _probe_shapes(nodes, inits, weights, size, extra_inputs, opsets, names) -> d
     feeds = {PIXELS: np.zeros((1, size[0], size[1], 3), np.float32)}
     for info in extra_inputs:
         dims = [1 if not d.HasField("dim_value") else d.dim_value for d in info.type.tensor_type.shape.dim]
-        feeds[info.name] = np.zeros(dims, np.float32)
+        feeds[info.name] = np.zeros(dims, helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type or 1))
     session = make_session(proto, {n: a for n, a in weights.items() if n in used})
     values = session.run(names, feeds)
     return {n: ["N"] + list(v.shape[1:]) for n, v in zip(names, values)}

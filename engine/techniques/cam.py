@@ -18,6 +18,7 @@ from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .activations import rank_predictions
 from .cam_layer import auto_cam_layer, check_cam_layer
+from .layers import with_probed_shapes
 from .common import prepare, to_nchw
 from .gradients import Target, cached_shapes, gradient_program, on_path_source
 
@@ -48,10 +49,18 @@ class CamResult:
 
 def resolve_layer(model: Model, layer: str | None, size) -> str:
     """The user's layer (checked: a readable grid larger than 1x1), or the one `auto` picks (cam_layer.py)."""
-    shapes = layer_shapes_cached(model, size)
     if layer in (None, "auto"):
-        return auto_cam_layer(model, shapes).name
-    return check_cam_layer(model, layer, shapes).name
+        return auto_layer(model, size).name
+    return check_cam_layer(model, layer, layer_shapes_cached(model, size)).name
+
+
+def auto_layer(model: Model, size):
+    """The layer `--layer auto` picks at this image size (cam_layer.py), on shapes completed by a forward run
+    where static inference cannot follow them."""
+    key = ("probed shapes", tuple(size), model.input_spec.layout)
+    if key not in model.programs:
+        model.programs[key] = with_probed_shapes(model, size, layer_shapes_cached(model, size))
+    return auto_cam_layer(model, model.programs[key])
 
 
 def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:

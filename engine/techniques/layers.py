@@ -21,6 +21,22 @@ def layer_shapes(model: Model, size: tuple[int, int] | None = None) -> dict[str,
                         [float_info(PIXELS, [1, size[0], size[1], 3])] + weight_infos, model.opset_imports)
 
 
+def with_probed_shapes(model: Model, size: tuple[int, int], shapes: dict) -> dict:
+    """`shapes` completed where static inference could not follow the sizes (a Pad whose pads are computed,
+    as in ports of TensorFlow's "same" padding), by one forward run of the model at batch 1."""
+    from ..adapter import adapter_nodes
+    from ..program import probe_shapes
+
+    unknown = [o for n in model.nodes for o in n.output
+               if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
+    if not unknown:
+        return shapes
+    nodes, inits = adapter_nodes(model.input_spec)
+    probed = probe_shapes(nodes + model.nodes, {**model.small_inits, **inits}, model.weights, tuple(size), [],
+                          model.opset_imports, unknown)
+    return {**shapes, **{name: [1, *shape[1:]] for name, shape in probed.items()}}
+
+
 def layer_table(model: Model) -> list[dict]:
     shapes = layer_shapes(model)
     return [{"name": l.name, "kind": l.kind, "shape": shapes.get(l.tensor) or [], "layout": l.layout, "tensor": l.tensor}
