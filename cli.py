@@ -55,6 +55,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from convlens.engine.techniques.cam_methods import CAM_METHODS
+    from convlens.engine.techniques.saliency import METHODS as SALIENCY_METHODS
+
     parser = _Parser(prog="convlens", description="See what a convnet has learned, from an .onnx file.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
@@ -90,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--layer", default="auto", help="a layer with a spatial output; auto takes the last one")
     p.add_argument("--class", dest="target", default="top", help="an index, a label, top or top5")
-    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam",
-                                                          "scorecam", "eigencam"])
+    p.add_argument("--method", default="gradcam", choices=list(CAM_METHODS))
     p.add_argument("--score", default="logit", choices=["logit", "prob"], help="differentiate the logit (paper) or the softmax (lesson)")
     p.add_argument("--batch", type=int, default=8, help="images per run")
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -99,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("saliency", "Gradient attributions in pixel space.")
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--method", default="vanilla", choices=["vanilla", "smoothgrad", "integrated-gradients",
-                                                          "guided-backprop", "guided-gradcam"])
+    p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))
     p.add_argument("--class", dest="target", default="top", help="an index, a label or top")
     p.add_argument("--score", default="logit", choices=["logit", "prob"])
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sanity", "Cascading weight randomization (Adebayo et al. 2018): does the map depend on the model?")
     _model_args(p)
     p.add_argument("image", help="an image file")
-    p.add_argument("--method", default="gradcam", help="a CAM method or a saliency method")
+    p.add_argument("--method", default="gradcam", choices=list(CAM_METHODS) + list(SALIENCY_METHODS),
+                   help="a CAM method or a saliency method")
     p.add_argument("--steps", type=int, default=6, help="randomization steps from the top layer down")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
@@ -433,13 +435,11 @@ def cmd_compare(args) -> dict:
     a, b = load(args.model_a), load(args.model_b)
     pairs = None
     if args.layers:
-        try:
-            pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
-            assert all(len(p) == 2 for p in pairs)
-        except AssertionError:
+        pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
+        if not all(len(p) == 2 and all(p) for p in pairs):  # not an assert: `python -O` strips those
             from convlens.engine.errors import ConvlensError
 
-            raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.") from None
+            raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.")
     tol = {"activation_rtol": args.activation_rtol, "cam_max_abs": args.cam_tol, "gradient_rtol": args.gradient_rtol,
            "filter_psnr": args.filter_psnr, "logits_rtol": args.logits_rtol, "probabilities_atol": args.logits_rtol}
     c = compare(a, b, args.image, pairs, args.target, tol)

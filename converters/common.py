@@ -11,6 +11,8 @@ from convlens.engine.layouts import graph_layouts
 from convlens.engine.metadata import InputSpec, LayerInfo, ModelMeta
 from convlens.engine.model import write_meta
 
+from .vgg_transfer import canonical_names
+
 
 def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
     """Rename a tensor everywhere it appears in the graph (node inputs/outputs and graph outputs)."""
@@ -80,6 +82,9 @@ def finish(model: onnx.ModelProto, *, source: str, source_name: str, spec: Input
     if logits is not None and probs is None:
         probs = None
     expose_outputs(model, [l.tensor for l in layers] + ([logits] if logits else []))
+    canonical = canonical_names(source, source_name)
+    for layer in layers:
+        layer.canonical = canonical.get(layer.name, layer.canonical)
     # a 4-D layer's layout is what the graph makes it (a torch Permute or a tf2onnx Transpose changes it),
     # not the input's: propagate it through the ops, as for foreign files
     layouts = graph_layouts(model, spec.name, spec.layout)

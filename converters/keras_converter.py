@@ -9,7 +9,6 @@ folded in numpy.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish, fold_constants, rename_tensor
+from .frameworks import keras_modules
 
 # keras.applications preprocessing modes (keras/src/applications/*: preprocess_input)
 PREPROCESS_BY_FAMILY = {
@@ -34,29 +34,6 @@ def applications_preprocess(name: str) -> str:
     if name.startswith(RAW_PREFIXES):
         return "raw"
     return "tf"  # MobileNet, MobileNetV2, Inception*, Xception, ResNet*V2, NASNet*
-
-
-def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _preload_triton()
-    try:
-        import keras
-        import tensorflow as tf
-        import tf2onnx
-    except ImportError:
-        raise ConvlensError("Converting a Keras model needs TensorFlow and tf2onnx: pip install 'convlens[keras]'.") from None
-    return keras, tf, tf2onnx
-
-
-def _preload_triton() -> None:
-    """Import triton (shipped with CUDA builds of torch) before TensorFlow: imported after it, it segfaults."""
-    import importlib.util
-
-    if importlib.util.find_spec("triton") is not None and "tensorflow" not in __import__("sys").modules:
-        try:
-            import triton.runtime  # noqa: F401
-        except Exception:  # a broken triton only matters to torch, not to this converter
-            pass
 
 
 @contextlib.contextmanager
@@ -91,7 +68,7 @@ def layer_kind(layer) -> str:
 def convert_keras_model(model, *, name: str | None = None, preprocess: str = "raw", labels="imagenet",
                         opset: int = 17):
     """Convert a functional or sequential Keras 3 model taking one NHWC image batch."""
-    keras, tf, tf2onnx = _keras()
+    keras, tf, tf2onnx = keras_modules()
     name = name or model.name
     if len(model.inputs) != 1:
         raise ConvlensError(f"Keras model {name} has {len(model.inputs)} inputs; convlens needs one image input.")
@@ -183,7 +160,7 @@ def _ends_in_softmax(model) -> bool:
 
 
 def applications_model(name: str, weights: str | None = "none", include_top: bool = True, input_size=None):
-    keras, _, _ = _keras()
+    keras, _, _ = keras_modules()
     ctor = getattr(keras.applications, name, None)
     if ctor is None or not callable(ctor):
         import difflib
@@ -232,7 +209,7 @@ def convert_applications(name: str, weights="none", include_top=True, input_size
 
 def convert_keras_file(path: str, preprocess: str | None = None):
     """A saved .keras file, loaded in safe mode (no arbitrary code from lambdas)."""
-    keras, _, _ = _keras()
+    keras, _, _ = keras_modules()
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:

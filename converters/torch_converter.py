@@ -10,14 +10,9 @@ from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish
+from .frameworks import torch_module
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise ConvlensError("Converting a PyTorch model needs torch: pip install 'convlens[torch]'.") from None
-    return torch
 
 
 _ATEN_KINDS = (("conv", "conv"), ("pool", "pool"), ("linear", "dense"), ("addmm", "dense"), ("norm", "norm"),
@@ -53,7 +48,7 @@ def layer_kind(module) -> str:
 def convert_module(module, example_input, *, name: str = "model", preprocess: str = "torch",
                    labels="imagenet", opset: int = 17):
     """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata."""
-    torch = _torch()
+    torch = torch_module()
     was_training = module.training
     _set_training(module, False)
     # every named module, containers too (users ask for "layer4" as often as for "layer4.1.relu")
@@ -146,7 +141,7 @@ def captured_ndim(model: onnx.ModelProto, tensor: str) -> int | None:
 
 def torchvision_model(name: str, weights: str | None):
     """A torchvision classifier by name, with weights 'imagenet', 'none', a .pth state dict or Keras VGG weights."""
-    torch = _torch()
+    torch = torch_module()
     try:
         import torchvision
     except ImportError:
@@ -205,7 +200,7 @@ def _optional_parts(name: str, state) -> dict:
 def convert_torchvision(name: str, weights: str | None = "none", input_size=None, preprocess: str | None = None):
     """`preprocess` defaults to what the weights expect: Keras VGG16 weights (.h5) were trained on caffe
     input (BGR minus the ImageNet mean), torchvision's on torch input (RGB, /255, mean and std)."""
-    torch = _torch()
+    torch = torch_module()
     model = torchvision_model(name, weights)
     h, w = input_size or (224, 224)
     example = torch.zeros(1, 3, h, w)
@@ -216,7 +211,7 @@ def convert_torchvision(name: str, weights: str | None = "none", input_size=None
 
 def convert_exported_program(path: str, preprocess: str | None = None, input_size=None):
     """A torch.export .pt2 file: loaded without running pickled code, then exported like a module."""
-    torch = _torch()
+    torch = torch_module()
     try:
         ep = torch.export.load(path)
     except Exception as exc:

@@ -35,18 +35,18 @@ class _Torch:
             if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
 
-    def _input(self, pixels):
+    def _input(self, pixels, spec):
         p = self.torch.tensor(pixels, requires_grad=True)
         t = self.torch
-        mean, std = _mean_std(self.spec)
-        if self.spec.channels == 1:
+        mean, std = _mean_std(spec)
+        if spec.channels == 1:
             x = (p * t.from_numpy(GRAY)).sum(-1, keepdim=True)
         else:
-            x = p[..., [2, 1, 0]] if self.spec.color == "BGR" else p
-        x = (x * self.spec.scale - t.from_numpy(mean)) / t.from_numpy(std)
+            x = p[..., [2, 1, 0]] if spec.color == "BGR" else p
+        x = (x * spec.scale - t.from_numpy(mean)) / t.from_numpy(std)
         return p, x.permute(0, 3, 1, 2)
 
-    def run(self, pixels, layers, cls=None, grad_layer=None, channel=None):
+    def run(self, pixels, layers, cls=None, grad_layer=None, channel=None, spec=None):
         """Layer values, scores, and gradients of scores[cls] (or of a channel mean) w.r.t. pixels and grad_layer."""
         saved, mods = {}, dict(self.net.named_modules())
         hooks = []
@@ -56,7 +56,7 @@ class _Torch:
                     out.retain_grad()
                 saved[n] = out
             hooks.append(mods[name].register_forward_hook(keep))
-        p, x = self._input(pixels)
+        p, x = self._input(pixels, spec or self.spec)
         scores = self.net(x)
         for h in hooks:
             h.remove()
@@ -90,7 +90,7 @@ class _Keras:
         last = net.layers[-1]
         self.softmax_head = getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
 
-    def run(self, pixels, layers, cls=None, grad_layer=None, channel=None):
+    def run(self, pixels, layers, cls=None, grad_layer=None, channel=None, spec=None):
         tf, keras = self.tf, self.keras
         names = list(dict.fromkeys(list(layers) + ([grad_layer] if grad_layer else []) + ([channel[0]] if channel else [])))
         outs = [self.symbolic[n] for n in names]
@@ -99,12 +99,13 @@ class _Keras:
         p = tf.constant(pixels)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(p)
-            mean, std = _mean_std(self.spec)
-            if self.spec.channels == 1:
+            spec = spec or self.spec
+            mean, std = _mean_std(spec)
+            if spec.channels == 1:
                 x = tf.reduce_sum(p * tf.constant(GRAY), axis=-1, keepdims=True)
             else:
-                x = p[..., ::-1] if self.spec.color == "BGR" else p
-            x = (x * self.spec.scale - tf.constant(mean)) / tf.constant(std)
+                x = p[..., ::-1] if spec.color == "BGR" else p
+            x = (x * spec.scale - tf.constant(mean)) / tf.constant(std)
             res = model(x)
             res = res if isinstance(res, (list, tuple)) else [res]
             feats, last = dict(zip(names, res[:-1])), res[-1]
@@ -130,9 +131,9 @@ def framework_model(source: str, weights: str | None, spec):
 
         return _Keras(applications_model(name, weights), spec)
     if kind == "keras-file":
-        from .keras_converter import _keras
+        from .frameworks import keras_modules
 
-        keras, _, _ = _keras()
+        keras, _, _ = keras_modules()
         return _Keras(keras.saving.load_model(name, compile=False, safe_mode=True), spec)
     raise ConvlensError(f"verify supports keras:NAME, torch:NAME and .keras sources, not {source!r}.")
 
@@ -197,9 +198,7 @@ def verify(model: Model, source: str, weights: str | None, image, tolerances: di
         f = int(np.argmax(to_nchw(act, first.layout)[0].mean(axis=(1, 2))))  # a live filter: nonzero gradient
         fprog, fch = gradient_program(model, Target(layer=first.name), (h, w), spec=raw)
         g = run_gradient(fprog, start, one_hot([f], fch))[fprog.grads[PIXELS]]
-        fw.spec = raw
-        _, _, gt, _ = fw.run(start, [], channel=(first.name, f))
-        fw.spec = model.input_spec
+        _, _, gt, _ = fw.run(start, [], channel=(first.name, f), spec=raw)
         step = g / (np.sqrt(np.mean(g ** 2)) + 1e-5)
         ref = gt / (np.sqrt(np.mean(gt ** 2)) + 1e-5)
         row(f"filter-ascent step ({first.name}, filter {f}) relative L2", float(np.linalg.norm(step - ref) / np.linalg.norm(ref)),

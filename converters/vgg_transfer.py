@@ -25,6 +25,15 @@ def vgg16_layer_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
+def canonical_names(source: str, source_name: str) -> dict[str, str]:
+    """{layer name: framework-neutral name} for a known architecture (VGG16: its Keras names), else {}."""
+    arch = source_name.lower().replace("torchvision.", "")
+    if arch != "vgg16":
+        return {}
+    pairs = vgg16_layer_pairs()
+    return {k: k for k, _ in pairs} if source == "keras" else {t: k for k, t in pairs}
+
+
 def keras_vgg16_to_torch_state(weights: list[np.ndarray]) -> dict:
     """Keras VGG16 get_weights() list -> torchvision vgg16 state dict (numpy -> torch tensors)."""
     import torch
@@ -65,9 +74,9 @@ def _np(t) -> np.ndarray:
 def keras_h5_to_torch_state(path, torch_name: str) -> dict:
     if torch_name != "vgg16":
         raise ConvlensError(f"Keras weight files can be transferred to torch:vgg16 only, not torch:{torch_name}.")
-    from .keras_converter import _keras
+    from .frameworks import keras_modules
 
-    keras, _, _ = _keras()
+    keras, _, _ = keras_modules()
     model = keras.applications.VGG16(weights=None)
     try:
         model.load_weights(str(path))

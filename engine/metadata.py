@@ -55,6 +55,9 @@ class LayerInfo:
     tensor: str
     kind: str  # conv, activation, pool, dense, norm, other
     layout: str  # NCHW, NHWC or flat (N, features)
+    # a framework-neutral name for layers of architectures the converters know in both frameworks (VGG16:
+    # the Keras names), so that compare can pair a Keras file's layers with a torch file's
+    canonical: str | None = None
 
 
 @dataclass

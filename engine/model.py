@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from pathlib import Path
 
@@ -48,8 +47,8 @@ class Model:
 
         dims = input_dims(graph_input(proto)) if len(proto.graph.input) else []
         self.single_image = bool(dims) and dims[0] == 1
-        self.programs: dict = {}
-        self._digest: str | None = None
+        self.programs: dict = {}  # compiled programs, by request (program.py)
+        self.shapes: dict = {}  # tensor shapes, by image size and input adapter (techniques/gradients.py)
         _check_opset(self)
 
     def _fold_constant_nodes(self) -> None:
@@ -72,6 +71,17 @@ class Model:
             else:
                 kept.append(node)
         self.nodes = kept
+
+    def with_input_spec(self, spec: InputSpec) -> "Model":
+        """The same graph and weights (shared, not copied) read through another input adapter; the
+        original is left as it was. compare() feeds one model's preprocessing to both this way."""
+        import copy
+        import dataclasses
+
+        view = copy.copy(self)
+        view.meta = dataclasses.replace(self.meta, input=spec)
+        view.programs, view.shapes = {}, {}
+        return view
 
     @property
     def opset(self) -> int:
@@ -159,20 +169,6 @@ class Model:
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise ConvlensError(f"Unknown class {target!r}{hint}.")
 
-    def digest(self) -> str:
-        """A hash of the graph and weights, the key of on-disk caches."""
-        if self._digest is None:
-            h = hashlib.blake2b(digest_size=16)
-            for n in self.nodes:
-                h.update(n.SerializeToString())
-            for name in sorted(self.weights):
-                h.update(name.encode())
-                h.update(self.weights[name].tobytes())
-            for name in sorted(self.small_inits):
-                h.update(self.small_inits[name].SerializeToString())
-            h.update(self.meta.to_json().encode())
-            self._digest = h.hexdigest()
-        return self._digest
 
 
 def _detached(message):
@@ -232,6 +228,3 @@ def _say_assumed_input(path, spec: InputSpec) -> None:
                   "(0..255, no mean or std); pass --preprocess caffe|torch|tf|raw (and --layout) if it expects "
                   "another.", ConvlensWarning, stacklevel=3)
 
-
-def as_path(path) -> Path:
-    return Path(path)

@@ -93,7 +93,7 @@ def program(model: Model, fetch: list[str], size: tuple[int, int], spec: InputSp
 
 
 def _spec_key(spec: InputSpec) -> tuple:
-    return (spec.name, spec.layout, spec.color, spec.scale, tuple(spec.mean), tuple(spec.std))
+    return (spec.name, spec.layout, spec.color, spec.scale, tuple(spec.mean), tuple(spec.std), spec.channels)
 
 
 def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:

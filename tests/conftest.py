@@ -4,9 +4,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from convlens.converters.keras_converter import _preload_triton  # noqa: E402
+from convlens.converters.frameworks import preload_triton  # noqa: E402
 
-_preload_triton()
+preload_triton()
 
 import pytest  # noqa: E402
 

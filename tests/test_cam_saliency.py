@@ -185,9 +185,9 @@ def test_scorecam_matches_masked_forward_passes(resnet):
             _, x = _torch_input(model, masked.float().numpy())
             weights.append(torch.softmax(net(x), 1)[:, cls].double() - base)
     ref = (torch.cat(weights)[:, None, None] * A).sum(0).numpy()  # before ReLU and normalization
-    from convlens.engine.techniques.cam import _score_cam
+    from convlens.engine.techniques.cam import score_cam
 
-    got = _score_cam(model, pixels, A[None].numpy(), [cls], "logit")[0]
+    got = score_cam(model, pixels, A[None].numpy(), [cls], "logit")[0]
     assert_close(got, ref, rtol=2e-3, what="Score-CAM raw map")  # masks resized by OpenCV here, by torch there
     res = gradcam(model, pixels, cls, "layer4", "scorecam")[0][0]
     assert res.zero == (ref.max() <= 0)

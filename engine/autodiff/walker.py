@@ -39,7 +39,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     # an exposed layer may be a relayout (Transpose/Identity) branching off the main path, as tf2onnx
     # writes NHWC layer outputs next to an NCHW flow: differentiate the on-path tensor, relayout after
     requested, relayouts = list(wrt), {}
-    wrt = [_on_path_source(w, nodes, objective, relayouts) for w in wrt]
+    wrt = [on_path_source(w, nodes, objective, relayouts) for w in wrt]
     # tensors that depend on wrt (forward), and those the objective depends on (backward)
     depends = set(wrt)
     for node in nodes:
@@ -99,7 +99,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     return Backward(forward + e.nodes, e.new_inits, e.new_weights, grads)
 
 
-def _on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:
+def on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:
     """w itself, or the tensor that w is a pure relayout of when only that one feeds the objective."""
     producer = {o: n for n in nodes for o in n.output if o}
     consumers: dict[str, list] = {}

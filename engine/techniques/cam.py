@@ -18,8 +18,9 @@ from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .activations import rank_predictions
 from .cam_layer import auto_cam_layer, check_cam_layer
+from .cam_methods import CAM_METHODS, GRADIENT_METHODS
 from .layers import with_probed_shapes
-from .common import prepare, to_nchw
+from .common import prepare, softmax, to_nchw
 from .gradients import Target, cached_shapes, gradient_program, on_path_source
 
 
@@ -31,8 +32,7 @@ def layer_shapes_cached(model: Model, size) -> dict:
 def _static(shape) -> bool:
     return bool(shape) and all(isinstance(d, int) for d in shape[1:])
 
-GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
-METHODS = GRADIENT_METHODS + ("scorecam", "eigencam")
+METHODS = tuple(CAM_METHODS)
 
 
 @dataclass
@@ -57,47 +57,18 @@ def resolve_layer(model: Model, layer: str | None, size) -> str:
 def auto_layer(model: Model, size):
     """The layer `--layer auto` picks at this image size (cam_layer.py), on shapes completed by a forward run
     where static inference cannot follow them."""
-    key = ("probed shapes", tuple(size), model.input_spec.layout)
-    if key not in model.programs:
-        model.programs[key] = with_probed_shapes(model, size, layer_shapes_cached(model, size))
-    return auto_cam_layer(model, model.programs[key])
+    key = ("probed", tuple(size), model.input_spec.layout, model.input_spec.channels)
+    if key not in model.shapes:
+        model.shapes[key] = with_probed_shapes(model, size, layer_shapes_cached(model, size))
+    return auto_cam_layer(model, model.shapes[key])
 
 
 def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:
     """Raw maps (N, h, w), before ReLU and normalization, from NCHW activations and gradients."""
-    A = acts.astype(np.float64)
-    if method == "eigencam":
-        return np.stack([_first_component(a) for a in A])
-    G = grads.astype(np.float64)
-    if method == "gradcam":  # channel weights: spatially averaged gradients; channels averaged (the lesson)
-        w = G.mean(axis=(2, 3), keepdims=True)
-        return (w * A).mean(axis=1)
-    if method == "gradcam++":  # second-order weights (Chattopadhyay et al. 2018, exponential score form)
-        g2, g3 = G ** 2, G ** 3
-        denom = 2 * g2 + A.sum(axis=(2, 3), keepdims=True) * g3
-        alpha = np.where(G != 0, g2 / np.where(denom != 0, denom, 1.0), 0.0)
-        w = (alpha * np.maximum(G, 0)).sum(axis=(2, 3), keepdims=True)
-        return (w * A).sum(axis=1)
-    if method == "hirescam":  # element-wise gradient x activation, summed over channels
-        return (G * A).sum(axis=1)
-    if method == "xgradcam":  # weights normalized by the activation's spatial sum
-        w = (G * A).sum(axis=(2, 3), keepdims=True) / (A.sum(axis=(2, 3), keepdims=True) + 1e-7)
-        return (w * A).sum(axis=1)
-    if method == "layercam":  # positive gradients as element-wise weights
-        return (np.maximum(G, 0) * A).sum(axis=1)
-    raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
-
-
-def _first_component(a: np.ndarray) -> np.ndarray:
-    """Projection of each position's channel vector on the first principal direction (EigenCAM)."""
-    c, h, w = a.shape
-    flat = a.reshape(c, -1).T
-    flat = flat - flat.mean(axis=0)
-    _, _, vt = np.linalg.svd(flat, full_matrices=False)
-    proj = flat @ vt[0]
-    if np.corrcoef(proj, a.reshape(c, -1).mean(axis=0))[0, 1] < 0:  # the SVD's sign is arbitrary
-        proj = -proj
-    return proj.reshape(h, w)
+    row = CAM_METHODS.get(method)
+    if row is None or row.raw_map is None:
+        raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
+    return row.raw_map(acts.astype(np.float64), None if grads is None else grads.astype(np.float64))
 
 
 def normalize(raw: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -176,7 +147,7 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
 
 def _class_scores(model: Model, values: np.ndarray, tensor: str, score: str) -> np.ndarray:
     scores = values.reshape(len(values), -1)
-    return _softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
+    return softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
 
 
 def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, extra=()):
@@ -215,9 +186,10 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
         idx = [classes[i][k] for i in items]
         batch = pixels[items]
         acts = to_nchw(forward[info.tensor][items], info.layout)
-        if method == "scorecam":
-            raw = _score_cam(model, batch, acts, idx, tgt.score)
-        elif method == "eigencam":
+        kind = CAM_METHODS[method].kind
+        if kind == "score":
+            raw = score_cam(model, batch, acts, idx, tgt.score)
+        elif kind == "activation":
             raw = cam_maps(acts, None, method)
         else:
             start = ((source, source_shape),) if _static(source_shape) else ()
@@ -230,12 +202,9 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
     return scores, classes, maps, forward
 
 
-def _softmax(x):
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
-def _score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int | None = None) -> np.ndarray:
+def score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int | None = None) -> np.ndarray:
     """Score-CAM (Wang et al. 2020): weight each channel by the class probability of the image masked by it.
 
     Masked images run in batches sized from the model's activation memory."""
@@ -252,12 +221,12 @@ def _score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: s
         hi = masks.reshape(len(masks), -1).max(axis=1)[:, None, None]
         masks = np.where(hi > lo, (masks - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
         base = prog.run(np.zeros_like(pixels[n:n + 1]))[tensor].reshape(1, -1)
-        base_p = (_softmax(base) if tensor == model.meta.logits else base)[0, idx[n]]
+        base_p = (softmax(base) if tensor == model.meta.logits else base)[0, idx[n]]
         weights = np.empty(len(masks))
         for s in range(0, len(masks), batch):
             masked = pixels[n][None] * masks[s:s + batch, :, :, None]
             y = prog.run(masked.astype(np.float32))[tensor].reshape(len(masked), -1)
-            p = _softmax(y) if tensor == model.meta.logits else y
+            p = softmax(y) if tensor == model.meta.logits else y
             weights[s:s + batch] = p[:, idx[n]] - base_p
         out[n] = np.tensordot(weights, acts[n].astype(np.float64), axes=1)
     return out

@@ -45,5 +45,11 @@ def to_nchw(arr: np.ndarray, layout: str) -> np.ndarray:
     return arr
 
 
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over the last axis, computed stably."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def channel_axis(layout: str, ndim: int) -> int:
     return 3 if (layout.upper() == "NHWC" and ndim == 4) else 1

@@ -5,6 +5,7 @@ figure has a tolerance, and `passed` is False as soon as one is exceeded.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..objectives import one_hot
 from ..program import program
 from .activations import activations, predictions
 from .cam import gradcam
-from .common import prepare, to_nchw
+from .common import prepare, softmax, to_nchw
 from .filters import visualize_filters
 from .gradients import Target, cached_shapes, gradient_program, run_gradient
 
@@ -50,13 +51,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = None, target="top",
             tolerances: dict | None = None, filters: int = 2, filter_steps: int = 40) -> Comparison:
     """Compare model a and model b on one image; both receive the same preprocessing (a's)."""
-    saved = b.meta.input
-    spec = a.input_spec  # the same numbers into both: a's preprocessing, b's own input name and layout
-    b.meta.input = spec.__class__(**{**vars(spec), "name": saved.name, "layout": saved.layout, "size": saved.size})
-    try:
-        return _compare(a, b, image, layers, target, {**TOLERANCES, **(tolerances or {})}, filters, filter_steps)
-    finally:
-        b.meta.input = saved
+    own = b.input_spec  # the same numbers into both: a's preprocessing, b's own input name, layout and size
+    b = b.with_input_spec(dataclasses.replace(a.input_spec, name=own.name, layout=own.layout, size=own.size,
+                                              channels=own.channels))
+    return _compare(a, b, image, layers, target, {**TOLERANCES, **(tolerances or {})}, filters, filter_steps)
 
 
 def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
@@ -136,7 +134,7 @@ def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Com
                                                      "ok": rel <= tol["logits_rtol"]}
     if rel > tol["logits_rtol"]:
         _fail(out, "logits")
-    pa, pb = _softmax(la), _softmax(lb)
+    pa, pb = softmax(la), softmax(lb)
     d = float(np.abs(pa - pb).max())
     out.figures["probabilities max abs difference"] = {"value": d, "limit": tol["probabilities_atol"],
                                                        "ok": d <= tol["probabilities_atol"]}
@@ -144,9 +142,6 @@ def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Com
         _fail(out, "probabilities")
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _input_gradient(model: Model, pixels: np.ndarray, cls: int) -> np.ndarray:

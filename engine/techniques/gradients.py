@@ -54,9 +54,9 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
 def on_path_source(model: Model, tensor: str, objective: str) -> str:
     """The tensor through which `tensor`'s values reach `objective`: itself, or for a layer exposed as a
     relayout beside the main path (tf2onnx's NHWC layer outputs) the main-path tensor it is a view of."""
-    from ..autodiff.walker import _on_path_source
+    from ..autodiff.walker import on_path_source as walker_source
 
-    return _on_path_source(tensor, model.nodes, objective, {})
+    return walker_source(tensor, model.nodes, objective, {})
 
 
 def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tuple[str, str, list, int]:
@@ -75,19 +75,10 @@ def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tup
 
 def cached_shapes(model: Model, size, spec):
     """Batch-1 shapes of every tensor for this image size and input layout, inferred once per model."""
-    key = ("shapes", tuple(size), spec.layout)
-    if key not in model.programs:
-        model.programs[key] = layer_shapes(model, tuple(size)) if spec is model.input_spec else _shapes(model, size, spec)
-    return model.programs[key]
-
-
-def _shapes(model, size, spec):
-    saved = model.meta.input
-    model.meta.input = spec
-    try:
-        return layer_shapes(model, tuple(size))
-    finally:
-        model.meta.input = saved
+    key = ("static", tuple(size), spec.layout, spec.channels)
+    if key not in model.shapes:
+        model.shapes[key] = layer_shapes(model, tuple(size), spec)
+    return model.shapes[key]
 
 
 def run_gradient(prog, pixels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:

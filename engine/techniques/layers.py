@@ -7,14 +7,15 @@ from ..model import Model
 from .common import model_size
 
 
-def layer_shapes(model: Model, size: tuple[int, int] | None = None) -> dict[str, list]:
-    """Static shapes of every tensor for a batch of one image, from the adapter-fronted graph."""
+def layer_shapes(model: Model, size: tuple[int, int] | None = None, spec=None) -> dict[str, list]:
+    """Static shapes of every tensor for a batch of one image, from the adapter-fronted graph (`spec`: the
+    input adapter to put in front, the model's own by default)."""
     from onnx import helper
 
     from ..adapter import adapter_nodes
 
     size = size or model_size(model)
-    nodes, inits = adapter_nodes(model.input_spec)
+    nodes, inits = adapter_nodes(spec or model.input_spec)
     weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                     for n, a in model.weights.items()]
     return infer_shapes(nodes + model.nodes, {**model.small_inits, **inits},

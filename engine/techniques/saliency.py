@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -11,11 +12,10 @@ from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import TOP_CLASS, one_hot
 from ..program import program
-from .cam import _softmax, class_targets, gradcam, single_class
-from .common import prepare
+from .cam import class_targets, gradcam, single_class
+from .common import prepare, softmax
 from .gradients import Target, gradient_program, run_gradient
 
-METHODS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "guided-gradcam")
 
 
 @dataclass
@@ -55,48 +55,89 @@ def top_class_gradients(model: Model, pixels: np.ndarray, score="logit", overrid
 def class_scores(model: Model, pixels: np.ndarray, score="logit") -> np.ndarray:
     tensor, _ = Target(score=score).tensor(model)
     y = program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor].reshape(len(pixels), -1)
-    return _softmax(y) if (score == "prob" and tensor == model.meta.logits) else y
+    return softmax(y) if (score == "prob" and tensor == model.meta.logits) else y
+
+
+@dataclass(frozen=True)
+class _Context:
+    model: Model
+    score: str
+    samples: int
+    noise: float
+    steps: int
+    baseline: float
+    rng: np.random.Generator
+
+
+def _vanilla(ctx: _Context, x, c):
+    return pixel_gradients(ctx.model, x[None], [c], ctx.score)[0], None
+
+
+def _guided(ctx: _Context, x, c):
+    return pixel_gradients(ctx.model, x[None], [c], ctx.score, overrides=("guided",))[0], None
+
+
+def _guided_gradcam(ctx: _Context, x, c):
+    cam = gradcam(ctx.model, x[None], c, score=ctx.score)[0][0].heatmap
+    return _guided(ctx, x, c)[0] * cam[..., None], None
+
+
+def _smoothgrad(ctx: _Context, x, c):
+    sigma = ctx.noise * (x.max() - x.min())
+    noisy = x[None] + ctx.rng.normal(0, sigma, (ctx.samples,) + x.shape).astype(np.float32)
+    return pixel_gradients(ctx.model, noisy, [c] * ctx.samples, ctx.score).mean(axis=0), None
+
+
+def _integrated_gradients(ctx: _Context, x, c):
+    base = np.full_like(x, ctx.baseline)
+    alphas = (np.arange(ctx.steps) + 0.5) / ctx.steps  # midpoint Riemann sum from the baseline
+    path = base[None] + alphas[:, None, None, None] * (x - base)[None]
+    grads = pixel_gradients(ctx.model, path.astype(np.float32), [c] * ctx.steps, ctx.score)
+    attr = (x - base) * grads.mean(axis=0)
+    ends = class_scores(ctx.model, np.stack([x, base]).astype(np.float32), ctx.score)[:, c]
+    delta = float(ends[0] - ends[1])
+    return attr, abs(float(attr.sum()) - delta) / max(abs(delta), 1e-12)
+
+
+@dataclass(frozen=True)
+class SaliencyMethod:
+    name: str
+    formula: str
+    attribute: Callable  # (context, image, class) -> (attribution (H, W, 3), completeness error or None)
+    plain_gradient: tuple[str, ...] | None = None  # rule overrides when the attribution is one gradient
+
+
+# the saliency family as one table: the CLI's choices, sanity and the docs read it; a method is one row
+SALIENCY_METHODS: dict[str, SaliencyMethod] = {m.name: m for m in [
+    SaliencyMethod("vanilla", "d score / d pixels (Simonyan et al. 2014)", _vanilla, ()),
+    SaliencyMethod("smoothgrad", "mean of the gradients of noisy copies (Smilkov et al. 2017)", _smoothgrad),
+    SaliencyMethod("integrated-gradients", "(x - baseline) * mean of the gradients along the straight path "
+                   "(Sundararajan et al. 2017)", _integrated_gradients),
+    SaliencyMethod("guided-backprop", "the gradient with ReLUs passing only positive gradients of positive inputs "
+                   "(Springenberg et al. 2015)", _guided, ("guided",)),
+    SaliencyMethod("guided-gradcam", "guided backprop times the Grad-CAM heatmap (Selvaraju et al. 2017)",
+                   _guided_gradcam),
+]}
+METHODS = tuple(SALIENCY_METHODS)
 
 
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
              noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0) -> list[Attribution]:
     """One attribution per image for its target class (the top class by default)."""
-    if method not in METHODS:
+    row = SALIENCY_METHODS.get(method)
+    if row is None:
         raise ConvlensError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}.")
     pixels = prepare(model, images)
-    direct = method in ("vanilla", "guided-backprop") and single_class(model, target) == "top"
+    direct = row.plain_gradient is not None and single_class(model, target) == "top"
     if direct:  # the top class and its gradient in one run, no forward pass beforehand
-        classes, direct_grads = top_class_gradients(model, pixels, score, ("guided",) if method == "guided-backprop" else ())
+        classes, direct_grads = top_class_gradients(model, pixels, score, row.plain_gradient)
     else:
         classes = [c[0] for c in class_targets(model, class_scores(model, pixels, score), target)]
-    rng = np.random.default_rng(seed)
+    ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed))
     results = []
     for i, x in enumerate(pixels):
         c = classes[i]
-        err = None
-        if direct:
-            attr = direct_grads[i]
-        elif method in ("vanilla",):
-            attr = pixel_gradients(model, x[None], [c], score)[0]
-        elif method == "guided-backprop":
-            attr = pixel_gradients(model, x[None], [c], score, overrides=("guided",))[0]
-        elif method == "guided-gradcam":
-            guided = pixel_gradients(model, x[None], [c], score, overrides=("guided",))[0]
-            cam = gradcam(model, x[None], c, score=score)[0][0].heatmap
-            attr = guided * cam[..., None]
-        elif method == "smoothgrad":  # Smilkov et al. 2017: average gradients of noisy copies
-            sigma = noise * (x.max() - x.min())
-            noisy = x[None] + rng.normal(0, sigma, (samples,) + x.shape).astype(np.float32)
-            attr = pixel_gradients(model, noisy, [c] * samples, score).mean(axis=0)
-        else:  # Integrated Gradients (Sundararajan et al. 2017), midpoint Riemann sum from the baseline
-            base = np.full_like(x, baseline)
-            alphas = (np.arange(steps) + 0.5) / steps
-            path = base[None] + alphas[:, None, None, None] * (x - base)[None]
-            grads = pixel_gradients(model, path.astype(np.float32), [c] * steps, score)
-            attr = (x - base) * grads.mean(axis=0)
-            ends = class_scores(model, np.stack([x, base]).astype(np.float32), score)[:, c]
-            delta = float(ends[0] - ends[1])
-            err = abs(float(attr.sum()) - delta) / max(abs(delta), 1e-12)
+        attr, err = (direct_grads[i], None) if direct else row.attribute(ctx, x, c)
         mag = np.abs(attr).max(axis=2)
         peak = mag.max()
         sal = (mag / peak).astype(np.float32) if peak > 0 else np.zeros_like(mag, np.float32)

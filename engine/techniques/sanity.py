@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from ..errors import ConvlensError
 from ..model import Model
 from .cam import gradcam
+from .cam_methods import CAM_METHODS
 from .common import prepare
 from .saliency import saliency
 
@@ -64,7 +65,7 @@ def _randomized(model: Model, tensors: list[str], rng) -> Model:
 
 
 def _map(model: Model, pixels, method: str, cls: int) -> np.ndarray:
-    if method in ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam"):
+    if method in CAM_METHODS:
         return gradcam(model, pixels, cls, "auto", method)[0][0].heatmap
     return saliency(model, pixels, cls, method, samples=8)[0].saliency
 

@@ -1,0 +1,79 @@
+"""The CAM family as one table: a method is a row (name -> how its map is formed from the layer).
+
+A = the layer's activations, G = d score / d A, both (N, C, h, w) float64; each formula returns the raw
+map (N, h, w) before ReLU and normalization. The CLI's choices, the sanity check, the report and the docs
+read this table, so a new method is one row here. Kinds: "gradient" maps need G (one backward pass per
+class), "activation" maps need A alone, "score" maps run masked forward passes (Score-CAM, in cam.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    name: str
+    kind: str  # gradient, activation or score
+    formula: str
+    raw_map: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None
+
+
+def _gradcam(A, G):
+    return (G.mean(axis=(2, 3), keepdims=True) * A).mean(axis=1)
+
+
+def _gradcam_pp(A, G):
+    g2, g3 = G ** 2, G ** 3
+    denom = 2 * g2 + A.sum(axis=(2, 3), keepdims=True) * g3
+    alpha = np.where(G != 0, g2 / np.where(denom != 0, denom, 1.0), 0.0)
+    return ((alpha * np.maximum(G, 0)).sum(axis=(2, 3), keepdims=True) * A).sum(axis=1)
+
+
+def _hirescam(A, G):
+    return (G * A).sum(axis=1)
+
+
+def _xgradcam(A, G):
+    w = (G * A).sum(axis=(2, 3), keepdims=True) / (A.sum(axis=(2, 3), keepdims=True) + 1e-7)
+    return (w * A).sum(axis=1)
+
+
+def _layercam(A, G):
+    return (np.maximum(G, 0) * A).sum(axis=1)
+
+
+def _eigencam(A, _G):
+    return np.stack([_first_component(a) for a in A])
+
+
+def _first_component(a: np.ndarray) -> np.ndarray:
+    """Projection of each position's channel vector on the first principal direction, signed so that it
+    correlates positively with the channel mean (the SVD's sign is arbitrary)."""
+    c, h, w = a.shape
+    flat = a.reshape(c, -1).T
+    flat = flat - flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    proj = flat @ vt[0]
+    if np.corrcoef(proj, a.reshape(c, -1).mean(axis=0))[0, 1] < 0:
+        proj = -proj
+    return proj.reshape(h, w)
+
+
+CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in [
+    CamMethod("gradcam", "gradient", "mean_c(mean_hw(G) * A) (Selvaraju et al. 2017; channels averaged as in the lesson)",
+              _gradcam),
+    CamMethod("gradcam++", "gradient", "sum_c(sum_hw(alpha * relu(G)) * A), alpha = G^2 / (2 G^2 + sum_hw(A) G^3) "
+              "(Chattopadhyay et al. 2018, exponential score form)", _gradcam_pp),
+    CamMethod("hirescam", "gradient", "sum_c(G * A) (Draelos and Carin 2020)", _hirescam),
+    CamMethod("xgradcam", "gradient", "sum_c(sum_hw(G * A) / sum_hw(A) * A) (Fu et al. 2020)", _xgradcam),
+    CamMethod("layercam", "gradient", "sum_c(relu(G) * A) (Jiang et al. 2021)", _layercam),
+    CamMethod("scorecam", "score", "sum_c(w_c * A), w_c = p(class | image * upsampled normalized A_c) - p(class | 0) "
+              "(Wang et al. 2020)", None),
+    CamMethod("eigencam", "activation", "A's positions projected on their first principal component "
+              "(Muhammad and Yeasin 2020)", _eigencam),
+]}
+
+GRADIENT_METHODS = tuple(name for name, m in CAM_METHODS.items() if m.kind == "gradient")
