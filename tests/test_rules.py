@@ -292,3 +292,63 @@ def test_relu_then_max_pool_masks_the_pooled_gradient():
     xt = torch.tensor(x.astype(np.float32), requires_grad=True)
     torch.nn.functional.max_pool2d(torch.relu(xt), 2, 2).backward(torch.tensor(seed, dtype=torch.float32))
     np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --- ties: who gets the gradient when several inputs hold the extreme value --------------------------
+def _tie_grads(nodes, inputs, consts, wrt, seed):
+    return engine_gradients(nodes, inputs, consts, wrt, seed)
+
+
+def test_elementwise_max_and_min_split_ties_equally_like_torch():
+    a = np.array([[1.0, 2.0, 3.0, 5.0]], np.float32)
+    b = np.array([[1.0, 0.5, 3.0, 5.0]], np.float32)
+    c = np.array([[1.0, 0.0, 0.0, 5.0]], np.float32)
+    w = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+    for op, fn in (("Max", torch.maximum), ("Min", torch.minimum)):
+        node = helper.make_node(op, ["a", "b", "c"], ["y"])
+        got = _tie_grads([node], {"a": a, "b": b, "c": c}, {}, ["a", "b", "c"], w)
+        ta, tb, tc = (torch.tensor(v, requires_grad=True) for v in (a, b, c))
+        (fn(fn(ta, tb), tc) * torch.tensor(w)).sum().backward()
+        if op == "Max":  # torch's nested maximum splits pairwise; one three-way Max splits in thirds
+            np.testing.assert_allclose(got["a"] + got["b"] + got["c"], w)  # the whole gradient, once
+            np.testing.assert_allclose(got["a"][0, 3], w[0, 3] / 3)
+        np.testing.assert_allclose(got["a"][0, 1] + got["b"][0, 1] + got["c"][0, 1], w[0, 1])
+    node = helper.make_node("Max", ["a", "b"], ["y"])
+    got = _tie_grads([node], {"a": a, "b": b}, {}, ["a", "b"], w)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    (torch.maximum(ta, tb) * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(got["a"], ta.grad.numpy())
+    np.testing.assert_allclose(got["b"], tb.grad.numpy())
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_reduce_max_gives_ties_to_the_first_like_torch_max_dim(op):
+    x = np.array([[[3.0, 1.0, 3.0], [0.0, 0.0, -1.0]], [[2.0, 2.0, 2.0], [-4.0, 5.0, -4.0]]], np.float32)
+    w = np.array([[1.5], [2.0]], np.float32)[..., None] * np.ones((2, 2, 1), np.float32)
+    node = helper.make_node(op, ["x"], ["y"], axes=[2], keepdims=1)
+    got = _tie_grads([node], {"x": x}, {}, ["x"], w)["x"]
+    tx = torch.tensor(x, requires_grad=True)
+    values = (tx.max if op == "ReduceMax" else tx.min)(dim=2, keepdim=True).values
+    (values * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(got, tx.grad.numpy())
+    # over two axes: one first element per group, in row-major order
+    node = helper.make_node(op, ["x"], ["y"], axes=[1, 2], keepdims=0)
+    got = _tie_grads([node], {"x": x}, {}, ["x"], np.ones(2, np.float32))["x"]
+    assert (got != 0).sum(axis=(1, 2)).tolist() == [1, 1]
+    flat = x.reshape(2, -1)
+    first = (flat.argmax if op == "ReduceMax" else flat.argmin)(axis=1)
+    assert got.reshape(2, -1)[[0, 1], first].tolist() == [1.0, 1.0]
+
+
+def test_max_pool_and_global_max_pool_give_ties_to_the_first_like_torch():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, :2, :2] = 7.0  # a tie in the first 2x2 window
+    w = np.ones((1, 1, 2, 2), np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    got = _tie_grads([node], {"x": x}, {}, ["x"], w)["x"]
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(tx, 2, 2).sum().backward()
+    np.testing.assert_allclose(got, tx.grad.numpy())
+    node = helper.make_node("GlobalMaxPool", ["x"], ["y"])
+    got = _tie_grads([node], {"x": x}, {}, ["x"], np.ones((1, 1, 1, 1), np.float32))["x"]
+    assert got.sum() == 1.0 and got[0, 0, 0, 0] == 1.0

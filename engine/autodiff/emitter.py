@@ -97,6 +97,44 @@ class Emitter:
         return shape
 
     # --- forward graph edits ------------------------------------------------------------------
+    # --- the vocabulary rules share ------------------------------------------------------------
+    def zero(self) -> str:
+        """The scalar 0.0 (broadcasts against anything)."""
+        return self.const(0.0)
+
+    def zeros_like(self, x: str) -> str:
+        """A zero tensor shaped like x, at run time (x's shape may be symbolic)."""
+        return self.op("ConstantOfShape", self.op("Shape", x),
+                       value=helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0]))
+
+    def mask(self, cond: str, dy: str) -> str:
+        """dy where cond holds, 0 elsewhere: dy * float(cond), which ONNX Runtime runs several times faster
+        than Where with a broadcast zero (measured 5.8 ms against 44 ms on an 8x64x150x150 tensor, 2 threads)."""
+        return self.op("Mul", dy, self.op("Cast", cond, to=onnx.TensorProto.FLOAT))
+
+    def unbroadcast(self, g: str, in_shape, out_shape) -> str:
+        """Sum g (shaped like the output) down to in_shape: leading axes, then axes where the input has 1."""
+        if in_shape is None or out_shape is None:
+            return g
+        lead = len(out_shape) - len(in_shape)
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(in_shape) if d == 1 and out_shape[lead + i] != 1]
+        if not axes:
+            return g
+        g = self.op("ReduceSum", g, self.ints(axes), keepdims=1)
+        return self.op("Squeeze", g, self.ints(list(range(lead)))) if lead else g
+
+    def first_extreme(self, x: str, shape: list, axes: list, largest: bool = True) -> str:
+        """A boolean tensor shaped like x, true at the first max (or min) of each group over `axes`, in
+        row-major order: the axes are moved last and flattened, so one ArgMax/ArgMin picks the first."""
+        kept = [a for a in range(len(shape)) if a not in axes]
+        perm = kept + list(axes)
+        group = int(np.prod([shape[a] for a in axes])) if axes else 1
+        flat = self.op("Reshape", self.op("Transpose", x, perm=perm), self.ints([shape[a] for a in kept] + [group]))
+        first = self.op("ArgMax" if largest else "ArgMin", flat, axis=-1, keepdims=1, select_last_index=0)
+        hit = self.op("Equal", self.ints(list(range(group))), first)
+        back = self.op("Reshape", hit, self.ints([shape[a] for a in perm]))
+        return self.op("Transpose", back, perm=[perm.index(a) for a in range(len(shape))])
+
     def extra_output(self, node: onnx.NodeProto, index: int) -> str:
         """Make the forward node produce its optional output `index` (e.g. MaxPool indices)."""
         copy = self.replaced.get(id(node))

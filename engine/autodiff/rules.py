@@ -7,7 +7,7 @@ output's shape; the walker sums them down to each input's shape, once, in one pl
 
 The rules live by family: rules_elementwise, rules_linear, rules_conv, rules_shape, rules_norm, rules_quant.
 """
-from .registry import BROADCASTING, NON_DIFFERENTIABLE, RULES, _unbroadcast, rule  # noqa: F401
+from .registry import BROADCASTING, NON_DIFFERENTIABLE, RULES, rule  # noqa: F401
 from .rules_conv import *  # noqa: F401,F403  (importing a family registers its rules)
 from .rules_elementwise import *  # noqa: F401,F403
 from .rules_elementwise import OVERRIDES, gelu, guided_clip, guided_relu  # noqa: F401

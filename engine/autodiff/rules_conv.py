@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
-from .registry import _tensor0, _zero, rule
+from .registry import rule
 
 # --- convolution and pooling ---------------------------------------------------------------------
 def _conv_geometry(e, node, x, w_shape):
@@ -75,7 +75,7 @@ def conv(e, node, dy, needs):
     else:
         out_shape = e.static_shape(node.output[0], f"Conv node {node.name!r}")
         dx = _transpose_conv(e, dy[0], w, xs, spatial, k, s, d, pads, group, out_shape)
-    return [dx] + [None] * (len(node.input) - 1)
+    return [dx]
 
 
 @rule("ConvTranspose")
@@ -87,12 +87,13 @@ def conv_transpose(e, node, dy, needs):
     if "pads" not in keep:
         keep["pads"] = [0] * (2 * n)
     dx = e.op("Conv", dy[0], node.input[1], **keep)
-    return [dx] + [None] * (len(node.input) - 1)
+    return [dx]
 
 
 @rule("MaxPool")
 def max_pool(e, node, dy, needs):
-    """dx = dy scattered (added) to the argmax position of each window"""
+    """dx = dy scattered (added) to each window's argmax (ties: the first maximum, which ONNX MaxPool's Indices
+    and torch's max_pool2d both choose)"""
     x = node.input[0]
     indices = e.extra_output(node, 1)
     a = attrs(node)
@@ -106,7 +107,7 @@ def max_pool(e, node, dy, needs):
         dx = e.op("MaxUnpool", dy[0], indices, e.op("Shape", x), **keep)
         e.unpooled[dx] = (x, node.output[0])
         return [dx]
-    zeros = e.op("ConstantOfShape", e.op("Shape", x), value=_tensor0())
+    zeros = e.zeros_like(x)
     flat = e.op("Reshape", zeros, e.ints([-1]))
     scattered = e.op("ScatterElements", flat, e.op("Reshape", indices, e.ints([-1])),
                      e.op("Reshape", dy[0], e.ints([-1])), axis=0, reduction="add")
@@ -153,6 +154,8 @@ def global_average_pool(e, node, dy, needs):
 
 @rule("GlobalMaxPool")
 def global_max_pool(e, node, dy, needs):
-    """dx = dy where x equals its channel's max"""
-    eq = e.op("Equal", node.input[0], node.output[0])
-    return [e.op("Where", eq, e.op("Expand", dy[0], e.op("Shape", node.input[0])), _zero(e))]
+    """dx = dy at the first maximum of each channel (ties: the first, as MaxPool)"""
+    x = node.input[0]
+    shape = e.static_shape(x, "GlobalMaxPool")
+    first = e.first_extreme(x, shape, list(range(2, len(shape))))
+    return [e.mask(first, e.op("Expand", dy[0], e.op("Shape", x)))]

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import math
 
+from onnx import TensorProto
 
 from .emitter import attrs
-from .registry import _mask, _zero, rule
+from .registry import rule
 
 # --- pass-through and elementwise ----------------------------------------------------------------
 @rule("Identity", "Dropout")
 def identity(e, node, dy, needs):
     """dx = dy"""
-    return [dy[0]] + [None] * (len(node.input) - 1)
+    return [dy[0]]
 
 
 @rule("Cast")
 def cast(e, node, dy, needs):
-    """dx = cast(dy) back to x's float type (float paths only)"""
+    """dx = dy  (float-to-float casts only; gradients stay float32, the type convlens computes in)"""
     return [dy[0]]
 
 
@@ -28,15 +29,15 @@ def relu(e, node, dy, needs):
         # max-pooling right after the ReLU: the gradient sits at each window's argmax, where y equals the
         # pooled value, so the mask is applied on the pooled tensor before unpooling (a quarter the size)
         unpool = next(n for n in e.nodes if n.output[0] == dy[0])
-        g = _mask(e, e.op("Greater", pooled[1], _zero(e)), unpool.input[0])
+        g = e.mask(e.op("Greater", pooled[1], e.zero()), unpool.input[0])
         return [e.op("MaxUnpool", g, *unpool.input[1:], kernel_shape=attrs(unpool)["kernel_shape"],
                      strides=attrs(unpool)["strides"], pads=attrs(unpool)["pads"])]
-    return [_mask(e, e.op("Greater", node.output[0], _zero(e)), dy[0])]
+    return [e.mask(e.op("Greater", node.output[0], e.zero()), dy[0])]
 
 
 def guided_relu(e, node, dy, needs):
     """dx = relu(dy) * (y > 0)  (guided backpropagation: only positive signals, only through active units)"""
-    return [_mask(e, e.op("Greater", node.output[0], _zero(e)), e.op("Relu", dy[0]))]
+    return [e.mask(e.op("Greater", node.output[0], e.zero()), e.op("Relu", dy[0]))]
 
 
 
@@ -46,13 +47,13 @@ def guided_relu(e, node, dy, needs):
 def leaky_relu(e, node, dy, needs):
     """dx = dy if x > 0 else alpha * dy"""
     alpha = attrs(node).get("alpha", 0.01)
-    return [e.op("Where", e.op("Greater", node.input[0], _zero(e)), dy[0], e.op("Mul", dy[0], e.const(alpha)))]
+    return [e.op("Where", e.op("Greater", node.input[0], e.zero()), dy[0], e.op("Mul", dy[0], e.const(alpha)))]
 
 
 @rule("PRelu")
 def prelu(e, node, dy, needs):
     """dx = dy if x > 0 else slope * dy"""
-    cond = e.op("Greater", node.input[0], _zero(e))
+    cond = e.op("Greater", node.input[0], e.zero())
     return [e.op("Where", cond, dy[0], e.op("Mul", dy[0], node.input[1])), None]
 
 
@@ -68,7 +69,7 @@ def clip(e, node, dy, needs):
         if bound is not None:
             c = e.op(op, x, bound)
             cond = c if cond is None else e.op("And", cond, c)
-    return [dy[0] if cond is None else _mask(e, cond, dy[0])] + [None] * (len(node.input) - 1)
+    return [dy[0] if cond is None else e.mask(cond, dy[0])]
 
 
 def guided_clip(e, node, dy, needs):
@@ -92,8 +93,8 @@ def hard_sigmoid(e, node, dy, needs):
     a = attrs(node)
     alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
     z = e.op("Add", e.op("Mul", node.input[0], e.const(alpha)), e.const(beta))
-    cond = e.op("And", e.op("Greater", z, _zero(e)), e.op("Less", z, e.const(1.0)))
-    return [_mask(e, cond, e.op("Mul", dy[0], e.const(alpha)))]
+    cond = e.op("And", e.op("Greater", z, e.zero()), e.op("Less", z, e.const(1.0)))
+    return [e.mask(cond, e.op("Mul", dy[0], e.const(alpha)))]
 
 
 @rule("HardSwish")
@@ -101,7 +102,7 @@ def hard_swish(e, node, dy, needs):
     """dx = dy * (0 if x < -3, 1 if x > 3, (2x + 3) / 6 otherwise)"""
     x = node.input[0]
     mid = e.op("Add", e.op("Mul", x, e.const(1 / 3)), e.const(0.5))
-    slope = e.op("Where", e.op("Less", x, e.const(-3.0)), _zero(e),
+    slope = e.op("Where", e.op("Less", x, e.const(-3.0)), e.zero(),
                  e.op("Where", e.op("Greater", x, e.const(3.0)), e.const(1.0), mid))
     return [e.op("Mul", dy[0], slope)]
 
@@ -118,7 +119,7 @@ def elu(e, node, dy, needs):
     """dx = dy if x > 0 else dy * (y + alpha)"""
     alpha = attrs(node).get("alpha", 1.0)
     neg = e.op("Mul", dy[0], e.op("Add", node.output[0], e.const(alpha)))
-    return [e.op("Where", e.op("Greater", node.input[0], _zero(e)), dy[0], neg)]
+    return [e.op("Where", e.op("Greater", node.input[0], e.zero()), dy[0], neg)]
 
 
 @rule("Erf")
@@ -247,15 +248,17 @@ def abs_(e, node, dy, needs):
 
 @rule("Max", "Min")
 def max_min(e, node, dy, needs):
-    """dx_i = dy where x_i is the selected value (first wins on ties is not modelled: ties share)"""
+    """dx_i = dy * [x_i == y] / #{j : x_j == y}  (ties split the gradient equally, as torch.maximum does)"""
     y = node.output[0]
-    return [_mask(e, e.op("Equal", x, y), dy[0]) if needs[i] else None for i, x in enumerate(node.input)]
+    hits = [e.op("Cast", e.op("Equal", x, y), to=TensorProto.FLOAT) for x in node.input]
+    share = e.op("Div", dy[0], hits[0] if len(hits) == 1 else e.op("Sum", *hits))
+    return [e.op("Mul", share, hit) if needs[i] else None for i, hit in enumerate(hits)]
 
 
 @rule("Where")
 def where(e, node, dy, needs):
     """da = dy where cond, db = dy where not cond"""
     c = node.input[0]
-    da = e.op("Where", c, dy[0], _zero(e)) if needs[1] else None
-    db = e.op("Where", c, _zero(e), dy[0]) if needs[2] else None
+    da = e.op("Where", c, dy[0], e.zero()) if needs[1] else None
+    db = e.op("Where", c, e.zero(), dy[0]) if needs[2] else None
     return [None, da, db]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .emitter import attrs
-from .registry import _unbroadcast, rule
+from .registry import rule
 
 # --- linear algebra ------------------------------------------------------------------------------
 def _swap_last(e, name):
@@ -51,5 +51,5 @@ def gemm(e, node, dy, needs):
         cg = e.op("Mul", g, e.const(beta))
         cshape = e.shape(node.input[2])
         oshape = e.shape(node.output[0])
-        out[2] = _unbroadcast(e, cg, cshape, oshape)
+        out[2] = e.unbroadcast(cg, cshape, oshape)
     return out

@@ -18,7 +18,7 @@ def batch_norm(e, node, dy, needs):
         raise ConvlensError(f"BatchNormalization node {node.name!r}: scale and variance must be constant.")
     rank = len(e.static_shape(node.input[0], "BatchNormalization"))
     factor = (scale / np.sqrt(var + eps)).astype(np.float32).reshape([-1] + [1] * (rank - 2))
-    return [e.op("Mul", dy[0], e.const(factor))] + [None] * 4
+    return [e.op("Mul", dy[0], e.const(factor))]
 
 
 @rule("LayerNormalization")
@@ -37,7 +37,7 @@ def layer_norm(e, node, dy, needs):
     g = e.op("Mul", dy[0], node.input[1])
     t = e.op("Sub", g, e.reduce("ReduceMean", g, axes))
     t = e.op("Sub", t, e.op("Mul", xhat, e.reduce("ReduceMean", e.op("Mul", g, xhat), axes)))
-    return [e.op("Div", t, sigma)] + [None] * (len(node.input) - 1)
+    return [e.op("Div", t, sigma)]
 
 
 @rule("Softmax")

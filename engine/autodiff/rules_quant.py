@@ -23,7 +23,7 @@ def _per_tensor(e, node) -> None:
 def dequantize(e, node, dy, needs):
     """y = (q - zero_point) * scale:  dq = dy * scale (q is treated as real-valued)"""
     _per_tensor(e, node)
-    return [e.op("Mul", dy[0], node.input[1])] + [None] * (len(node.input) - 1)
+    return [e.op("Mul", dy[0], node.input[1])]
 
 
 @rule("QuantizeLinear")
@@ -37,4 +37,4 @@ def quantize(e, node, dy, needs):
     error = e.op("Abs", e.op("Sub", back, x))
     inside = e.op("LessOrEqual", error, e.op("Mul", e.op("Abs", scale), e.const(0.5001)))
     mask = e.op("Cast", inside, to=TensorProto.FLOAT)
-    return [e.op("Mul", e.op("Div", dy[0], scale), mask)] + [None] * (len(node.input) - 1)
+    return [e.op("Mul", e.op("Div", dy[0], scale), mask)]

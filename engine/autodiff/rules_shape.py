@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
-from .registry import _mask, _tensor0, rule
+from .registry import rule
 
 # --- reductions ----------------------------------------------------------------------------------
 def _reduce_axes(e, node):
@@ -35,7 +35,7 @@ def _expand_back(e, node, g, axes, keepdims):
 def reduce_sum(e, node, dy, needs):
     """dx = expand(dy)"""
     axes, keep = _reduce_axes(e, node)
-    return [_expand_back(e, node, dy[0], axes, keep)] + [None] * (len(node.input) - 1)
+    return [_expand_back(e, node, dy[0], axes, keep)]
 
 
 @rule("ReduceMean")
@@ -45,25 +45,24 @@ def reduce_mean(e, node, dy, needs):
     xs = e.static_shape(node.input[0], "ReduceMean")
     count = float(np.prod([xs[a] for a in axes])) if axes else 1.0
     g = e.op("Mul", dy[0], e.const(1.0 / count))
-    return [_expand_back(e, node, g, axes, keep)] + [None] * (len(node.input) - 1)
+    return [_expand_back(e, node, g, axes, keep)]
 
 
 @rule("ReduceMax", "ReduceMin")
 def reduce_max(e, node, dy, needs):
-    """dx = expand(dy) where x equals the reduced value"""
+    """dx = expand(dy) at the first extreme element of each reduced group (ties: the first in row-major
+    order takes the whole gradient, as ONNX MaxPool's Indices and torch's max(dim) choose)"""
     axes, keep = _reduce_axes(e, node)
-    y = node.output[0]
-    if not keep and axes:
-        y = e.op("Unsqueeze", y, e.ints(axes))
     g = _expand_back(e, node, dy[0], axes, keep)
-    return [_mask(e, e.op("Equal", node.input[0], y), g)] + [None] * (len(node.input) - 1)
+    shape = e.static_shape(node.input[0], node.op_type)
+    return [e.mask(e.first_extreme(node.input[0], shape, axes, largest=node.op_type == "ReduceMax"), g)]
 
 
 # --- shape and data movement ---------------------------------------------------------------------
 @rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def reshape(e, node, dy, needs):
     """dx = reshape(dy, shape(x))"""
-    return [e.op("Reshape", dy[0], e.op("Shape", node.input[0]))] + [None] * (len(node.input) - 1)
+    return [e.op("Reshape", dy[0], e.op("Shape", node.input[0]))]
 
 
 @rule("Transpose")
@@ -98,8 +97,8 @@ def split(e, node, dy, needs):
         if dy[k] is not None:
             parts.append(dy[k])
         else:
-            parts.append(e.op("ConstantOfShape", e.op("Shape", y), value=_tensor0()))
-    return [e.op("Concat", *parts, axis=axis)] + [None] * (len(node.input) - 1)
+            parts.append(e.zeros_like(y))
+    return [e.op("Concat", *parts, axis=axis)]
 
 
 @rule("Slice")
@@ -113,7 +112,7 @@ def slice_(e, node, dy, needs):
     if starts is None or ends is None or axes is None or steps is None:
         raise ConvlensError(f"Slice node {node.name!r}: starts, ends, axes and steps must be constant to differentiate it.")
     if np.any(steps != 1):
-        return [_slice_scatter(e, node, dy[0], xs, starts, ends, axes, steps)] + [None] * (len(node.input) - 1)
+        return [_slice_scatter(e, node, dy[0], xs, starts, ends, axes, steps)]
     pads = [0] * (2 * rank)
     for st, en, ax in zip(starts, ends, axes):
         ax = int(ax) % rank
@@ -121,7 +120,7 @@ def slice_(e, node, dy, needs):
         st = int(np.clip(st + dim if st < 0 else st, 0, dim))
         en = int(np.clip(en + dim if en < 0 else en, 0, dim))
         pads[ax], pads[ax + rank] = st, dim - en
-    return [e.op("Pad", dy[0], e.ints(pads))] + [None] * (len(node.input) - 1)
+    return [e.op("Pad", dy[0], e.ints(pads))]
 
 
 def _slice_scatter(e, node, g, xs, starts, ends, axes, steps):
@@ -134,7 +133,7 @@ def _slice_scatter(e, node, g, xs, starts, ends, axes, steps):
             raise ConvlensError(f"Slice node {node.name!r}: slicing the batch axis cannot be differentiated.")
         sl[ax - 1] = slice(int(st), int(en), int(sp))
     kept = idx[tuple(sl)]
-    zeros = e.op("ConstantOfShape", e.op("Shape", node.input[0]), value=_tensor0())
+    zeros = e.zeros_like(node.input[0])
     flat = e.op("Reshape", zeros, e.ints([0, -1]))
     n_idx = e.op("Expand", e.const(kept.reshape(1, -1), np.int64), e.op("Shape", e.op("Reshape", g, e.ints([0, -1]))))
     scattered = e.op("ScatterElements", flat, n_idx, e.op("Reshape", g, e.ints([0, -1])), axis=1)
@@ -159,7 +158,7 @@ def pad(e, node, dy, needs):
         rank = len(e.static_shape(node.input[0], f"Pad node {node.name!r}"))
         starts = e.op("Slice", node.input[1], e.ints([0]), e.ints([rank]))
         ends = e.op("Add", starts, e.op("Shape", node.input[0]))
-        return [e.op("Slice", dy[0], starts, ends, e.ints(list(range(rank))))] + [None] * (len(node.input) - 1)
+        return [e.op("Slice", dy[0], starts, ends, e.ints(list(range(rank))))]
     xs = e.static_shape(node.input[0], f"Pad node {node.name!r}")
     rank = len(xs)
     if len(node.input) > 3 and node.input[3]:
@@ -172,9 +171,9 @@ def pad(e, node, dy, needs):
     ends = [pads[i] + (xs[ax] if isinstance(xs[ax], int) else 0) for i, ax in enumerate(axes)]
     keep = [i for i, ax in enumerate(axes) if isinstance(xs[ax], int) and (pads[i] or pads[i + k])]
     if not keep:
-        return [dy[0]] + [None] * (len(node.input) - 1)
+        return [dy[0]]
     return [e.op("Slice", dy[0], e.ints([starts[i] for i in keep]), e.ints([ends[i] for i in keep]),
-                 e.ints([axes[i] for i in keep]))] + [None] * (len(node.input) - 1)
+                 e.ints([axes[i] for i in keep]))]
 
 
 @rule("Gather")
@@ -206,7 +205,7 @@ def gather(e, node, dy, needs):
     shape = [1] * len(xs)
     shape[axis] = len(idx)
     full = e.op("Expand", e.const(idx.reshape(shape), np.int64), e.op("Shape", g))
-    zeros = e.op("ConstantOfShape", e.op("Shape", x), value=_tensor0())
+    zeros = e.zeros_like(x)
     return [e.op("ScatterElements", zeros, full, g, axis=axis, reduction="add"), None]
 
 
@@ -218,7 +217,7 @@ def gather_nd(e, node, dy, needs):
     if e.opset < 16:
         raise ConvlensError(f"GatherND node {node.name!r}: its gradient (ScatterND with reduction) needs opset 16 or later.")
     x, ind = node.input
-    zeros = e.op("ConstantOfShape", e.op("Shape", x), value=_tensor0())
+    zeros = e.zeros_like(x)
     return [e.op("ScatterND", zeros, ind, dy[0], reduction="add"), None]
 
 
@@ -257,7 +256,7 @@ def resize(e, node, dy, needs):
     mw = _interp_matrix(node, xs[3], ys[3], 3, scales)
     g = e.op("MatMul", dy[0], e.const(np.ascontiguousarray(mw)))  # (..., Ho, Wo) @ (Wo, Wi)
     g = e.op("MatMul", e.const(np.ascontiguousarray(mh.T)), g)  # (Hi, Ho) @ (..., Ho, Wi)
-    return [g] + [None] * (len(node.input) - 1)
+    return [g]
 
 
 def _interp_matrix(node, n_in, n_out, axis, scales):

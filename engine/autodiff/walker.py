@@ -13,7 +13,7 @@ import onnx
 
 from ..errors import ConvlensError
 from .emitter import Emitter
-from .rules import BROADCASTING, NON_DIFFERENTIABLE, OVERRIDES, RULES, _unbroadcast
+from .rules import BROADCASTING, NON_DIFFERENTIABLE, OVERRIDES, RULES
 
 
 @dataclass
@@ -79,11 +79,11 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
         needs = [bool(i) and i in useful for i in node.input]
         e.scope(node.output[0] or node.name)
         grads = fn(e, node, dys, needs)
-        for i, (inp, g) in enumerate(zip(node.input, grads)):
+        for i, (inp, g) in enumerate(zip(node.input, grads)):  # a shorter list: the rest get none
             if g is None or not needs[i]:
                 continue
             if node.op_type in BROADCASTING:
-                g = _unbroadcast(e, g, e.shape(inp), e.shape(node.output[0]))
+                g = e.unbroadcast(g, e.shape(inp), e.shape(node.output[0]))
             contributions.setdefault(inp, []).append(g)
     grads = {}
     for asked, w in zip(requested, wrt):
