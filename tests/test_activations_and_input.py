@@ -43,10 +43,19 @@ def test_activations_cli_writes_grids_and_arrays(tmp_path, keras_vgg16, capsys):
     assert w * (16 * 57 - 1) == h * (16 * 57 - 1) and h % (16 * 57 - 1) == 0
     arr = np.load(out / "block1_conv1.npy")
     assert arr.shape == (1, 224, 224, 64)
-    # the grid follows the lesson's mapping: a channel standardized, x64, +128, clipped
-    from convlens.engine.render import channel_grid, standardize_channel
+    # the grid follows the lesson's mapping, written out here: each channel standardized, x64, +128, clipped,
+    # 16 a row with 1 px gaps
+    from convlens.engine.render import channel_grid
 
-    assert np.array_equal(channel_grid(arr[0].transpose(2, 0, 1)[:1]), standardize_channel(arr[0, :, :, 0]))
+    chw = arr[0].transpose(2, 0, 1)[:18].astype(np.float64)
+    grid = channel_grid(arr[0].transpose(2, 0, 1)[:18])
+    assert grid.shape == (2 * 225 - 1, 16 * 225 - 1)
+    for i in (0, 5, 17):
+        c = chw[i]
+        expected = np.clip((c - c.mean()) / (c.std() + 1e-5) * 64 + 128, 0, 255).astype(np.uint8)
+        r, k = divmod(i, 16)
+        assert np.array_equal(grid[r * 225:r * 225 + 224, k * 225:k * 225 + 224], expected)
+    assert (grid[224, :] == 0).all() and (grid[:, 224] == 0).all()  # the gaps
 
 
 def test_existing_output_is_not_overwritten_without_force(tmp_path, torch_vgg16, capsys):

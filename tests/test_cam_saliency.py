@@ -111,11 +111,6 @@ def test_cam_inside_a_residual_block(resnet):
         for res in got[i]:
             A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], res.class_index, module=net.layer4[1].conv1)
             np.testing.assert_allclose(res.cam, reference_cam("gradcam", A, G), atol=1e-4)
-    heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
-    assert heads[model.layer("layer4.1.conv1").tensor].needs_pixels
-    gradcam(model, pixels, "top2", "layer4")
-    heads = {k[5][0][0]: p for k, p in model.programs.items() if isinstance(k, tuple) and len(k) > 5 and k[5]}
-    assert not heads[model.layer("layer4").tensor].needs_pixels  # layer4 -> avgpool -> fc only
 
 
 def test_top_class_cam_is_one_run_that_picks_torchs_top_class(resnet):
@@ -160,9 +155,11 @@ def test_eigencam_is_the_first_principal_component(resnet):
     flat = flat - flat.mean(0)
     _, _, vh = torch.linalg.svd(flat, full_matrices=False)
     proj = (flat @ vh[0]).reshape(A.shape[1:]).numpy()
+    # the SVD's sign is arbitrary; convlens's rule, applied here on torch's numbers: correlate with the channel mean
+    sign = 1.0 if np.corrcoef(proj.ravel(), A.mean(0).numpy().ravel())[0, 1] >= 0 else -1.0
+    expected = np.maximum(sign * proj, 0)
     got = gradcam(model, pixels, 0, "layer4", "eigencam")[0][0].cam
-    best = max((np.maximum(s * proj, 0) / np.maximum(s * proj, 0).max() for s in (1, -1)), key=lambda m: -np.abs(m - got).max())
-    np.testing.assert_allclose(got, best, atol=1e-4)
+    np.testing.assert_allclose(got, expected / expected.max(), atol=1e-4)
 
 
 def test_scorecam_matches_masked_forward_passes(resnet):
@@ -213,7 +210,7 @@ def test_top_k_targets_and_labels(resnet):
     pixels = np.random.default_rng(6).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32)
     res = gradcam(model, pixels, "top3", "auto")
     assert [len(r) for r in res] == [3, 3]
-    assert res[0][0].layer == "layer4.1.relu" or res[0][0].layer.startswith("layer4")
+    assert res[0][0].layer == "layer4.1.relu"  # the last block's output (also exposed as layer4.1 and layer4)
     assert res[0][0].score >= res[0][1].score >= res[0][2].score
     by_name = gradcam(model, pixels[:1], "tabby", "layer4")[0][0]
     assert by_name.class_index == 281

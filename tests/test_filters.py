@@ -109,12 +109,61 @@ def test_lucid_recipe_raises_the_activation(torch_vgg16):
     assert (more.objectives > few.objectives).all()
 
 
-def test_init_image_is_reproducible(torch_vgg16):
+def test_seeds_and_init_images(torch_vgg16):
+    """The seed sets the noise of the start image: equal seeds give equal filters, other seeds other ones;
+    an init image replaces the noise (so the seed no longer matters) and changes the result."""
     model = load(torch_vgg16["path"])
-    init = np.full((48, 48, 3), 120.0, np.float32)
-    a = visualize_filters(model, "features.1", [3], "chollet", steps=3, init=init)
-    b = visualize_filters(model, "features.1", [3], "chollet", steps=3, init=init, seed=99)
-    np.testing.assert_array_equal(a.raw, b.raw)
+    run = lambda **kw: visualize_filters(model, "features.1", [3], "chollet", steps=3, size=48, **kw).raw  # noqa: E731
+    np.testing.assert_array_equal(run(seed=1), run(seed=1))
+    assert np.abs(run(seed=1) - run(seed=2)).max() > 1e-3
+    init = np.random.default_rng(7).uniform(100, 160, (48, 48, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run(init=init, seed=1), run(init=init, seed=2))
+    assert np.abs(run(init=init, seed=1) - run(seed=1)).max() > 1e-3
+
+
+def test_lucid_parameterization_gradient_is_its_adjoint():
+    """FourierImage.gradient against a float64 central difference of sum(w * pixels) along a random direction."""
+    from convlens.engine.techniques.lucid import FourierImage
+
+    rng = np.random.default_rng(3)
+    img = FourierImage(2, 12, 10, rng, sd=0.05)
+    w = rng.normal(size=(2, 12, 10, 3))
+    t_re, t_im = rng.normal(size=img.re.shape), rng.normal(size=img.im.shape)
+
+    def objective(re, im):
+        img.re, img.im = re, im
+        return float(np.sum(w * 255.0 / (1.0 + np.exp(-img.linear()))))
+
+    re0, im0 = img.re.copy(), img.im.copy()
+    eps = 1e-6
+    fd = (objective(re0 + eps * t_re, im0 + eps * t_im) - objective(re0 - eps * t_re, im0 - eps * t_im)) / (2 * eps)
+    img.re, img.im = re0, im0
+    s = 1.0 / (1.0 + np.exp(-img.linear()))
+    g_re, g_im = img.gradient(w, s)
+    analytic = float(np.sum(g_re * t_re) + np.sum(g_im * t_im))
+    assert abs(analytic - fd) <= 1e-6 * abs(fd)
+
+
+def test_lucid_jitter_adjoint_is_exact():
+    """<T x, y> = <x, T' y> for a jitter (the random transform with no rotation or scaling)."""
+    from convlens.engine.techniques.lucid import transform, transform_adjoint
+
+    class Jitter:  # stands in for the random generator: angle 0, scale 1, a shift of (5, -3)
+        def choice(self, options):
+            return 0 if 0 in options else 1.0
+
+        def integers(self, lo, hi, n):
+            return np.array([5, -3])
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 20, 24, 3)).astype(np.float32)
+    y = rng.normal(size=(1, 20, 24, 3)).astype(np.float32)
+    tx, state = transform(x, Jitter())
+    # the transform pads with gray; the linear part is the transform of x minus that of a zero image
+    t0, _ = transform(np.zeros_like(x), Jitter())
+    lhs = float(np.sum((tx - t0).astype(np.float64) * y))
+    rhs = float(np.sum(x.astype(np.float64) * transform_adjoint(y, state)))
+    assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
 
 
 def test_filter_selection_refusals():

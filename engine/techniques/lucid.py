@@ -55,7 +55,7 @@ class FourierImage:
         return f.real, f.imag
 
 
-def _transform(images: np.ndarray, rng) -> tuple[np.ndarray, list]:
+def transform(images: np.ndarray, rng) -> tuple[np.ndarray, list]:
     """Pad, then one random jitter/scale/rotation per call (same for the batch), cropped back."""
     n, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)), constant_values=127.5)
@@ -69,7 +69,7 @@ def _transform(images: np.ndarray, rng) -> tuple[np.ndarray, list]:
     return out[:, PAD:PAD + h, PAD:PAD + w], [m, (ph, pw)]
 
 
-def _transform_adjoint(grad: np.ndarray, state) -> np.ndarray:
+def transform_adjoint(grad: np.ndarray, state) -> np.ndarray:
     m, (ph, pw) = state
     n, h, w, _ = grad.shape
     full = np.zeros((n, ph, pw, 3), np.float32)
@@ -89,9 +89,9 @@ def lucid_ascent(step, filters, hw, steps, rng, lr: float = 0.05):
     live = np.zeros(n, bool)
     for t in range(1, steps + 1):
         pixels, s = img.pixels()
-        seen, state = _transform(pixels, rng)
+        seen, state = transform(pixels, rng)
         g_seen, _ = step(seen.astype(np.float32), filters)
-        g = _transform_adjoint(g_seen, state)
+        g = transform_adjoint(g_seen, state)
         live |= np.abs(g_seen).reshape(n, -1).max(axis=1) > 0
         for k, (param, grad) in enumerate(zip((img.re, img.im), img.gradient(g, s))):
             m[k] = b1 * m[k] + (1 - b1) * grad
