@@ -356,3 +356,29 @@ def test_max_pool_and_global_max_pool_give_ties_to_the_first_like_torch():
     node = helper.make_node("GlobalMaxPool", ["x"], ["y"])
     got = _tie_grads([node], {"x": x}, {}, ["x"], np.ones((1, 1, 1, 1), np.float32))["x"]
     assert got.sum() == 1.0 and got[0, 0, 0, 0] == 1.0
+
+
+def test_relu_before_max_pool_is_masked_before_unpooling():
+    """passes.py moves the ReLU mask behind MaxUnpool (a quarter the size); the gradient stays torch's."""
+    from onnx import TensorProto
+
+    from convlens.engine.autodiff import build_backward
+    from convlens.engine.graph import infer_shapes
+
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    got = engine_gradients(nodes, {"x": x}, {}, ["x"], w)["x"]
+    tx = torch.tensor(x, requires_grad=True)
+    (torch.nn.functional.max_pool2d(torch.relu(tx), 2, 2) * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(got, tx.grad.numpy())
+    obj = [helper.make_node("ReduceSum", ["y"], ["obj"], keepdims=0)]
+    vis = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))]
+    shapes = infer_shapes(nodes + obj, {}, vis, [helper.make_opsetid("", 17)])
+    back = build_backward(nodes + obj, "obj", ["x"], shapes, {}, {})
+    made_by = {o: n for n in back.nodes for o in n.output}
+    final = made_by[back.grads["x"]]
+    while final.op_type == "Identity":  # the x_grad name
+        final = made_by[final.input[0]]
+    assert final.op_type == "MaxUnpool" and made_by[final.input[0]].op_type == "Mul"

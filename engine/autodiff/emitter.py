@@ -23,7 +23,6 @@ class Emitter:
         self._scope = "bw"
         self._count = 0
         self._const_cache: dict = {}
-        self.unpooled: dict[str, tuple[str, str]] = {}  # MaxUnpool output -> (pool input, pool output)
 
     # --- naming -------------------------------------------------------------------------------
     def scope(self, name: str) -> None:

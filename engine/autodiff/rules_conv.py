@@ -34,7 +34,16 @@ def _conv_geometry(e, node, x, w_shape):
 
 
 def _transpose_conv(e, g, weight, xs, spatial, k, s, d, pads, group, out_shape, ceil_fix=True):
-    """x-gradient of a convolution as ConvTranspose, padded or cropped to x's size."""
+    """x-gradient of a convolution as ConvTranspose, padded or cropped to x's size.
+
+    Derivation (one spatial axis). The forward reads x[o*s + j*d - p_begin] into y[o], for kernel tap j. So
+    dx[i] = sum over (o, j) with o*s + j*d - p_begin = i of dy[o] * W[j]: dy spread with stride s
+    (zeros between its samples: the "input dilation" of JAX's transpose rule), then correlated with W
+    flipped. That is exactly ConvTranspose(dy, W, strides=s, dilations=d, pads=pads), whose output length
+    is (out - 1)*s + d*(k - 1) + 1 - p_begin - p_end. With stride > 1 the forward drops up to s - 1 trailing
+    inputs that no window reads (floor division), so the natural length can fall short of x's by that many:
+    output_padding adds them back as zeros (their gradient is 0). A ceil_mode pool's windows can run past
+    the end instead, making the natural length longer: then the result is cropped."""
     n = len(spatial)
     out_sp = out_shape[2:]
     natural = [(out_sp[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - pads[i] - pads[i + n] for i in range(n)]
@@ -63,6 +72,9 @@ def conv(e, node, dy, needs):
     xs, spatial, k, s, d, pads = _conv_geometry(e, node, x, w_shape)
     group = attrs(node).get("group", 1)
     n = len(spatial)
+    # at stride 1, dx is a plain convolution of dy with W flipped and its channels swapped (see
+    # _transpose_conv): dy[o] meets W[j] at i = o + j*d - p_begin, so dy is padded by d*(k - 1) - p_begin
+    # in front (the taps that reach before x[0]) and d*(k - 1) - p_end behind
     back_pads = [d[i] * (k[i] - 1) - pads[i] for i in range(n)] + [d[i] * (k[i] - 1) - pads[i + n] for i in range(n)]
     # few input channels (an RGB first layer): ConvTranspose runs the same sum about twice as fast as a
     # convolution with 3 output channels, which the blocked (NCHWc) kernels cannot use
@@ -80,7 +92,11 @@ def conv(e, node, dy, needs):
 
 @rule("ConvTranspose")
 def conv_transpose(e, node, dy, needs):
-    """dx = conv(dy, W) with the same strides, pads, dilations and groups"""
+    """dx = conv(dy, W) with the same strides, pads, dilations and groups
+
+    ConvTranspose is the adjoint (transpose) of the convolution with the same attributes, so its own
+    adjoint is that convolution: <conv_transpose(x), dy> = <x, conv(dy)>. Output padding only appends
+    outputs that no input reaches, which the convolution's floor division drops again."""
     a = attrs(node)
     n = len(e.static_shape(node.input[0], "ConvTranspose")) - 2
     keep = {k: a[k] for k in ("strides", "dilations", "pads", "group") if k in a}
@@ -104,9 +120,7 @@ def max_pool(e, node, dy, needs):
         # windows do not overlap: every input receives at most one value, which MaxUnpool places
         # without the atomic-add path of ScatterElements (ORT's MaxUnpool refuses ceil_mode's larger size)
         keep = {"kernel_shape": k, "strides": strides, "pads": a.get("pads", [0] * 2 * len(k))}
-        dx = e.op("MaxUnpool", dy[0], indices, e.op("Shape", x), **keep)
-        e.unpooled[dx] = (x, node.output[0])
-        return [dx]
+        return [e.op("MaxUnpool", dy[0], indices, e.op("Shape", x), **keep)]
     zeros = e.zeros_like(x)
     flat = e.op("Reshape", zeros, e.ints([-1]))
     scattered = e.op("ScatterElements", flat, e.op("Reshape", indices, e.ints([-1])),

@@ -23,15 +23,7 @@ def cast(e, node, dy, needs):
 
 @rule("Relu")
 def relu(e, node, dy, needs):
-    """dx = dy * (y > 0)"""
-    pooled = e.unpooled.get(dy[0])
-    if pooled is not None and pooled[0] == node.output[0]:
-        # max-pooling right after the ReLU: the gradient sits at each window's argmax, where y equals the
-        # pooled value, so the mask is applied on the pooled tensor before unpooling (a quarter the size)
-        unpool = next(n for n in e.nodes if n.output[0] == dy[0])
-        g = e.mask(e.op("Greater", pooled[1], e.zero()), unpool.input[0])
-        return [e.op("MaxUnpool", g, *unpool.input[1:], kernel_shape=attrs(unpool)["kernel_shape"],
-                     strides=attrs(unpool)["strides"], pads=attrs(unpool)["pads"])]
+    """dx = dy * (y > 0)  (before a max-pool, passes.py moves the mask behind the unpooling)"""
     return [e.mask(e.op("Greater", node.output[0], e.zero()), dy[0])]
 
 

@@ -35,6 +35,9 @@ def matmul(e, node, dy, needs):
 @rule("Gemm")
 def gemm(e, node, dy, needs):
     """Y = alpha op(A) op(B) + beta C: dA = alpha dY op(B)^T (transposed back), dB likewise, dC = beta dY"""
+    # With op(A) = A or A^T: dop(A) = alpha dY op(B)^T. Untransposed A takes that as it is (Gemm(dY, B) with
+    # transB flipped); a transposed A needs its transpose, (dY op(B)^T)^T = op(B) dY^T = Gemm(B, dY) with
+    # transA = transB and transB = 1. B is symmetric: dop(B) = alpha op(A)^T dY, transposed back when transB.
     a_ = attrs(node)
     alpha, beta = a_.get("alpha", 1.0), a_.get("beta", 1.0)
     ta, tb = a_.get("transA", 0), a_.get("transB", 0)

@@ -13,6 +13,7 @@ import onnx
 
 from ..errors import ConvlensError
 from .emitter import Emitter
+from .passes import fuse_relu_into_unpool
 from .rules import BROADCASTING, NON_DIFFERENTIABLE, OVERRIDES, RULES
 
 
@@ -96,7 +97,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
                      out=f"{asked}_grad" if node is relayouts[asked][-1] else None)
         grads[asked] = g
     forward = [e.replaced.get(id(n), n) for n in nodes]
-    return Backward(forward + e.nodes, e.new_inits, e.new_weights, grads)
+    return Backward(fuse_relu_into_unpool(forward + e.nodes), e.new_inits, e.new_weights, grads)
 
 
 def on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:
