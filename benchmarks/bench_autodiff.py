@@ -34,7 +34,8 @@ def rss_child(path, threads):
     from convlens.engine.adapter import PIXELS
     from convlens.engine.objectives import one_hot
     from convlens.engine.runtime import configure
-    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine.techniques.gradients import gradient_program, run_gradient
+    from convlens.engine.techniques.targets import Target
 
     configure(threads=threads)
     model = load(path)
@@ -59,7 +60,8 @@ def main():
     from convlens.engine.adapter import PIXELS
     from convlens.engine.objectives import one_hot
     from convlens.engine.techniques.cam import gradcam
-    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine.techniques.gradients import gradient_program, run_gradient
+    from convlens.engine.techniques.targets import Target
 
     from common import vgg16_pair
 

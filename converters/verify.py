@@ -13,7 +13,8 @@ from convlens.engine.model import Model
 from convlens.engine.objectives import one_hot
 from convlens.engine.techniques.cam import auto_layer, cam_maps, gradcam, normalize
 from convlens.engine.techniques.common import prepare, to_nchw
-from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+from convlens.engine.techniques.gradients import gradient_program, run_gradient
+from convlens.engine.techniques.targets import Target
 
 from .dispatch import parse_source
 

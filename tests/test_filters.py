@@ -56,7 +56,8 @@ def test_chollet_recipe_follows_the_lessons_loop_through_pooling(keras_vgg16):
     step is compared at the lesson's own image, with a bound that such flips stay within."""
     from convlens.engine.adapter import PIXELS
     from convlens.engine.objectives import one_hot
-    from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+    from convlens.engine.techniques.gradients import gradient_program, run_gradient
+    from convlens.engine.techniques.targets import Target
 
     model = load(keras_vgg16["path"])
     res = visualize_filters(model, "block3_conv1", FILTERS, "chollet", seed=3)

@@ -7,7 +7,8 @@ from convlens.engine import load
 from convlens.engine.adapter import PIXELS
 from convlens.engine.objectives import one_hot
 from convlens.engine.techniques.cam import gradcam
-from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+from convlens.engine.techniques.gradients import gradient_program, run_gradient
+from convlens.engine.techniques.targets import Target
 from test_cam_saliency import _torch_layer_and_grad, reference_cam
 
 

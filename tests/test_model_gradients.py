@@ -10,7 +10,8 @@ import torch
 from convlens.engine import load
 from convlens.engine.adapter import PIXELS
 from convlens.engine.objectives import one_hot
-from convlens.engine.techniques.gradients import Target, gradient_program, run_gradient
+from convlens.engine.techniques.gradients import gradient_program, run_gradient
+from convlens.engine.techniques.targets import Target
 from helpers import assert_close
 
 

@@ -21,7 +21,8 @@ from .cam_layer import auto_cam_layer, check_cam_layer
 from .cam_methods import CAM_METHODS, GRADIENT_METHODS
 from .layers import with_probed_shapes
 from .common import prepare, softmax, to_nchw
-from .gradients import Target, cached_shapes, gradient_program, on_path_source
+from .gradients import cached_shapes, gradient_program, on_path_source
+from .targets import Target, class_targets, score_values, single_class
 
 
 def layer_shapes_cached(model: Model, size) -> dict:
@@ -80,36 +81,6 @@ def normalize(raw: np.ndarray) -> tuple[np.ndarray, bool]:
     return (m / peak).astype(np.float32), False
 
 
-def top_k(target) -> int | None:
-    """K for a target written 'top' (1) or 'topK', None for a class index or label."""
-    if not (isinstance(target, str) and target.lower().startswith("top")):
-        return None
-    k = target[3:]
-    if not (k == "" or (k.isdigit() and int(k) >= 1)):
-        raise ConvlensError(f"Target {target!r} is not understood; write 'top', 'topK' with K >= 1, "
-                            f"a class index or a label.")
-    return int(k or 1)
-
-
-def class_targets(model: Model, scores: np.ndarray, target) -> list[list[int]]:
-    """Per image, the classes to explain: an index, a label, 'top' or 'topK'."""
-    k = top_k(target)
-    if k is not None:
-        return [list(np.argsort(-row)[:k]) for row in scores]
-    idx = model.class_index(target)
-    if not 0 <= idx < scores.shape[1]:
-        raise ConvlensError(f"Class {idx} is out of range; the model has {scores.shape[1]} classes.")
-    return [[idx] for _ in scores]
-
-
-def single_class(model: Model, target):
-    """'top' when each image's one class is its top class, the class index when one is named, else None (topK)."""
-    k = top_k(target)
-    if k is not None:
-        return "top" if k == 1 else None
-    return model.class_index(target)
-
-
 def gradcam(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
             score: str = "logit") -> list[list[CamResult]]:
     """CAM maps per image and per requested class; `images` is a path, an array or a list of them."""
@@ -145,9 +116,6 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
     return results, preds
 
 
-def _class_scores(model: Model, values: np.ndarray, tensor: str, score: str) -> np.ndarray:
-    scores = values.reshape(len(values), -1)
-    return softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
 
 
 def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, extra=()):
@@ -165,7 +133,7 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, e
     classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
     acts = to_nchw(out[info.tensor], info.layout)
     raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
-    scores = _class_scores(model, out[score_tensor], score_tensor, tgt.score)
+    scores = score_values(model, out[score_tensor], score_tensor, tgt.score)
     return scores, classes[:, None], raw[:, None], out
 
 
@@ -178,7 +146,7 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
     source_shape = layer_shapes_cached(model, size).get(source)
     fetch = list(dict.fromkeys([score_tensor, info.tensor, source, *extra]))
     forward = program(model, fetch, size).run(pixels)
-    scores = _class_scores(model, forward[score_tensor], score_tensor, tgt.score)
+    scores = score_values(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
     maps: list[list[np.ndarray]] = [[] for _ in pixels]
     for k in range(max(len(c) for c in classes)):

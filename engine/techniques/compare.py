@@ -20,7 +20,8 @@ from .activations import activations, predictions
 from .cam import gradcam
 from .common import prepare, softmax, to_nchw
 from .filters import visualize_filters
-from .gradients import Target, cached_shapes, gradient_program, run_gradient
+from .gradients import cached_shapes, gradient_program, run_gradient
+from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "probabilities_atol": 1e-4, "cam_max_abs": 1e-3,
               "gradient_rtol": 1e-3, "filter_psnr": 40.0}

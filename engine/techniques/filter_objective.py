@@ -19,7 +19,8 @@ from ..adapter import PIXELS
 from ..model import Model
 from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, one_hot
 from ..program import Extra, GradRequest, program
-from .gradients import Target, cached_shapes, gradient_program, objective_source
+from .gradients import cached_shapes, gradient_program, objective_source
+from .targets import Target
 
 FILTER_INDEX = "filter_index"
 # activations applied channel by channel with no per-channel parameters: they commute with the selection

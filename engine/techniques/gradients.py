@@ -1,41 +1,15 @@
 """Gradients of a class score or a channel's mean activation, w.r.t. pixels or a layer's output."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..adapter import PIXELS
-from ..errors import ConvlensError
 from ..metadata import InputSpec
 from ..model import Model
 from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, channel_objective
 from ..program import GradRequest, program
 from .layers import layer_shapes
-
-
-@dataclass
-class Target:
-    """What to differentiate: a class score (logit or probability) or a layer's channel mean."""
-
-    layer: str | None = None  # None: the model's class scores
-    score: str = "logit"  # logit or prob, for class targets
-
-    def tensor(self, model: Model) -> tuple[str, str]:
-        """(tensor name, layout) of the objective's source."""
-        if self.layer is not None:
-            info = model.layer(self.layer)
-            return info.tensor, info.layout
-        if self.score == "prob":
-            if model.meta.probabilities:
-                return model.meta.probabilities, "flat"
-            if model.meta.logits:
-                return model.meta.logits, "flat"
-        elif model.meta.logits:
-            return model.meta.logits, "flat"
-        if model.meta.probabilities:
-            raise ConvlensError("The model records only probabilities; use --score prob.")
-        raise ConvlensError("The model records no class scores (no logits or probabilities tensor).")
+from .targets import Target
 
 
 def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),

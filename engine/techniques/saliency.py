@@ -12,9 +12,10 @@ from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import TOP_CLASS, one_hot
 from ..program import program
-from .cam import class_targets, gradcam, single_class
-from .common import prepare, softmax
-from .gradients import Target, gradient_program, run_gradient
+from .cam import gradcam
+from .common import prepare
+from .gradients import gradient_program, run_gradient
+from .targets import Target, class_targets, score_values, single_class
 
 
 
@@ -54,8 +55,7 @@ def top_class_gradients(model: Model, pixels: np.ndarray, score="logit", overrid
 
 def class_scores(model: Model, pixels: np.ndarray, score="logit") -> np.ndarray:
     tensor, _ = Target(score=score).tensor(model)
-    y = program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor].reshape(len(pixels), -1)
-    return softmax(y) if (score == "prob" and tensor == model.meta.logits) else y
+    return score_values(model, program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor], tensor, score)
 
 
 @dataclass(frozen=True)
