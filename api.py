@@ -103,10 +103,13 @@ def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = N
 
 def verify(model, *, source: str, weights: str | None = "none", image=None, **load_options) -> list[dict]:
     """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd."""
-    from .converters.verify import verify as verify_against
+    from .converters.framework_reference import framework_reference
     from .engine.images import sample_image
+    from .engine.techniques.verification import verify as verify_against
 
-    return verify_against(_model(model, **load_options), source, weights, sample_image() if image is None else image)
+    m = _model(model, **load_options)
+    reference = framework_reference(source, weights, m.input_spec)  # the framework's side, as arrays
+    return verify_against(m, reference, sample_image() if image is None else image)
 
 
 def sanity(model, image, *, method: str = "gradcam", steps: int = 6, **load_options) -> list[dict]:

@@ -278,19 +278,13 @@ def _image_batches(items: list[str], size: int, free_size: bool):
     yield from (g for g in groups.values() if g)
 
 
-def _progress(done: int, total: int, quiet: bool, what: str) -> None:
-    if quiet or not sys.stderr.isatty():
-        return
-    filled = int(30 * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {what}")
-    if done >= total:
-        sys.stderr.write("\n")
 
 
 def cmd_cam(args) -> dict:
     from convlens.engine.errors import ConvlensError
     from convlens.engine.images import image_paths
-    from convlens.engine.render import jet_overlay, write_npy, write_png
+    from convlens.engine.render import jet_overlay, progress, write_npy, write_png
+
     if args.batch < 1:
         raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
     model = _load(args)
@@ -314,7 +308,7 @@ def cmd_cam(args) -> dict:
                                       "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
             report.append(entry)
         done += len(paths)
-        _progress(done, total, args.quiet or args.json, "images")
+        progress(done, total, "images", args.quiet or args.json)
     lines = []
     for e in report:
         lines.append(f"{e['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in e["top5"]))
@@ -467,12 +461,12 @@ def cmd_sanity(args) -> dict:
 
     from convlens.engine.onnx_file import write_atomic
     from convlens.engine.render import line_plot, write_png
+    from convlens.engine.techniques.sanity import markdown as sanity_markdown
+
     model = _load(args)
     rows = api.sanity(model, args.image, method=args.method, steps=args.steps)
     out = Path(args.output)
-    lines = ["| layers randomized (top down) | down to | Spearman vs original |", "|---|---|---|"]
-    lines += [f"| {r['randomized']} | {r['top_layer'] or '-'} | {r['spearman']:.3f} |" for r in rows]
-    table = "\n".join(lines)
+    table = sanity_markdown(rows)
     files = [str(write_atomic(out / f"sanity_{args.method}.md", table.encode(), args.force)),
              str(write_atomic(out / f"sanity_{args.method}.json", _json.dumps(rows).encode(), args.force)),
              str(write_png(out / f"sanity_{args.method}.png", line_plot([r["spearman"] for r in rows]), args.force))]
@@ -481,14 +475,14 @@ def cmd_sanity(args) -> dict:
 
 def cmd_verify(args) -> dict:
     from convlens.converters.quiet import quiet_frameworks
+    from convlens.engine.techniques.verification import markdown as verification_markdown
 
     model = _load(args)
     with quiet_frameworks(args.verbose):
         rows = api.verify(model, source=args.source, weights=args.weights, image=args.image)
-    lines = ["| figure | value | limit | ok |", "|---|---|---|---|"]
-    lines += [f"| {r['figure']} | {r['value']:.3g} | {r['limit']:g} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
     passed = all(r["ok"] for r in rows)
-    result = {"rows": rows, "passed": passed, "files": [], "summary": "\n".join(lines) + ("\nPASSED" if passed else "\nFAILED")}
+    result = {"rows": rows, "passed": passed, "files": [],
+              "summary": verification_markdown(rows) + ("\nPASSED" if passed else "\nFAILED")}
     if not passed:
         result["first_failure"] = next(r["figure"] for r in rows if not r["ok"])
         raise ComparisonFailed(result)

@@ -103,3 +103,16 @@ def line_plot(values, width: int = 480, height: int = 240, margin: int = 30) -> 
     for i, v in enumerate(values):
         cv2.circle(img, point(i, v), 4, (200, 60, 30), -1)
     return img
+
+
+def progress(done: int, total: int, what: str, quiet: bool = False) -> None:
+    """A one-line progress bar on a terminal's stderr (nothing when quiet or not a terminal)."""
+    import sys
+
+    if quiet or not sys.stderr.isatty():
+        return
+    filled = int(30 * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {what}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

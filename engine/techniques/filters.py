@@ -5,13 +5,13 @@ feature visualizations readable (Olah et al., "Feature Visualization", Distill 2
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConvlensError
 from ..model import Model
+from ..render import progress
 from .filter_objective import FilterStep
 from .layers import layer_shapes
 
@@ -66,15 +66,6 @@ def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 
     return int(max(1, min(64, budget_bytes // per_item)))
 
 
-def _progress(done: int, total: int, quiet: bool) -> None:
-    if quiet or not sys.stderr.isatty():
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} filters")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "chollet", steps: int | None = None,
@@ -113,7 +104,7 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         raws.append(raw)
         alive.append(live)
         objs.append(obj)
-        _progress(min(s + batch, len(chosen)), len(chosen), quiet)
+        progress(min(s + batch, len(chosen)), len(chosen), "filters", quiet)
     raw = np.concatenate(raws)
     obj = np.concatenate(objs)
     live = np.concatenate(alive)

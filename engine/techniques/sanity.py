@@ -87,3 +87,9 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
         clone = _randomized(model, [w for _, w in layers[:k]], rng)
         rows.append({"randomized": int(k), "top_layer": layers[k - 1][0], "spearman": spearman(original, _map(clone, pixels, method, cls))})
     return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| layers randomized (top down) | down to | Spearman vs original |", "|---|---|---|"]
+    lines += [f"| {r['randomized']} | {r['top_layer'] or '-'} | {r['spearman']:.3f} |" for r in rows]
+    return "\n".join(lines)
