@@ -73,8 +73,6 @@ def main():
     rows = []
 
     # build time of the full VGG16 backward graph (walker + rules, then the ORT session)
-    from convlens.engine.program import _build, GradRequest, Extra  # noqa: F401
-
     t = time.perf_counter()
     prog, channels = gradient_program(model, Target(), (224, 224))
     build_total = time.perf_counter() - t
@@ -138,7 +136,7 @@ def main():
     from convlens.engine.adapter import adapter_nodes
     from convlens.engine.graph import needed_nodes
     from convlens.engine.objectives import channel_objective
-    from convlens.engine.program import _shapes
+    from convlens.engine.program import static_shapes
 
     a_nodes, a_inits = adapter_nodes(model.input_spec)
     extra = channel_objective(model.meta.logits, "flat", 2, 1000)
@@ -149,7 +147,7 @@ def main():
     winfos = [helper.make_tensor_value_info(n, 1, list(v.shape)) for n, v in model.weights.items()]
     t = time.perf_counter()
     cut = needed_nodes(nodes, ["objective"], stop_at=[PIXELS, "objective_weights"])
-    shapes = _shapes(cut, inits, (224, 224), list(extra.inputs) + winfos, model.opset_imports)
+    shapes = static_shapes(cut, inits, (224, 224), list(extra.inputs) + winfos, model.opset_imports)
     W.build_backward(cut, "objective", [PIXELS], shapes, model.weights, inits)
     build_graph = time.perf_counter() - t
 

@@ -79,8 +79,6 @@ def finish(model: onnx.ModelProto, *, source: str, source_name: str, spec: Input
     probs = probabilities_output
     if probs is not None and logits is None:
         logits = find_softmax_logits(model, probs)
-    if logits is not None and probs is None:
-        probs = None
     expose_outputs(model, [l.tensor for l in layers] + ([logits] if logits else []))
     canonical = canonical_names(source, source_name)
     for layer in layers:

@@ -114,7 +114,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
 
         weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                         for n, a in weights.items()]
-        shapes = _shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
+        shapes = static_shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
         unknown = [o for n in cut for o in n.output if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
         if unknown:
             shapes.update(probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
@@ -139,7 +139,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
     return Program(session, fetch, grads, size, extra.inputs, needs_pixels, model.single_image)
 
 
-def _shapes(nodes, inits, size, more_inputs, opsets) -> dict:
+def static_shapes(nodes, inits, size, more_inputs, opsets) -> dict:
     """Shapes with a symbolic batch; where shapes computed from Shape() get lost with a symbolic batch
     (exporters' dynamic padding), a batch-1 inference fills them in, batch dimension marked symbolic."""
     symbolic = infer_shapes(nodes, inits, [float_info(PIXELS, ["N", size[0], size[1], 3])] + more_inputs, opsets)

@@ -18,3 +18,24 @@ def assert_close(got, ref, rtol=1e-4, what=""):
 
 def nchw(arr, layout):
     return arr.transpose(0, 3, 1, 2) if arr.ndim == 4 and layout == "NHWC" else arr
+
+
+def normalized(cam):
+    """ReLU, then divide by the max (how convlens normalizes a CAM)."""
+    cam = np.maximum(cam, 0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def torch_gradcam(net, module, x):
+    """Grad-CAM by torch autograd at `module`, for the top class of x: (normalized map, class)."""
+    import torch
+
+    kept = {}
+    hook = module.register_forward_hook(lambda _m, _i, out: kept.__setitem__("A", out))
+    logits = net(x)
+    hook.remove()
+    cls = int(logits.argmax(1))
+    (grad,) = torch.autograd.grad(logits[0, cls], kept["A"])
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * kept["A"]).sum(1)[0].detach().numpy()
+    return normalized(cam), cls

@@ -8,7 +8,7 @@ import torch
 import convlens
 from convlens.cli import main
 from convlens.engine.techniques.cam_layer import AUTO_RULE
-from test_export_routes import torch_gradcam
+from helpers import torch_gradcam
 
 SIZE = 64
 PIXELS = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)

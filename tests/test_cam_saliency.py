@@ -55,7 +55,7 @@ def _torch_input(model, pixels):
     return p, x.permute(0, 3, 1, 2)
 
 
-def _torch_layer_and_grad(net, model, pixels, cls, module=None):
+def torch_layer_and_grad(net, model, pixels, cls, module=None):
     store = {}
 
     def keep(_m, _i, out):
@@ -95,7 +95,7 @@ def reference_cam(method, A, G):
 def test_gradient_cam_methods_match_torch_reference(resnet, method):
     net, model = resnet
     pixels = np.random.default_rng(3).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-    A, G, _ = _torch_layer_and_grad(net, model, pixels, 17)
+    A, G, _ = torch_layer_and_grad(net, model, pixels, 17)
     got = gradcam(model, pixels, 17, "layer4", method)[0][0]
     np.testing.assert_allclose(got.cam, reference_cam(method, A, G), atol=1e-4)
 
@@ -109,7 +109,7 @@ def test_cam_inside_a_residual_block(resnet):
     got = gradcam(model, pixels, "top2", "layer4.1.conv1")
     for i in range(2):
         for res in got[i]:
-            A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], res.class_index, module=net.layer4[1].conv1)
+            A, G, _ = torch_layer_and_grad(net, model, pixels[i:i + 1], res.class_index, module=net.layer4[1].conv1)
             np.testing.assert_allclose(res.cam, reference_cam("gradcam", A, G), atol=1e-4)
 
 
@@ -124,7 +124,7 @@ def test_top_class_cam_is_one_run_that_picks_torchs_top_class(resnet):
         p, x = _torch_input(model, pixels[i:i + 1])
         cls = int(net(x).argmax())
         assert top[i][0].class_index == two[i][0].class_index == cls
-        A, G, _ = _torch_layer_and_grad(net, model, pixels[i:i + 1], cls)
+        A, G, _ = torch_layer_and_grad(net, model, pixels[i:i + 1], cls)
         np.testing.assert_allclose(top[i][0].cam, reference_cam("gradcam", A, G), atol=1e-4)
         np.testing.assert_allclose(top[i][0].cam, two[i][0].cam, atol=1e-5)
         assert top[i][0].score == pytest.approx(two[i][0].score, rel=1e-5)
@@ -150,7 +150,7 @@ def test_cam_runs_give_the_same_top5_as_predictions(resnet):
 def test_eigencam_is_the_first_principal_component(resnet):
     net, model = resnet
     pixels = np.random.default_rng(4).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-    A, _, _ = _torch_layer_and_grad(net, model, pixels, 0)
+    A, _, _ = torch_layer_and_grad(net, model, pixels, 0)
     flat = A.reshape(A.shape[0], -1).T
     flat = flat - flat.mean(0)
     _, _, vh = torch.linalg.svd(flat, full_matrices=False)
@@ -167,7 +167,7 @@ def test_scorecam_matches_masked_forward_passes(resnet):
 
     net, model = resnet
     pixels = np.random.default_rng(5).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-    A, _, logits = _torch_layer_and_grad(net, model, pixels, 3)
+    A, _, logits = torch_layer_and_grad(net, model, pixels, 3)
     cls = int(torch.argmax(logits[0]))
     up = F.interpolate(A[None].float(), size=(96, 96), mode="bilinear", align_corners=False)[0].double()
     lo = up.flatten(1).min(1).values[:, None, None]

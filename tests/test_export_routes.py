@@ -10,14 +10,10 @@ import pytest
 import torch
 
 import convlens
+from helpers import normalized, torch_gradcam
 
 SIZE = 96
 PIXELS = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
-
-
-def _normalized(cam):
-    cam = np.maximum(cam, 0)
-    return cam / cam.max() if cam.max() > 0 else cam
 
 
 # ---- torch --------------------------------------------------------------------------------------
@@ -54,18 +50,6 @@ def torch_exports(tmp_path_factory):
             torch.onnx.export(net, (x,), str(path), input_names=["image"], **kwargs)
             files[arch, route] = path
     return nets, files
-
-
-def torch_gradcam(net, module, x):
-    kept = {}
-    hook = module.register_forward_hook(lambda _m, _i, out: kept.__setitem__("A", out))
-    logits = net(x)
-    hook.remove()
-    cls = int(logits.argmax(1))
-    (grad,) = torch.autograd.grad(logits[0, cls], kept["A"])
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    cam = (weights * kept["A"]).sum(1)[0].detach().numpy()
-    return _normalized(cam), cls
 
 
 @pytest.mark.slow
@@ -147,7 +131,7 @@ def keras_gradcam(net, layer_name, x):
         score = logits[0, cls]
     grad = tape.gradient(score, acts).numpy()[0]
     cam = (grad.mean(axis=(0, 1)) * acts.numpy()[0]).sum(-1)
-    return _normalized(cam), cls
+    return normalized(cam), cls
 
 
 @pytest.mark.slow

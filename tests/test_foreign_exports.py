@@ -9,7 +9,7 @@ from convlens.engine.objectives import one_hot
 from convlens.engine.techniques.cam import gradcam
 from convlens.engine.techniques.gradients import gradient_program, run_gradient
 from convlens.engine.techniques.targets import Target
-from test_cam_saliency import _torch_layer_and_grad, reference_cam
+from test_cam_saliency import reference_cam, torch_layer_and_grad
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,6 @@ def test_gradcam_on_a_dynamo_export_matches_torch(dynamo_resnet):
     got = gradcam(model, pixels, "top", "auto")
     for i in range(2):
         assert not got[i][0].zero
-        A, G, logits = _torch_layer_and_grad(net, model, pixels[i:i + 1], got[i][0].class_index)
+        A, G, logits = torch_layer_and_grad(net, model, pixels[i:i + 1], got[i][0].class_index)
         assert got[i][0].class_index == int(logits.argmax())  # picked in the graph, one image per run
         np.testing.assert_allclose(got[i][0].cam, reference_cam("gradcam", A, G), atol=1e-4)

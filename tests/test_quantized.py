@@ -65,7 +65,7 @@ def test_float16_files_are_computed_in_float32(tmp_path):
     (float16-rounded) weights."""
     import torchvision
 
-    from test_export_routes import torch_gradcam
+    from helpers import torch_gradcam
 
     torch.manual_seed(6)
     net = torchvision.models.resnet18(weights=None).eval().half()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import convlens
-from test_export_routes import _normalized
+from helpers import normalized
 
 SIZE = 96
 PIXELS = np.random.default_rng(2).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
@@ -54,7 +54,7 @@ def test_dense_outputs_score_each_class_by_its_mean_logit(segmentation):
     out = net(X)
     hook.remove()
     (grad,) = torch.autograd.grad(out[0, expected_top[0]].mean(), kept["A"])
-    ref = _normalized((grad.mean(dim=(2, 3), keepdim=True) * kept["A"]).sum(1)[0].detach().numpy())
+    ref = normalized((grad.mean(dim=(2, 3), keepdim=True) * kept["A"]).sum(1)[0].detach().numpy())
     assert np.abs(maps[0][0].cam - ref).max() < 1e-3
 
 
