@@ -56,7 +56,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from convlens.engine.techniques.cam_methods import CAM_METHODS
-    from convlens.engine.techniques.saliency import METHODS as SALIENCY_METHODS
+    from convlens.engine.techniques.saliency import SALIENCY_METHODS
 
     parser = _Parser(prog="convlens", description="See what a convnet has learned, from an .onnx file.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add(name, help_text):
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+    def add(name, help_text, methods=None):
+        epilog = f"example:\n  {EXAMPLES[name]}"
+        if methods:  # the method tables document themselves
+            epilog = "methods:\n" + "\n".join(f"  {k}: {m.formula}" for k, m in methods.items()) + "\n\n" + epilog
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
         return p
@@ -88,17 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="an image file")
     p.add_argument("--layers", required=True, help="comma-separated layer names (see `convlens layers`)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p = add("cam", "Class activation heatmaps (Grad-CAM family) with overlays and top-5 predictions.")
+    p = add("cam", "Class activation heatmaps (Grad-CAM family) with overlays and top-5 predictions.", CAM_METHODS)
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--layer", default="auto", help="a layer with a spatial output; auto takes the last one")
+    p.add_argument("--layer", default="auto", help="a layer with a spatial grid; auto: the last one after the last "
+                   "convolution's activation or residual add, before pooling")
     p.add_argument("--class", dest="target", default="top", help="an index, a label, top or top5")
     p.add_argument("--method", default="gradcam", choices=list(CAM_METHODS))
     p.add_argument("--score", default="logit", choices=["logit", "prob"], help="differentiate the logit (paper) or the softmax (lesson)")
     p.add_argument("--batch", type=int, default=8, help="images per run")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
-    p = add("saliency", "Gradient attributions in pixel space.")
+    p = add("saliency", "Gradient attributions in pixel space.", SALIENCY_METHODS)
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))

@@ -35,6 +35,19 @@ def test_public_api_has_one_function_per_command():
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", convlens.__version__)
 
 
+def test_method_help_comes_from_the_tables(capsys):
+    from convlens.cli import main
+    from convlens.engine.techniques.cam_methods import CAM_METHODS
+    from convlens.engine.techniques.saliency import SALIENCY_METHODS
+
+    assert main(["cam", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"  {name}: {m.formula}" in text for name, m in CAM_METHODS.items())
+    assert main(["saliency", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"  {name}: {m.formula}" in text for name, m in SALIENCY_METHODS.items())
+
+
 def test_version_flag():
     out = subprocess.run([sys.executable, "-m", "convlens.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"convlens {convlens.__version__}"
