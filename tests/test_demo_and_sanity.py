@@ -91,3 +91,19 @@ def test_sanity_cli(tmp_path, lite0, capsys):
     assert all(f"| {r['spearman']:.3f} |" in table for r in rows)
     assert cv2.imread(str(out / "sanity_guided-backprop.png")) is not None
     assert main(["sanity", lite0.path, str(tmp_path / "nope.png"), "-o", str(tmp_path / "t")]) == 1
+
+
+def test_a_named_layer_where_static_shapes_are_symbolic(lite0):
+    """EfficientNet-Lite0's computed "same" pads leave static shape inference with symbolic sizes; a layer the
+    user names is still read on its real grid, and its Grad-CAM is torch's."""
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.engine.images import resize
+    from helpers import torch_gradcam
+
+    pixels = resize(sample_image(), (224, 224))
+    got = gradcam(lite0, pixels, "top", "_blocks.15")[0][0]
+    net = efficientnet_lite0().eval()
+    x = torch.from_numpy((pixels / 127.5 - 1.0).transpose(2, 0, 1)[None].astype(np.float32).copy())
+    ref, cls = torch_gradcam(net, net._blocks[15], x)
+    assert got.class_index == cls and got.cam.shape == ref.shape == (7, 7)
+    assert np.abs(got.cam - ref).max() < 1e-3

@@ -52,16 +52,21 @@ def resolve_layer(model: Model, layer: str | None, size) -> str:
     """The user's layer (checked: a readable grid larger than 1x1), or the one `auto` picks (cam_layer.py)."""
     if layer in (None, "auto"):
         return auto_layer(model, size).name
-    return check_cam_layer(model, layer, layer_shapes_cached(model, size)).name
+    return check_cam_layer(model, layer, _grid_shapes(model, size)).name
 
 
 def auto_layer(model: Model, size):
-    """The layer `--layer auto` picks at this image size (cam_layer.py), on shapes completed by a forward run
-    where static inference cannot follow them."""
+    """The layer `--layer auto` picks at this image size (cam_layer.py)."""
+    return auto_cam_layer(model, _grid_shapes(model, size))
+
+
+def _grid_shapes(model: Model, size) -> dict:
+    """Batch-1 shapes with every grid readable: static inference, completed by a forward run where it cannot
+    follow the sizes (EfficientNet's computed pads); cached per size and input adapter."""
     key = ("probed", tuple(size), model.input_spec.layout, model.input_spec.channels)
     if key not in model.shapes:
         model.shapes[key] = with_probed_shapes(model, size, layer_shapes_cached(model, size))
-    return auto_cam_layer(model, model.shapes[key])
+    return model.shapes[key]
 
 
 def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:

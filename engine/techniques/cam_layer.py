@@ -19,18 +19,13 @@ AUTO_RULE = ("auto: the last layer on the path to the scores with a spatial grid
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 
 
-def layer_grid(model: Model, info: LayerInfo, shapes: dict) -> tuple | None:
-    """(H, W) of a layer's output, or None when it has no readable spatial grid."""
-    return spatial_size(shapes.get(info.tensor), info.layout)
-
-
 def check_cam_layer(model: Model, name: str, shapes: dict) -> LayerInfo:
     """The user's layer, refused in one sentence when a map there could not be a picture of the image."""
     info = model.layer(name)
     shape = shapes.get(info.tensor)
     if shape is None or len(shape) != 4:
         raise ConvlensError(f"Layer {name!r} has no spatial output (shape {shape}); CAM needs a 4-D layer.")
-    grid = layer_grid(model, info, shapes)
+    grid = spatial_size(shape, info.layout)
     if grid is None:
         raise ConvlensError(f"Layer {name!r} is 4-D {tuple(shape)} but the graph does not say which axes are "
                             "height and width (it comes out of a reshape); pick a layer after a convolution.")
