@@ -36,8 +36,11 @@ def guess_layout(dims: list) -> str:
     return "NCHW"
 
 
-def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: str | None = None) -> ModelMeta:
-    """Read layers (conv, activation, pool, dense outputs) and the input spec from a graph without metadata."""
+def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: str | None = None,
+               ranks: dict[str, int] | None = None) -> ModelMeta:
+    """Read layers (conv, activation, pool, dense outputs) and the input spec from a graph without metadata.
+    The class scores are left to scores.choose_scores, which Model.load runs next; `ranks` (tensor_ranks)
+    may be given when the caller has them already."""
     inp = graph_input(model)
     dims = input_dims(inp)
     layout = (layout or guess_layout(dims)).upper()
@@ -45,7 +48,7 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
     size = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
     channels = dims[3] if layout == "NHWC" and len(dims) == 4 else dims[1] if len(dims) == 4 else 3
     spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout, 1 if channels == 1 else 3)
-    ranks = tensor_ranks(model)
+    ranks = tensor_ranks(model) if ranks is None else ranks
     layouts = tensor_layouts(model.graph.node, inp.name, layout, ranks)
     layers, counts, seen = [], {}, set()
     for node in model.graph.node:
@@ -60,9 +63,8 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
         rank = ranks.get(node.output[0])
         tensor_layout = (layouts.get(node.output[0]) or "unknown") if rank == 4 else "flat"
         layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=tensor_layout))
-    logits, probs = _find_scores(model)
     return ModelMeta(source="onnx", source_name=model.graph.name or "model", input=spec, layers=layers,
-                     logits=logits, probabilities=probs, labels=None, inferred=True)
+                     logits=None, probabilities=None, labels=None, inferred=True)
 
 
 def _clean(name: str) -> str:
@@ -75,13 +77,6 @@ def _clean(name: str) -> str:
         elif part:
             parts.append(part)
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", ".".join(parts))
-
-
-def _find_scores(model: onnx.ModelProto) -> tuple[str | None, str | None]:
-    """Logits and probabilities tensors: the first output, and the Softmax input when it ends in Softmax."""
-    first = model.graph.output[0].name
-    logits = find_softmax_logits(model, first)
-    return (logits, first) if logits else (first, None)
 
 
 def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from .errors import ConvlensError
 from .infer import infer_meta
+from .layouts import tensor_ranks
 from .labels import read_labels, resolve_labels
 from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
@@ -95,8 +96,10 @@ class Model:
         proto = load_onnx(path)
         widen_float16(proto)
         meta = read_meta(proto)
+        # one shape inference serves both the inferred layers and the choice of scores
+        ranks = tensor_ranks(proto) if meta is None or scores else None
         if meta is None:
-            meta = infer_meta(proto, preprocess, layout)
+            meta = infer_meta(proto, preprocess, layout, ranks)
         else:
             if preprocess:
                 meta.input = meta.input.with_preset(preprocess)
@@ -104,7 +107,7 @@ class Model:
                 meta.input.layout = layout.upper()
         if meta.inferred or scores:
             choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits,
-                                   meta.probabilities, meta.inferred)
+                                   meta.probabilities, meta.inferred, ranks)
             meta.logits, meta.probabilities = choice.logits, choice.probabilities
             proto.graph.node.extend(choice.nodes)
             proto.graph.initializer.extend(choice.inits.values())

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from .errors import ConvlensError
 from .graph import needed_nodes, producers
+from .infer import find_softmax_logits
 from .layouts import tensor_layouts, tensor_ranks
 
 DENSE_SCORES = "convlens_class_scores"
@@ -30,21 +31,23 @@ class Scores:
 
 
 def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, requested: str | None,
-                  logits: str | None, probabilities: str | None, inferred: bool) -> Scores:
-    """`logits`/`probabilities` are the metadata's; they are kept for convlens's own files unless `requested`."""
-    ranks = tensor_ranks(proto)
+                  logits: str | None, probabilities: str | None, inferred: bool,
+                  ranks: dict[str, int] | None = None) -> Scores:
+    """`logits`/`probabilities` are the metadata's; they are kept for convlens's own files unless `requested`.
+    `ranks` (tensor_ranks) may be given when the caller has them already."""
+    ranks = tensor_ranks(proto) if ranks is None else ranks
     made_by = producers(proto.graph.node)
     if requested:
         known = set(made_by) | {o.name for o in proto.graph.output}
         if requested not in known:
             outs = ", ".join(o.name for o in proto.graph.output)
             raise ConvlensError(f"--scores {requested!r} is not a tensor of this model; its outputs are: {outs}.")
-        logits, probabilities = _split_softmax(made_by, requested)
+        logits, probabilities = _split_softmax(proto, requested)
     elif inferred:
         candidates = _score_outputs(proto, ranks)
         if not candidates:
             return Scores(None, None)
-        logits, probabilities = _split_softmax(made_by, candidates[0])
+        logits, probabilities = _split_softmax(proto, candidates[0])
     if logits is None or ranks.get(logits) != 4:
         return Scores(logits, probabilities)
     layout = tensor_layouts(proto.graph.node, input_name, input_layout, ranks).get(logits) or "NCHW"
@@ -68,14 +71,10 @@ def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
     return remaining
 
 
-def _split_softmax(made_by: dict, tensor: str) -> tuple[str, str | None]:
+def _split_softmax(proto: onnx.ModelProto, tensor: str) -> tuple[str, str | None]:
     """(logits, probabilities): a Softmax output's logits are its input (through Identity nodes)."""
-    node = made_by.get(tensor)
-    while node is not None and node.op_type == "Identity":
-        node = made_by.get(node.input[0])
-    if node is not None and node.op_type == "Softmax":
-        return node.input[0], tensor
-    return tensor, None
+    logits = find_softmax_logits(proto, tensor)
+    return (logits, tensor) if logits else (tensor, None)
 
 
 def _dense_mean(tensor: str, layout: str, opset: int) -> Scores:
