@@ -5,7 +5,7 @@ import numpy as np
 
 from ..model import Model
 from ..program import program
-from .common import model_size, prepare
+from .common import model_size, prepare, softmax
 
 
 def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]:
@@ -28,8 +28,7 @@ def rank_predictions(model: Model, tensor: str, values: np.ndarray, top: int = 5
     """Top-k (index, label, probability) per row of the model's logits (softmaxed here) or probabilities."""
     values = values.reshape(values.shape[0], -1).astype(np.float64)
     if tensor == model.meta.logits:
-        values = np.exp(values - values.max(axis=1, keepdims=True))
-        values /= values.sum(axis=1, keepdims=True)
+        values = softmax(values)
     out = []
     for row in values:
         idx = np.argsort(-row)[:top]

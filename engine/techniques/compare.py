@@ -16,7 +16,7 @@ from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import one_hot
 from ..program import program
-from .activations import activations, predictions
+from .activations import activations, rank_predictions
 from .cam import gradcam
 from .common import prepare, softmax, to_nchw
 from .filters import visualize_filters
@@ -59,12 +59,11 @@ def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = No
 
 
 def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
-    pixels_size = prepare(a, image).shape[1:3]
-    pairs = layers or align(a, b, cached_shapes(a, tuple(pixels_size), a.input_spec),
-                            cached_shapes(b, tuple(pixels_size), b.input_spec))
+    pixels = prepare(a, image)
+    size = tuple(pixels.shape[1:3])
+    pairs = layers or align(a, b, cached_shapes(a, size, a.input_spec), cached_shapes(b, size, b.input_spec))
     if not pairs:
         raise ConvlensError("No layers of the two models could be aligned; pass --layers A1:B1,A2:B2.")
-    pixels = prepare(a, image)
     out = Comparison()
     acts_a = activations(a, pixels, [x for x, _ in pairs])
     acts_b = activations(b, pixels, [y for _, y in pairs])
@@ -80,9 +79,9 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
         if not ok:
             _fail(out, f"layer {x} / {y}")
     if a.meta.logits and b.meta.logits:
-        _compare_outputs(a, b, pixels, tol, out)
-        top_a = [i for i, _, _ in predictions(a, pixels)[0]]
-        top_b = [i for i, _, _ in predictions(b, pixels)[0]]
+        la, lb = _compare_outputs(a, b, pixels, tol, out)
+        top_a = [i for i, _, _ in rank_predictions(a, a.meta.logits, la)[0]]
+        top_b = [i for i, _, _ in rank_predictions(b, b.meta.logits, lb)[0]]
         same = top_a == top_b
         out.figures["top5 agreement"] = {"value": same, "limit": True, "ok": same}
         if not same:
@@ -123,8 +122,9 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
     return out
 
 
-def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Comparison) -> None:
-    """The scores themselves, always: a shift that keeps the top 5 is still a different model."""
+def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Comparison):
+    """The scores themselves, always: a shift that keeps the top 5 is still a different model.
+    Returns both models' logits (float64), which also give the top-5 comparison."""
     size = pixels.shape[1:3]
     la = program(a, [a.meta.logits], size).run(pixels)[a.meta.logits].astype(np.float64)
     lb = program(b, [b.meta.logits], size).run(pixels)[b.meta.logits].astype(np.float64)
@@ -141,8 +141,7 @@ def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Com
                                                        "ok": d <= tol["probabilities_atol"]}
     if d > tol["probabilities_atol"]:
         _fail(out, "probabilities")
-
-
+    return la, lb
 
 
 def _input_gradient(model: Model, pixels: np.ndarray, cls: int) -> np.ndarray:
