@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from convlens.engine.adapter import GRAY
+from convlens.engine.adapter import GRAY, per_channel_std_mean
 from convlens.engine.errors import ConvlensError
 
 from .dispatch import parse_source
 from .frameworks import keras_modules
 
 
-def _mean_std(spec):
-    """float32 (mean, std) per model channel: a gray model takes the average of a preset's three."""
-    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
-    return (mean.mean(keepdims=True), std.mean(keepdims=True)) if spec.channels == 1 else (mean, std)
 
 
 class TorchReference:
@@ -37,7 +33,7 @@ class TorchReference:
     def _input(self, pixels, spec):
         p = self.torch.tensor(pixels, requires_grad=True)
         t = self.torch
-        mean, std = _mean_std(spec)
+        std, mean = (a.astype(np.float32) for a in per_channel_std_mean(spec))
         if spec.channels == 1:
             x = (p * t.from_numpy(GRAY)).sum(-1, keepdim=True)
         else:
@@ -104,7 +100,7 @@ class KerasReference:
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(p)
             spec = spec or self.spec
-            mean, std = _mean_std(spec)
+            std, mean = (a.astype(np.float32) for a in per_channel_std_mean(spec))
             if spec.channels == 1:
                 x = tf.reduce_sum(p * tf.constant(GRAY), axis=-1, keepdims=True)
             else:
@@ -136,7 +132,6 @@ def framework_reference(source: str, weights: str | None, spec):
 
         return KerasReference(applications_model(name, weights), spec)
     if kind == "keras-file":
-        
         keras, _, _ = keras_modules()
         return KerasReference(keras.saving.load_model(name, compile=False, safe_mode=True), spec)
     raise ConvlensError(f"verify supports keras:NAME, torch:NAME and .keras sources, not {source!r}.")

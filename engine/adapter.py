@@ -34,7 +34,7 @@ def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
         inits["adapter_bgr_index"] = numpy_helper.from_array(np.array([2, 1, 0], np.int64), "adapter_bgr_index")
         nodes.append(helper.make_node("Gather", [current, "adapter_bgr_index"], ["pixels_bgr"], axis=channel_axis, name="adapter_color"))
         current = "pixels_bgr"
-    std, mean = _per_channel(spec)
+    std, mean = per_channel_std_mean(spec)
     scale = (spec.scale / std).astype(np.float32)
     shift = (-mean / std).astype(np.float32)
     shape = (1, spec.channels, 1, 1) if channel_axis == 1 else (spec.channels,)
@@ -50,7 +50,7 @@ def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
     return nodes, inits
 
 
-def _per_channel(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def per_channel_std_mean(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
     """(std, mean) per model channel; a gray model takes the average of a preset's three."""
     std, mean = np.asarray(spec.std, np.float64), np.asarray(spec.mean, np.float64)
     if spec.channels == 1:
@@ -65,7 +65,7 @@ def apply_numpy(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
         x = (x @ GRAY.astype(np.float64))[..., None]
     elif spec.color.upper() == "BGR":
         x = x[..., ::-1]
-    std, mean = _per_channel(spec)
+    std, mean = per_channel_std_mean(spec)
     x = (x * spec.scale - mean) / std
     if spec.layout.upper() == "NCHW":
         x = x.transpose(0, 3, 1, 2)
