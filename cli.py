@@ -282,8 +282,6 @@ def _image_batches(items: list[str], size: int, free_size: bool):
     yield from (g for g in groups.values() if g)
 
 
-
-
 def cmd_cam(args) -> dict:
     from convlens.engine.errors import ConvlensError
     from convlens.engine.images import image_paths
@@ -296,7 +294,7 @@ def cmd_cam(args) -> dict:
     files, report = [], []
     total = len(image_paths(args.images))
     done = 0
-    for batch in _image_batches(args.images, max(1, args.batch), model.input_spec.size is None):
+    for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
         paths = [p for p, _ in batch]
         maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
                              method=args.method, score=args.score)
@@ -424,13 +422,12 @@ class ComparisonFailed(Exception):
 def cmd_compare(args) -> dict:
     import json as _json
 
-    from convlens.engine import load
     from convlens.engine.onnx_file import write_atomic
     from convlens.engine.render import filter_grid, jet_overlay, write_png
     from convlens.engine.techniques.common import prepare
-    from convlens.engine.techniques.compare import compare, markdown
+    from convlens.engine.techniques.compare import markdown
 
-    a, b = load(args.model_a), load(args.model_b)
+    a, b = api.load(args.model_a), api.load(args.model_b)
     pairs = None
     if args.layers:
         pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
@@ -438,9 +435,9 @@ def cmd_compare(args) -> dict:
             from convlens.engine.errors import ConvlensError
 
             raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.")
-    tol = {"activation_rtol": args.activation_rtol, "cam_max_abs": args.cam_tol, "gradient_rtol": args.gradient_rtol,
-           "filter_psnr": args.filter_psnr, "logits_rtol": args.logits_rtol, "probabilities_atol": args.logits_rtol}
-    c = compare(a, b, args.image, pairs, args.target, tol)
+    c = api.compare(a, b, args.image, layers=pairs, target=args.target, activation_rtol=args.activation_rtol,
+                    logits_rtol=args.logits_rtol, cam_tol=args.cam_tol, gradient_rtol=args.gradient_rtol,
+                    filter_psnr=args.filter_psnr)
     out = Path(args.output)
     table = markdown(c, Path(args.model_a).name, Path(args.model_b).name)
     result = {"rows": c.rows, "figures": c.figures, "passed": c.passed, "first_failure": c.first_failure}
