@@ -15,6 +15,7 @@ import tempfile
 
 from ..engine.errors import ConvlensError, ConvlensWarning
 
+# "absl" is the standard logger absl writes through, so its level also quiets absl
 _LOGGERS = ("tf2onnx", "tensorflow", "absl", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "h5py")
 
 
@@ -28,7 +29,6 @@ def quiet_frameworks(verbose: bool = False):
     saved = {name: logging.getLogger(name).level for name in _LOGGERS}
     for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    absl_level = _absl_verbosity(logging.ERROR)
     try:
         with warnings.catch_warnings(), _native_stderr_held() as held:
             warnings.simplefilter("ignore")
@@ -43,20 +43,7 @@ def quiet_frameworks(verbose: bool = False):
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
-        _absl_verbosity(absl_level)
 
-
-def _absl_verbosity(level):
-    """Set absl's verbosity where absl is installed; returns the previous one."""
-    try:
-        from absl import logging as absl_logging
-    except ImportError:
-        return None
-    if level is None:
-        return None
-    previous = absl_logging.get_verbosity()
-    absl_logging.set_verbosity({logging.ERROR: absl_logging.ERROR}.get(level, level))
-    return previous
 
 
 class _Held:
