@@ -115,7 +115,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
         weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                         for n, a in weights.items()]
         shapes = static_shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
-        unknown = [o for n in cut for o in n.output if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
+        unknown = unknown_shapes(cut, shapes)
         if unknown:
             shapes.update(probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
@@ -152,6 +152,12 @@ def static_shapes(nodes, inits, size, more_inputs, opsets) -> dict:
         if known is None or any(not isinstance(d, int) for d in known[1:]):
             symbolic[name] = (["N"] + shape[1:]) if shape and shape[0] == 1 else shape
     return symbolic
+
+
+def unknown_shapes(nodes, shapes: dict) -> list[str]:
+    """The nodes' outputs whose sizes (past the batch) static inference did not find."""
+    return [o for n in nodes for o in n.output
+            if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
 
 
 def probe_shapes(nodes, inits, weights, size, extra_inputs, opsets, names) -> dict:

@@ -26,10 +26,9 @@ def with_probed_shapes(model: Model, size: tuple[int, int], shapes: dict) -> dic
     """`shapes` completed where static inference could not follow the sizes (a Pad whose pads are computed,
     as in ports of TensorFlow's "same" padding), by one forward run of the model at batch 1."""
     from ..adapter import adapter_nodes
-    from ..program import probe_shapes
+    from ..program import probe_shapes, unknown_shapes
 
-    unknown = [o for n in model.nodes for o in n.output
-               if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
+    unknown = unknown_shapes(model.nodes, shapes)
     if not unknown:
         return shapes
     nodes, inits = adapter_nodes(model.input_spec)
