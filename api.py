@@ -41,7 +41,7 @@ def _pixels_or_paths(images) -> list:
 
 def convert(source: str, output: str | os.PathLike, *, weights: str | None = None, no_top: bool = False,
             input_size=None, preprocess: str | None = None, force: bool = False, verbose: bool = False) -> Path:
-    """Convert keras:NAME, torch:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written."""
+    """Convert keras:NAME, torch:NAME, timm:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written."""
     from .converters import convert as convert_source
     from .converters.quiet import quiet_frameworks
 
@@ -66,12 +66,13 @@ def activations(model, image, layers: str | list[str], **load_options) -> dict[s
 
 
 def cam(model, images, *, target="top", layer: str = "auto", method: str = "gradcam", score: str = "logit",
-        top: int = 5, **load_options):
-    """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions."""
+        top: int = 5, head_fusion: str = "mean", discard: float = 0.0, **load_options):
+    """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions.
+    `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout."""
     from .engine.techniques.cam import gradcam_with_predictions
 
     return gradcam_with_predictions(_model(model, **load_options), _pixels_or_paths(images), target, layer, method,
-                                    score, top=top)
+                                    score, top=top, head_fusion=head_fusion, discard=discard)
 
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", **load_options):

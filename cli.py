@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("convert", "Convert a Keras or PyTorch model to ONNX with its layer outputs exposed.")
-    p.add_argument("source", help="keras:NAME, torch:NAME, FILE.keras or FILE.pt2")
+    p.add_argument("source", help="keras:NAME, torch:NAME, timm:NAME, FILE.keras or FILE.pt2")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--weights", help="imagenet, none (the default: random), or a weights file (.weights.h5, .pth)")
+    p.add_argument("--weights", help="imagenet, none (the default: random), or a weights file (.weights.h5, .pth, "
+                   ".safetensors for timm)")
     p.add_argument("--no-top", action="store_true", help="keras: without the classifier head")
     p.add_argument("--input-size", help="HxW or one number, e.g. 224")
     p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="override the recorded preprocessing")
@@ -94,11 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cam", "Class activation heatmaps (Grad-CAM family) with overlays and top-5 predictions.", CAM_METHODS)
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--layer", default="auto", help="a layer with a spatial grid; auto: the last one after the last "
-                   "convolution's activation or residual add, before pooling")
+    p.add_argument("--layer", default="auto", help="a layer with a spatial grid or a transformer's token layer; auto: "
+                   "the last one after the last convolution's activation or residual add, before pooling (on a "
+                   "class-token transformer, the last block's first norm)")
     p.add_argument("--class", dest="target", default="top", help="an index, a label, top or top5")
     p.add_argument("--method", default="gradcam", choices=list(CAM_METHODS))
     p.add_argument("--score", default="logit", choices=["logit", "prob"], help="differentiate the logit (paper) or the softmax (lesson)")
+    p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout: how heads are fused")
+    p.add_argument("--discard", type=float, default=0.0, help="rollout: fraction of the weakest attention set to zero")
     p.add_argument("--batch", type=int, default=8, help="images per run")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
@@ -297,7 +301,7 @@ def cmd_cam(args) -> dict:
     for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
         paths = [p for p, _ in batch]
         maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
-                             method=args.method, score=args.score)
+                             method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
         for (path, original), results, top in zip(batch, maps, tops):
             entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
             for r in results:

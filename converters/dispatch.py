@@ -16,12 +16,14 @@ def parse_source(source: str) -> tuple[str, str]:
         return "keras", source[6:]
     if source.startswith("torch:"):
         return "torch", source[6:]
+    if source.startswith("timm:"):
+        return "timm", source[5:]
     path = Path(source)
     if path.suffix == ".keras":
         return "keras-file", source
     if path.suffix == ".pt2":
         return "torch-file", source
-    raise ConvlensError(f"Unknown source {source!r}; use keras:NAME, torch:NAME, a .keras file or a .pt2 file.")
+    raise ConvlensError(f"Unknown source {source!r}; use keras:NAME, torch:NAME, timm:NAME, a .keras file or a .pt2 file.")
 
 
 def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, include_top: bool = True,
@@ -50,6 +52,12 @@ def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, 
             raise ConvlensError(f"--input-size does not apply to {name}: a saved Keras model keeps the input "
                                 "shape it was built with.")
         model = convert_keras_file(name, preprocess)
+    elif kind == "timm":
+        from .timm_converter import convert_timm
+
+        if not include_top:
+            raise ConvlensError("--no-top applies to keras:NAME sources; timm models are converted whole.")
+        model = convert_timm(name, weights or "none", size, preprocess)
     elif kind == "torch":
         from .torch_converter import convert_torchvision
 

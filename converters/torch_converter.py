@@ -1,6 +1,7 @@
 """PyTorch -> ONNX with every named leaf module's output exposed, through torch.onnx.export."""
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def layer_kind(module) -> str:
     return "other"
 
 
-def convert_module(module, example_input, *, name: str = "model", preprocess: str = "torch",
+def convert_module(module, example_input, *, name: str = "model", preprocess: str | InputSpec = "torch",
                    labels="imagenet", opset: int = 17):
-    """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata."""
+    """Export any nn.Module taking one NCHW image batch; returns an onnx.ModelProto with convlens metadata.
+    `preprocess` is a preset name or an InputSpec (its name, size and layout are set here)."""
     torch = torch_module()
     was_training = module.training
     _set_training(module, False)
@@ -59,6 +61,9 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
     inplace = [(m, m.inplace) for m in module.modules() if isinstance(getattr(m, "inplace", None), bool)]
     for m, _ in inplace:  # in-place ops would alias the captured tensors
         m.inplace = False
+    # nn.MultiheadAttention's eval-mode fast path is one fused op (aten::_native_multi_head_attention) that
+    # torch.onnx cannot export; the plain path gives MatMul/Softmax nodes, so attention stays visible in the graph
+    fastpath = _mha_fastpath(torch, False)
     try:
         with torch.no_grad():
             captured.clear()
@@ -102,6 +107,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
         for m, flag in inplace:
             m.inplace = flag
         _set_training(module, was_training)
+        _mha_fastpath(torch, fastpath)
     model = onnx.load_model_from_string(buf.getvalue())
     shape = tuple(example_input.shape)
     layers = []
@@ -109,14 +115,32 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
         if p in exposed or p in alias:
             tensor = _tensor_name(alias.get(p, p))
             layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
-                                    layout="NCHW" if captured_ndim(model, tensor) != 2 else "flat"))
+                                    layout=_LAYOUT_BY_RANK.get(captured_ndim(model, tensor), "NCHW")))
     if not layers:  # no module calls to hook (torch.export's flattened graphs): read layers off the graph
         from convlens.engine.infer import infer_meta
 
         layers = [l for l in infer_meta(model).layers if l.tensor != "logits"]
-    spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW", channels=1 if shape[1] == 1 else 3)
+    channels = 1 if shape[1] == 1 else 3
+    if isinstance(preprocess, InputSpec):
+        spec = dataclasses.replace(preprocess, name="input", size=tuple(shape[2:4]), layout="NCHW", channels=channels)
+    else:
+        spec = InputSpec.from_preset("input", preprocess, size=shape[2:4], layout="NCHW", channels=channels)
     return finish(model, source="torch", source_name=name, spec=spec, layers=layers,
                   probabilities_output=None, logits_output="logits", labels=labels)
+
+
+# a layer's layout by the rank of its output: (N, tokens, channels) sequences are a transformer's token layers
+_LAYOUT_BY_RANK = {2: "flat", 3: "tokens", 4: "NCHW"}
+
+
+def _mha_fastpath(torch, enabled: bool) -> bool:
+    """Set whether nn.MultiheadAttention may take its fused path; returns the previous setting."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        return True
+    previous = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(enabled)
+    return previous
 
 
 def _set_training(module, flag: bool) -> None:

@@ -110,6 +110,26 @@ def test_matmul(shapes):
     check_directional([node("MatMul", ["a", "b"])], {"a": rng.standard_normal(shapes[0]), "b": rng.standard_normal(shapes[1])})
 
 
+@pytest.mark.parametrize("equation,shapes", [
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),  # attention scores (Keras MultiHeadAttention)
+    ("bhqk,bkhd->bqhd", [(2, 3, 4, 6), (2, 6, 3, 5)]),  # attention times values
+    ("abc,cd->abd", [(2, 3, 4), (4, 5)]),  # a dense layer over tokens
+    ("ij,jk", [(3, 4), (4, 5)]),  # implicit output
+    ("...ij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),  # ellipsis
+    ("abc,c->a", [(2, 3, 4), (4,)]),  # b summed inside the first operand alone: broadcast back
+    ("ij->ji", [(3, 4)]),
+])
+def test_einsum(equation, shapes):
+    names = ["a", "b", "c"][:len(shapes)]
+    check_directional([node("Einsum", names, equation=equation)],
+                      {n: rng.standard_normal(s) for n, s in zip(names, shapes)})
+
+
+def test_einsum_diagonal_is_refused():
+    with pytest.raises(ConvlensError, match="diagonal"):
+        check_directional([node("Einsum", ["a"], equation="ii->i")], {"a": rng.standard_normal((3, 3))})
+
+
 def test_matmul_constant_weight_is_folded():
     w = rng.standard_normal((4, 5))
     grads, _ = check_directional([node("MatMul", ["a", "w"])], {"a": rng.standard_normal((2, 4))}, consts={"w": w})

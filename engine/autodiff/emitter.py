@@ -23,6 +23,8 @@ class Emitter:
         self._scope = "bw"
         self._count = 0
         self._const_cache: dict = {}
+        self.producers: dict = {}  # forward tensor -> (position, node), for values computed from shapes
+        self._folded: dict = {}
 
     # --- naming -------------------------------------------------------------------------------
     def scope(self, name: str) -> None:
@@ -70,7 +72,17 @@ class Emitter:
         return self.const(np.asarray(values, np.int64), np.int64)
 
     def value(self, name: str) -> np.ndarray | None:
-        """The constant value of a tensor, if it is an initializer."""
+        """The constant value of a tensor: an initializer, or computed from constants and static shapes."""
+        known = self._constant(name)
+        if known is not None or not self.producers:
+            return known
+        if name not in self._folded:
+            from .fold import fold_value
+
+            self._folded[name] = fold_value(name, self.producers, self._constant, self.shapes, self.opset)
+        return self._folded[name]
+
+    def _constant(self, name: str) -> np.ndarray | None:
         if name in self.weights:
             return self.weights[name]
         if name in self.inits:

@@ -1,9 +1,10 @@
-"""Rules for MatMul and Gemm."""
+"""Rules for MatMul, Gemm and Einsum."""
 from __future__ import annotations
 
 
 import numpy as np
 
+from ..errors import ConvlensError
 from .emitter import attrs
 from .registry import rule
 
@@ -56,3 +57,49 @@ def gemm(e, node, dy, needs):
         oshape = e.shape(node.output[0])
         out[2] = e.unbroadcast(cg, cshape, oshape)
     return out
+
+
+def _einsum_terms(equation: str) -> tuple[list[list[str]], list[str]]:
+    """('ab,bc->ac') -> ([['a','b'], ['b','c']], ['a','c']); '...' is one token. Implicit output (no '->'):
+    the indices that occur once, in alphabetical order, after the ellipsis (the ONNX and NumPy rule)."""
+    def tokens(term):
+        return ["..."] + list(term.replace("...", "", 1)) if term.startswith("...") else \
+            list(term.split("...")[0]) + (["..."] + list(term.split("...")[1]) if "..." in term else [])
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    terms = [tokens(t) for t in lhs.split(",")]
+    if not arrow:
+        letters = [c for t in terms for c in t if c != "..."]
+        out = (["..."] if any("..." in t for t in terms) else []) + sorted(c for c in set(letters) if letters.count(c) == 1)
+    else:
+        out = tokens(rhs)
+    return terms, out
+
+
+@rule("Einsum")
+def einsum(e, node, dy, needs):
+    """Y = einsum(X_1, ..., X_n): dX_i = einsum(dY, X_j (j != i) -> term_i)"""
+    # Every index of X_i is either in the output (dY carries it), shared with another operand (the einsum
+    # sums or pairs it again), or summed within X_i alone: then dY does not depend on where along it, and
+    # the gradient is the reduced one broadcast back (Unsqueeze + Expand). Repeated indices inside one term
+    # (diagonals) are refused.
+    terms, out = _einsum_terms(attrs(node)["equation"].decode() if isinstance(attrs(node)["equation"], bytes)
+                               else attrs(node)["equation"])
+    if any(len(set(t)) != len(t) for t in terms + [out]):
+        raise ConvlensError(f"Einsum node {node.name!r}: repeated indices in one term (a diagonal) have no rule.")
+    grads = []
+    for i, term in enumerate(terms):
+        if not needs[i]:
+            grads.append(None)
+            continue
+        others = [t for j, t in enumerate(terms) if j != i]
+        kept = [c for c in term if c in out or any(c in t for t in others)]
+        dropped = [k for k, c in enumerate(term) if c not in kept]
+        if dropped and "..." in term:
+            raise ConvlensError(f"Einsum node {node.name!r}: an index summed inside one operand next to an "
+                                "ellipsis has no rule.")
+        equation = ",".join("".join(t) for t in [out] + others) + "->" + "".join(kept)
+        g = e.op("Einsum", dy[0], *[x for j, x in enumerate(node.input) if j != i], equation=equation)
+        if dropped:
+            g = e.op("Expand", e.op("Unsqueeze", g, e.ints(dropped)), e.op("Shape", node.input[i]))
+        grads.append(g)
+    return grads

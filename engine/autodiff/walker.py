@@ -61,6 +61,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     path = [n for n in nodes if any(o in useful for o in n.output) and any(i in useful for i in n.input)]
 
     e = Emitter(shapes, weights, inits, opset)
+    e.producers = {o: (k, n) for k, n in enumerate(nodes) for o in n.output}
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
     for node in reversed(path):

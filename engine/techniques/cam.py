@@ -17,10 +17,11 @@ from ..model import Model
 from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .activations import rank_predictions
-from .cam_layer import auto_cam_layer, check_cam_layer
+from .attention_maps import attention_run
+from .cam_layer import auto_cam_layer, check_cam_layer, grid_view
 from .cam_methods import CAM_METHODS, GRADIENT_METHODS
 from .layers import with_probed_shapes
-from .common import prepare, softmax, to_nchw
+from .common import prepare, softmax
 from .gradients import cached_shapes, gradient_program, on_path_source
 from .targets import Target, class_targets, score_values, single_class
 
@@ -87,29 +88,34 @@ def normalize(raw: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def gradcam(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
-            score: str = "logit") -> list[list[CamResult]]:
+            score: str = "logit", **attention_options) -> list[list[CamResult]]:
     """CAM maps per image and per requested class; `images` is a path, an array or a list of them."""
-    return gradcam_with_predictions(model, images, target, layer, method, score, top=0)[0]
+    return gradcam_with_predictions(model, images, target, layer, method, score, top=0, **attention_options)[0]
 
 
 def gradcam_with_predictions(model: Model, images, target="top", layer: str | None = "auto", method: str = "gradcam",
-                             score: str = "logit", top: int = 5):
+                             score: str = "logit", top: int = 5, head_fusion: str = "mean", discard: float = 0.0):
     """(gradcam()'s maps, each image's top-`top` (index, label, probability)), from the same runs: the
-    prediction tensor is fetched beside the maps' tensors instead of costing a forward pass of its own."""
+    prediction tensor is fetched beside the maps' tensors instead of costing a forward pass of its own.
+    `head_fusion` and `discard` apply to rollout."""
     if method not in METHODS:
         raise ConvlensError(f"Unknown CAM method {method!r}; choose from {', '.join(METHODS)}.")
     pixels = prepare(model, images)
     size = pixels.shape[1:3]
-    name = resolve_layer(model, layer, size)
-    info = model.layer(name)
-    tgt = Target(score=score)
-    one = single_class(model, target) if method in GRADIENT_METHODS else None
     ranked = model.meta.logits or model.meta.probabilities
     extra = (ranked,) if (top and ranked) else ()
-    if one is not None:
-        scores, classes, maps, fetched = _one_class_maps(model, pixels, info, tgt, one, method, extra)
+    if CAM_METHODS[method].kind == "attention":
+        if layer not in (None, "auto"):
+            raise ConvlensError(f"--layer does not apply to {method}: it reads every attention block.")
+        if single_class(model, target) is None:
+            raise ConvlensError(f"{method} explains one class per image; use --class top, an index or a label.")
+        scores, classes, raw, fetched = attention_run(model, pixels, _grid_shapes(model, size), method, target,
+                                                      score, head_fusion, discard, extra)
+        name = "attention blocks"
+        classes, maps = classes[:, None], raw[:, None]
     else:
-        scores, classes, maps, fetched = _per_class_maps(model, pixels, info, tgt, target, method, extra)
+        name = resolve_layer(model, layer, size)
+        scores, classes, maps, fetched = _layer_maps(model, pixels, model.layer(name), target, method, score, extra)
     results: list[list[CamResult]] = [[] for _ in pixels]
     for i, (row, raws) in enumerate(zip(classes, maps)):
         for idx, raw in zip(row, raws):
@@ -119,6 +125,15 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
                                         float(scores[i, idx]), name, method, zero))
     preds = rank_predictions(model, ranked, fetched[ranked], top) if extra else []
     return results, preds
+
+
+def _layer_maps(model: Model, pixels, info, target, method: str, score: str, extra):
+    """(scores, classes per image, raw maps per image, fetched tensors) for a method computed at one layer."""
+    tgt = Target(score=score)
+    one = single_class(model, target) if method in GRADIENT_METHODS else None
+    if one is not None:
+        return _one_class_maps(model, pixels, info, tgt, one, method, extra)
+    return _per_class_maps(model, pixels, info, tgt, target, method, extra)
 
 
 
@@ -136,8 +151,8 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, e
     feeds = {} if top else {OBJECTIVE_WEIGHTS: one_hot([one] * len(pixels), channels)}
     out = prog.run(pixels, **feeds)
     classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
-    acts = to_nchw(out[info.tensor], info.layout)
-    raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
+    view = grid_view(model, info, _grid_shapes(model, size))
+    raw = cam_maps(view(out[info.tensor]), view(out[prog.grads[info.tensor]]), method)
     scores = score_values(model, out[score_tensor], score_tensor, tgt.score)
     return scores, classes[:, None], raw[:, None], out
 
@@ -153,12 +168,13 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
     forward = program(model, fetch, size).run(pixels)
     scores = score_values(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
+    view = grid_view(model, info, _grid_shapes(model, size))
     maps: list[list[np.ndarray]] = [[] for _ in pixels]
     for k in range(max(len(c) for c in classes)):
         items = [i for i, c in enumerate(classes) if k < len(c)]
         idx = [classes[i][k] for i in items]
         batch = pixels[items]
-        acts = to_nchw(forward[info.tensor][items], info.layout)
+        acts = view(forward[info.tensor][items])
         kind = CAM_METHODS[method].kind
         if kind == "score":
             raw = score_cam(model, batch, acts, idx, tgt.score)
@@ -169,7 +185,7 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
             prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,), start=start)
             feeds = {source: forward[source][items]} if start else {}
             out = prog.run(batch, **feeds, **{OBJECTIVE_WEIGHTS: one_hot(idx, channels)})
-            raw = cam_maps(acts, to_nchw(out[prog.grads[info.tensor]], info.layout), method)
+            raw = cam_maps(acts, view(out[prog.grads[info.tensor]]), method)
         for j, i in enumerate(items):
             maps[i].append(raw[j])
     return scores, classes, maps, forward

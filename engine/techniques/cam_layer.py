@@ -5,17 +5,31 @@ The rule, for every convnet: the last tensor on the path to the scores whose spa
 It gives the layers practitioners pick by hand: VGG16's block5_conv3 (features.29), a ResNet's last block
 output after its add and ReLU (layer4), ConvNeXt's last stage output (features.7), EfficientNet's top
 activation.
+
+Class-token transformers (ViT, DeiT) follow another rule: the output of the last block's first norm, the
+layer users are told to pick by hand for them (pytorch-grad-cam's advice). After the last block the patch
+tokens no longer reach the class token (only the class token is read by the head), so their gradients are
+zero there and the convnet rule would give an empty map. Windowed transformers (Swin, MaxViT) keep spatial
+layers and follow the convnet rule.
 """
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
+
+from ..attention import global_attention
 from ..errors import ConvlensError
 from ..graph import needed_nodes
 from ..layouts import spatial_size, tensor_layouts
 from ..metadata import LayerInfo
 from ..model import Model
+from ..tokens import token_grid
+from .common import to_nchw
 
 AUTO_RULE = ("auto: the last layer on the path to the scores with a spatial grid larger than 1x1, after the "
-             "activation or residual add that follows the last convolution, before any pooling")
+             "activation or residual add that follows the last convolution, before any pooling; on a class-token "
+             "transformer, the output of the last block's first norm")
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 
 
@@ -23,8 +37,15 @@ def check_cam_layer(model: Model, name: str, shapes: dict) -> LayerInfo:
     """The user's layer, refused in one sentence when a map there could not be a picture of the image."""
     info = model.layer(name)
     shape = shapes.get(info.tensor)
+    if shape is not None and len(shape) == 3:
+        tokens = token_grid(model, info.tensor, shapes)
+        if tokens is None:
+            raise ConvlensError(f"Layer {name!r} is a sequence {tuple(shape)} whose length is not the patch grid "
+                                "plus a few class or register tokens; CAM needs a token layer of the image's patches.")
+        return info
     if shape is None or len(shape) != 4:
-        raise ConvlensError(f"Layer {name!r} has no spatial output (shape {shape}); CAM needs a 4-D layer.")
+        raise ConvlensError(f"Layer {name!r} has no spatial output (shape {shape}); CAM needs a 4-D layer or a "
+                            "token layer.")
     grid = spatial_size(shape, info.layout)
     if grid is None:
         raise ConvlensError(f"Layer {name!r} is 4-D {tuple(shape)} but the graph does not say which axes are "
@@ -35,8 +56,19 @@ def check_cam_layer(model: Model, name: str, shapes: dict) -> LayerInfo:
     return info
 
 
+def grid_view(model: Model, info: LayerInfo, shapes: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """How the layer's output becomes (N, C, h, w): a token layer through its patch grid, a 4-D one by layout."""
+    tokens = token_grid(model, info.tensor, shapes)
+    if tokens is not None:
+        return tokens.to_nchw
+    return lambda arr: to_nchw(arr, info.layout)
+
+
 def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     """The layer the rule in this module's docstring picks."""
+    chosen = _class_token_layer(model, shapes)
+    if chosen is not None:
+        return chosen
     scores = model.meta.logits or model.meta.probabilities or model.graph_outputs[0]
     path = needed_nodes(model.nodes, [scores])
     layer_of = {l.tensor: l for l in model.layers}
@@ -72,3 +104,28 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
         raise ConvlensError("No exposed layer follows the model's last convolution before its pooling; "
                             "name a layer with --layer.")
     return chosen
+
+
+def _class_token_layer(model: Model, shapes: dict) -> LayerInfo | None:
+    """The last block's first norm of a class-token transformer: the exposed norm layer nearest upstream of
+    its last global attention map (the norm feeds the queries and keys); None for other models."""
+    maps, tokens = global_attention(model, shapes)
+    if not maps or tokens.prefix < 1:
+        return None
+    producer = {o: n for n in model.nodes for o in n.output}
+    layer_of = {l.tensor: l for l in model.layers}
+    frontier, seen = [maps[-1].tensor], set()
+    while frontier:  # breadth first: the nearest norm wins
+        nxt = []
+        for tensor in frontier:
+            info = layer_of.get(tensor)
+            if info is not None and info.kind == "norm" and token_grid(model, tensor, shapes) == tokens:
+                return info
+            node = producer.get(tensor)
+            for i in (node.input if node is not None else ()):
+                if i and i not in seen:
+                    seen.add(i)
+                    nxt.append(i)
+        frontier = nxt
+    raise ConvlensError("The model is a class-token transformer but no exposed norm layer feeds its last attention "
+                        "block; name a token layer with --layer.")

@@ -3,7 +3,8 @@
 A = the layer's activations, G = d score / d A, both (N, C, h, w) float64; each formula returns the raw
 map (N, h, w) before ReLU and normalization. The CLI's choices, the sanity check, the report and the docs
 read this table, so a new method is one row here. Kinds: "gradient" maps need G (one backward pass per
-class), "activation" maps need A alone, "score" maps run masked forward passes (Score-CAM, in cam.py).
+class), "activation" maps need A alone, "score" maps run masked forward passes (Score-CAM, in cam.py),
+"attention" maps read a transformer's attention blocks instead of one layer (attention_maps.py).
 """
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in [
     CamMethod("layercam", "gradient", "sum_c(relu(G) * A) (Jiang et al. 2021)", _layercam),
     CamMethod("scorecam", "score", "sum_c(w_c * A), w_c = p(class | image * upsampled normalized A_c) - p(class | 0) "
               "(Wang et al. 2020)", None),
+    CamMethod("rollout", "attention", "class token's row of prod_blocks rownorm(fuse_heads(A) + I) over the patches "
+              "(Abnar and Zuidema 2020; transformers with a class token)", None),
+    CamMethod("gae", "attention", "class token's row of R, R <- R + mean_heads(relu(dS/dA * A)) R from R = I "
+              "(Chefer et al. 2021; transformers with a class token)", None),
     CamMethod("eigencam", "activation", "A's positions projected on their first principal component "
               "(Muhammad and Yeasin 2020)", _eigencam),
 ]}
