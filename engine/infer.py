@@ -14,7 +14,7 @@ KIND_BY_OP = {
     "Sigmoid": "activation", "HardSigmoid": "activation", "HardSwish": "activation", "Tanh": "activation",
     "Elu": "activation", "Gelu": "activation", "Softplus": "activation", "Selu": "activation",
     "MaxPool": "pool", "AveragePool": "pool", "GlobalAveragePool": "pool", "GlobalMaxPool": "pool",
-    "Gemm": "dense", "Softmax": "activation",
+    "Gemm": "dense", "Softmax": "activation", "LayerNormalization": "norm",
     "Add": "merge",  # residual sums: a ResNet's or ConvNeXt's block output is an Add (or the ReLU after it)
 }
 
@@ -61,7 +61,7 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
             name = f"{name}_{counts[node.op_type]}"
         seen.add(name)
         rank = ranks.get(node.output[0])
-        tensor_layout = (layouts.get(node.output[0]) or "unknown") if rank == 4 else "flat"
+        tensor_layout = (layouts.get(node.output[0]) or "unknown") if rank == 4 else "tokens" if rank == 3 else "flat"
         layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=tensor_layout))
     return ModelMeta(source="onnx", source_name=model.graph.name or "model", input=spec, layers=layers,
                      logits=None, probabilities=None, labels=None, inferred=True)

@@ -19,8 +19,9 @@ TOP_CLASS = "objective_top_class"  # with top=True: each item's arg-max channel 
 
 
 def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False, opset: int = 17,
-                      top: bool = False) -> Extra:
+                      top: bool = False, token_prefix: int | None = None) -> Extra:
     """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities).
+    A token layer (N, T, C) with `token_prefix` P is averaged over its patch tokens T[P:], per channel.
 
     `top`: w is not fed but made in the graph, one-hot at each item's largest channel (its top class), so a
     single run both picks the class and differentiates its score; ArgMax and OneHot carry no gradient."""
@@ -38,6 +39,20 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, softma
         else:
             nodes.append(helper.make_node("ReduceMean", [current], ["objective_pooled"], axes=axes, keepdims=0,
                                           name="objective_pooled"))
+        current = "objective_pooled"
+    elif rank == 3 and token_prefix is not None:
+        for part, value in (("start", token_prefix), ("end", 2 ** 62), ("axis", 1)):  # tokens P.. to the end
+            inits[f"objective_patch_{part}"] = numpy_helper.from_array(np.array([value], np.int64),
+                                                                       f"objective_patch_{part}")
+        nodes.append(helper.make_node("Slice", [current, "objective_patch_start", "objective_patch_end",
+                                                "objective_patch_axis"], ["objective_patches"], name="objective_patches"))
+        if opset >= 18:
+            inits["objective_axes"] = numpy_helper.from_array(np.array([1], np.int64), "objective_axes")
+            nodes.append(helper.make_node("ReduceMean", ["objective_patches", "objective_axes"], ["objective_pooled"],
+                                          keepdims=0, name="objective_pooled"))
+        else:
+            nodes.append(helper.make_node("ReduceMean", ["objective_patches"], ["objective_pooled"], axes=[1],
+                                          keepdims=0, name="objective_pooled"))
         current = "objective_pooled"
     elif rank != 2:
         current_2d = "objective_flat"

@@ -53,15 +53,15 @@ def resolve_layer(model: Model, layer: str | None, size) -> str:
     """The user's layer (checked: a readable grid larger than 1x1), or the one `auto` picks (cam_layer.py)."""
     if layer in (None, "auto"):
         return auto_layer(model, size).name
-    return check_cam_layer(model, layer, _grid_shapes(model, size)).name
+    return check_cam_layer(model, layer, grid_shapes(model, size)).name
 
 
 def auto_layer(model: Model, size):
     """The layer `--layer auto` picks at this image size (cam_layer.py)."""
-    return auto_cam_layer(model, _grid_shapes(model, size))
+    return auto_cam_layer(model, grid_shapes(model, size))
 
 
-def _grid_shapes(model: Model, size) -> dict:
+def grid_shapes(model: Model, size) -> dict:
     """Batch-1 shapes with every grid readable: static inference, completed by a forward run where it cannot
     follow the sizes (EfficientNet's computed pads); cached per size and input adapter."""
     key = ("probed", tuple(size), model.input_spec.layout, model.input_spec.channels)
@@ -109,7 +109,7 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
             raise ConvlensError(f"--layer does not apply to {method}: it reads every attention block.")
         if single_class(model, target) is None:
             raise ConvlensError(f"{method} explains one class per image; use --class top, an index or a label.")
-        scores, classes, raw, fetched = attention_run(model, pixels, _grid_shapes(model, size), method, target,
+        scores, classes, raw, fetched = attention_run(model, pixels, grid_shapes(model, size), method, target,
                                                       score, head_fusion, discard, extra)
         name = "attention blocks"
         classes, maps = classes[:, None], raw[:, None]
@@ -151,7 +151,7 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, e
     feeds = {} if top else {OBJECTIVE_WEIGHTS: one_hot([one] * len(pixels), channels)}
     out = prog.run(pixels, **feeds)
     classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
-    view = grid_view(model, info, _grid_shapes(model, size))
+    view = grid_view(model, info, grid_shapes(model, size))
     raw = cam_maps(view(out[info.tensor]), view(out[prog.grads[info.tensor]]), method)
     scores = score_values(model, out[score_tensor], score_tensor, tgt.score)
     return scores, classes[:, None], raw[:, None], out
@@ -168,7 +168,7 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
     forward = program(model, fetch, size).run(pixels)
     scores = score_values(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
-    view = grid_view(model, info, _grid_shapes(model, size))
+    view = grid_view(model, info, grid_shapes(model, size))
     maps: list[list[np.ndarray]] = [[] for _ in pixels]
     for k in range(max(len(c) for c in classes)):
         items = [i for i, c in enumerate(classes) if k < len(c)]

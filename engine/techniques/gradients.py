@@ -8,6 +8,7 @@ from ..metadata import InputSpec
 from ..model import Model
 from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, channel_objective
 from ..program import GradRequest, program
+from ..tokens import token_grid
 from .layers import layer_shapes
 from .targets import Target
 
@@ -20,7 +21,9 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
     spec = spec or model.input_spec
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
     softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
-    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset, top=top)
+    tokens = token_grid(model, tensor, cached_shapes(model, size, spec)) if len(shape) == 3 else None
+    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset, top=top,
+                              token_prefix=None if tokens is None else tokens.prefix)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
 
@@ -43,7 +46,8 @@ def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tup
         probe = program(model, [tensor], size, spec).run(np.zeros((1, size[0], size[1], 3), np.float32))[tensor]
         shape = [1, *probe.shape[1:]]
         shapes[tensor] = shape
-    channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[1]
+    # channels: NCHW's axis 1, NHWC's axis 3, a token layer's (N, T, C) last axis
+    channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[2] if len(shape) == 3 else shape[1]
     return tensor, layout, shape, int(channels)
 
 
