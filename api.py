@@ -75,6 +75,14 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
                                     score, top=top, head_fusion=head_fusion, discard=discard)
 
 
+def attention(model, image, *, block: int, patch: tuple[int, int] | None = None, **load_options) -> np.ndarray:
+    """(heads, h, w): per head, the attention of the class token (or of the patch at (row, col)) over the patch
+    grid in one block of a transformer (0-based)."""
+    from .engine.techniques.attention_maps import head_maps
+
+    return head_maps(_model(model, **load_options), image, block, patch)
+
+
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map)."""
     from .engine.techniques.saliency import saliency as attribute

@@ -17,9 +17,11 @@ from . import api
 
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
+    "convert-timm": "convlens convert timm:deit_tiny_patch16_224 --weights deit.safetensors -o deit.onnx",
     "layers": "convlens layers vgg16.onnx",
     "activations": "convlens activations vgg16.onnx cat.jpg --layers features.1,features.29 -o acts/",
     "cam": "convlens cam vgg16.onnx cat.jpg --class \"African elephant\" --method gradcam++ -o cam/",
+    "attention": "convlens attention vit_b_16.onnx cat.jpg --block 11 -o attention/",
     "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
     "demo": "convlens demo -o demo-out",
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from convlens.engine.techniques.cam_methods import CAM_METHODS
     from convlens.engine.techniques.saliency import SALIENCY_METHODS
 
-    parser = _Parser(prog="convlens", description="See what a convnet has learned, from an .onnx file.",
+    parser = _Parser(prog="convlens", description="See what an image model (convnet or vision transformer) has learned, from an .onnx file.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
     from . import __version__
@@ -106,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="images per run")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
+    p = add("attention", "Per-head attention maps of a transformer's class token (or one patch) in one block.")
+    _model_args(p)
+    p.add_argument("image", help="an image file")
+    p.add_argument("--block", type=int, required=True, help="the block, 0-based (see attention.K in `convlens layers`)")
+    p.add_argument("--patch", help="ROW,COL of a patch whose attention to show instead of the class token's")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+
     p = add("saliency", "Gradient attributions in pixel space.", SALIENCY_METHODS)
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -144,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("verify", "Check the engine against the source framework's own forward pass and autograd.")
     _model_args(p)
-    p.add_argument("--source", required=True, help="keras:NAME, torch:NAME or FILE.keras, as converted")
+    p.add_argument("--source", required=True, help="keras:NAME, torch:NAME, timm:NAME or FILE.keras, as converted")
     p.add_argument("--weights", default="none", help="the same weights the file was converted with")
     p.add_argument("--image", help="an image (default: the bundled photo)")
 
@@ -241,14 +250,15 @@ def cmd_layers(args) -> dict:
     lines = [f"{'name':<{width}}  {'kind':<10}  {'shape':<20}  layout"]
     lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
     spec = model.input_spec
-    lines.append(f"{len(rows)} layers; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
+    attention = sum(r["kind"] == "attention" for r in rows)
+    lines.append(f"{len(rows) - attention} layers" + (f" and {attention} attention maps" if attention else "") + "; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
                  f"{spec.size}, {spec.color_name}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
     return {"layers": rows, "source": model.meta.source, "input": vars(spec), "files": [], "summary": "\n".join(lines)}
 
 
 def cmd_activations(args) -> dict:
     from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
-    from convlens.engine.techniques.common import to_nchw
+    from convlens.engine.techniques.activations import as_channels
 
     model = _load(args)
     values = api.activations(model, args.image, args.layers)
@@ -259,12 +269,35 @@ def cmd_activations(args) -> dict:
         arr = values[name]
         layer = model.layer(name)
         safe = name.replace("/", "_").replace(":", "_")
-        grid = upscale(colorize(channel_grid(to_nchw(arr, layer.layout)[0])))
+        grid = upscale(colorize(channel_grid(as_channels(model, layer, arr)[0])))
         files.append(str(write_png(out / f"{safe}.png", grid, args.force)))
         files.append(str(write_npy(out / f"{safe}.npy", arr, args.force)))
         shapes[name] = list(arr.shape)
     return {"files": files, "shapes": shapes,
             "summary": f"wrote {len(files)} files to {out} ({', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())})"}
+
+
+def cmd_attention(args) -> dict:
+    from convlens.engine.errors import ConvlensError
+    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
+
+    patch = None
+    if args.patch is not None:
+        try:
+            patch = tuple(int(v) for v in args.patch.split(","))
+        except ValueError:
+            patch = ()
+        if len(patch) != 2:
+            raise ConvlensError(f"--patch must look like ROW,COL (two integers), not {args.patch!r}.")
+    maps = api.attention(_load(args), args.image, block=args.block, patch=patch)
+    out = Path(args.output)
+    stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
+    files = [str(write_npy(out / f"{stem}.npy", maps, args.force)),
+             str(write_png(out / f"{stem}.png", upscale(colorize(channel_grid(maps, per_row=min(len(maps), 6)))), args.force))]
+    who = "the class token" if patch is None else f"patch {patch[0]},{patch[1]}"
+    return {"files": files, "heads": len(maps), "grid": list(maps.shape[1:]),
+            "summary": f"{len(maps)} heads of block {args.block}, attention of {who} over a "
+                       f"{maps.shape[1]}x{maps.shape[2]} patch grid\nwrote {len(files)} files to {out}"}
 
 
 def _image_batches(items: list[str], size: int, free_size: bool):
@@ -494,8 +527,8 @@ def cmd_verify(args) -> dict:
     return result
 
 
-FOLDER_OUTPUTS = {"activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
-COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "cam": cmd_cam,
+FOLDER_OUTPUTS = {"attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
+COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

@@ -127,6 +127,10 @@ def framework_reference(source: str, weights: str | None, spec):
         from .torch_converter import torchvision_model
 
         return TorchReference(torchvision_model(name, weights), spec)
+    if kind == "timm":
+        from .timm_converter import timm_model
+
+        return TorchReference(timm_model(name, weights, spec.size), spec)
     if kind == "keras":
         from .keras_converter import applications_model
 
@@ -134,4 +138,4 @@ def framework_reference(source: str, weights: str | None, spec):
     if kind == "keras-file":
         keras, _, _ = keras_modules()
         return KerasReference(keras.saving.load_model(name, compile=False, safe_mode=True), spec)
-    raise ConvlensError(f"verify supports keras:NAME, torch:NAME and .keras sources, not {source!r}.")
+    raise ConvlensError(f"verify supports keras:NAME, torch:NAME, timm:NAME and .keras sources, not {source!r}.")

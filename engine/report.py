@@ -8,9 +8,9 @@ import numpy as np
 
 from .model import Model
 from .render import channel_grid, colorize, encode_png, filter_grid, jet_overlay, upscale
-from .techniques.activations import activations, predictions
+from .techniques.activations import activations, as_channels, predictions
 from .techniques.cam import gradcam
-from .techniques.common import prepare, to_nchw
+from .techniques.common import prepare
 from .techniques.filters import visualize_filters
 from .techniques.layers import layer_table
 from .techniques.saliency import saliency, saliency_image
@@ -68,13 +68,14 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
         parts.append("<h3>Intermediate activations</h3>")
         acts = activations(model, pixels, layers)
         for name in layers:
-            grid = upscale(colorize(channel_grid(to_nchw(acts[name], model.layer(name).layout)[0][:64])))
+            grid = upscale(colorize(channel_grid(as_channels(model, model.layer(name), acts[name])[0][:64])))
             parts.append(_figure(grid, f"{name}: first 64 channels"))
         results["images"].append(entry)
     if filter_layer is None and layers:
         filter_layer = layers[len(layers) // 2]
     if filter_layer:
-        res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps, size=128)
+        transformer = any(l.layout == "tokens" for l in model.layers)  # runs at its own size
+        res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps, size=None if transformer else 128)
         parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + _figure(filter_grid(res.images),
                      f"filters 0-7, lucid recipe, {filter_steps} steps"))
     # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"

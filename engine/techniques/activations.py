@@ -5,7 +5,7 @@ import numpy as np
 
 from ..model import Model
 from ..program import program
-from .common import model_size, prepare, softmax
+from .common import model_size, prepare, softmax, to_nchw
 
 
 def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]:
@@ -15,6 +15,17 @@ def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]
     prog = program(model, [l.tensor for l in infos], pixels.shape[1:3])
     values = prog.run(pixels)
     return {l.name: values[l.tensor] for l in infos}
+
+
+def as_channels(model: Model, info, arr: np.ndarray) -> np.ndarray:
+    """A layer's output as (N, C, h, w) for channel grids: 4-D by its layout, a token layer through its patch
+    grid (transformers run at their own input size)."""
+    from .cam import grid_shapes
+    from .cam_layer import grid_view
+
+    if arr.ndim == 3:
+        return grid_view(model, info, grid_shapes(model, model_size(model)))(arr)
+    return to_nchw(arr, info.layout)
 
 
 def predictions(model: Model, image, top: int = 5) -> list[list[tuple[int, str, float]]]:

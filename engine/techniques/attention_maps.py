@@ -27,16 +27,15 @@ from .targets import Target, score_values, single_class
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
-def attention_blocks(model: Model, shapes: dict) -> tuple[list[Attention], TokenGrid]:
+def attention_blocks(model: Model, shapes: dict, what: str = "rollout and GAE do not apply; use --method gradcam"
+                     ) -> tuple[list[Attention], TokenGrid]:
     """The global attention maps of a class-token transformer, or one sentence saying why there are none."""
     maps, tokens = global_attention(model, shapes)
     if not maps:
         raise ConvlensError("The model has no attention over its whole token sequence (a convnet, or a windowed "
-                            "transformer such as Swin or MaxViT), so rollout and GAE do not apply; use "
-                            "--method gradcam.")
+                            f"transformer such as Swin or MaxViT), so {what}.")
     if tokens.prefix < 1:
-        raise ConvlensError("The model's attention has no class token to read a map from, so rollout and GAE do "
-                            "not apply; use --method gradcam.")
+        raise ConvlensError(f"The model's attention has no class token to read a map from, so {what}.")
     return maps, tokens
 
 
@@ -111,3 +110,27 @@ def attention_run(model: Model, pixels: np.ndarray, shapes: dict, method: str, t
     raw = gae_maps([_per_head(out[a.tensor], a, n) for a in maps],
                    [_per_head(out[prog.grads[a.tensor]], a, n) for a in maps], tokens)
     return scores, classes, raw, out
+
+
+def head_maps(model: Model, image, block: int, patch: tuple[int, int] | None = None) -> np.ndarray:
+    """(heads, h, w): how much the class token (or the patch at (row, col)) attends to each patch, per head,
+    in one block (0-based, in graph order)."""
+    from .cam import grid_shapes
+    from .common import prepare
+
+    pixels = prepare(model, image)[:1]
+    maps, tokens = attention_blocks(model, grid_shapes(model, pixels.shape[1:3]),
+                                    "there are no class-token attention maps to show; use convlens cam")
+    if not 0 <= block < len(maps):
+        raise ConvlensError(f"--block {block} is out of range; the model has {len(maps)} attention blocks (0 to "
+                            f"{len(maps) - 1}).")
+    if patch is None:
+        row = 0
+    else:
+        r, c = patch
+        if not (0 <= r < tokens.height and 0 <= c < tokens.width):
+            raise ConvlensError(f"--patch {r},{c} is outside the {tokens.height}x{tokens.width} patch grid.")
+        row = tokens.prefix + r * tokens.width + c
+    att = maps[block]
+    value = program(model, [att.tensor], pixels.shape[1:3]).run(pixels)[att.tensor]
+    return tokens.patches(_per_head(value, att, 1)[0, :, row, :]).astype(np.float32)

@@ -84,8 +84,12 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         raise ConvlensError(f"--size must be 8 pixels or more, not {size}.")
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
-    if size is None and init is None and model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
-        hw = tuple(model.input_spec.size)  # a transformer's position embeddings fix its input size
+    if init is None and model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
+        own = tuple(model.input_spec.size)  # a transformer's position embeddings fix its input size
+        if size is not None and (size, size) != own:
+            raise ConvlensError(f"--size {size} does not apply: this transformer runs at its own input size "
+                                f"{own[0]}x{own[1]} (its position embeddings are learned for that grid).")
+        hw = own
     spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
     step = FilterStep(model, info.name, hw, spec, selected=selected)
     channels = step.channels

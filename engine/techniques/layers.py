@@ -38,6 +38,18 @@ def with_probed_shapes(model: Model, size: tuple[int, int], shapes: dict) -> dic
 
 
 def layer_table(model: Model) -> list[dict]:
+    """Exposed layers, then a transformer's attention maps (read by `convlens attention --block K`), found in
+    the graph: kind "attention", named attention.K."""
+    from ..attention import attention_maps
+    from .cam import grid_shapes
+
     shapes = layer_shapes(model)
-    return [{"name": l.name, "kind": l.kind, "shape": shapes.get(l.tensor) or [], "layout": l.layout, "tensor": l.tensor}
+    rows = [{"name": l.name, "kind": l.kind, "shape": shapes.get(l.tensor) or [], "layout": l.layout, "tensor": l.tensor}
             for l in model.layers]
+    try:
+        found = attention_maps(model, grid_shapes(model, model_size(model)))
+    except Exception:  # a graph whose shapes cannot be completed still lists its layers
+        found = []
+    rows += [{"name": f"attention.{a.block}", "kind": "attention", "layout": "heads x T x T", "tensor": a.tensor,
+              "shape": [1, a.heads, a.tokens, a.tokens]} for a in found]
+    return rows
