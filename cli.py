@@ -251,7 +251,8 @@ def cmd_layers(args) -> dict:
     lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
     spec = model.input_spec
     attention = sum(r["kind"] == "attention" for r in rows)
-    lines.append(f"{len(rows) - attention} layers" + (f" and {attention} attention maps" if attention else "") + "; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
+    lines.append(f"{len(rows) - attention} layers" + (f" and {attention} attention maps" if attention else "") +
+                 f"; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
                  f"{spec.size}, {spec.color_name}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
     return {"layers": rows, "source": model.meta.source, "input": vars(spec), "files": [], "summary": "\n".join(lines)}
 

@@ -36,6 +36,20 @@ def applications_preprocess(name: str) -> str:
     return "tf"  # MobileNet, MobileNetV2, Inception*, Xception, ResNet*V2, NASNet*
 
 
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx has no conversion for TensorFlow's Erfc, which Keras's exact GELU (ConvNeXt, transformers) calls
+    inside its functions: write it as 1 - Erf(x), both standard ONNX."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    minus = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{name}_one_minus"))
+    ctx.replace_inputs(minus, [one.output[0], node.output[0]])
+    ctx.copy_shape(node.output[0], minus.output[0])
+    ctx.set_dtype(minus.output[0], ctx.get_dtype(node.input[0]))
+
+
 @contextlib.contextmanager
 def _numpy2_compat():
     """tf2onnx 1.17 still calls np.product, which numpy 2 removed."""
@@ -85,7 +99,8 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
         return outs
 
     with _numpy2_compat():
-        onnx_model, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset)
+        onnx_model, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset,
+                                                      custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
     graph = onnx_model.graph
     # weights: graph inputs -> initializers, then fold the transposes tf2onnx put around them
     values = [v.numpy() for v in trainable + frozen]

@@ -117,6 +117,10 @@ def slice_(e, node, dy, needs):
     for st, en, ax in zip(starts, ends, axes):
         ax = int(ax) % rank
         dim = xs[ax]
+        if not isinstance(dim, int):  # the symbolic batch axis: only a whole-axis slice (tf2onnx writes them)
+            if st == 0 and en >= 2 ** 31 - 1:
+                continue
+            raise ConvlensError(f"Slice node {node.name!r} slices the batch axis; it has no gradient rule.")
         st = int(np.clip(st + dim if st < 0 else st, 0, dim))
         en = int(np.clip(en + dim if en < 0 else en, 0, dim))
         pads[ax], pads[ax + rank] = st, dim - en
