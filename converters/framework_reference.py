@@ -134,7 +134,7 @@ def framework_reference(source: str, weights: str | None, spec):
     if kind == "keras":
         from .keras_converter import applications_model
 
-        return KerasReference(applications_model(name, weights), spec)
+        return KerasReference(applications_model(name, weights, True, spec.size), spec)
     if kind == "keras-file":
         keras, _, _ = keras_modules()
         return KerasReference(keras.saving.load_model(name, compile=False, safe_mode=True), spec)

@@ -50,6 +50,39 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     ctx.set_dtype(minus.output[0], ctx.get_dtype(node.input[0]))
 
 
+class _NoJitFunctions:
+    """Stands for the `tf` module inside Keras's TensorFlow backend while a model is traced for tf2onnx: Keras
+    wraps grouped convolutions (ConvNeXt's depthwise ones) in tf.function(jit_compile=True), because they do not
+    run on TensorFlow's CPU kernels, and tf2onnx cannot open the XLA function call that leaves in the graph.
+    Tracing never runs them, so here the XLA wrapper is dropped and the plain convolution is traced."""
+
+    def __init__(self, tf):
+        self._tf = tf
+
+    def __getattr__(self, name):
+        return getattr(self._tf, name)
+
+    def function(self, fn=None, **options):
+        if options.get("jit_compile"):
+            return fn if fn is not None else (lambda f: f)
+        return self._tf.function(fn, **options)
+
+
+@contextlib.contextmanager
+def _grouped_conv_without_xla():
+    try:
+        from keras.src.backend.tensorflow import nn as tf_nn
+    except ImportError:  # another Keras layout: nothing to undo
+        yield
+        return
+    original = tf_nn.tf
+    tf_nn.tf = _NoJitFunctions(original)
+    try:
+        yield
+    finally:
+        tf_nn.tf = original
+
+
 @contextlib.contextmanager
 def _numpy2_compat():
     """tf2onnx 1.17 still calls np.product, which numpy 2 removed."""
@@ -98,7 +131,7 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
         outs, _ = multi.stateless_call(list(ws[:len(trainable)]), list(ws[len(trainable):]), x, training=False)
         return outs
 
-    with _numpy2_compat():
+    with _numpy2_compat(), _grouped_conv_without_xla():
         onnx_model, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=opset,
                                                       custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
     graph = onnx_model.graph

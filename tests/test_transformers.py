@@ -6,6 +6,8 @@ Models are small where the property does not depend on size: timm's own architec
 distilled twin with two special tokens, a register-token ViT) at 64 or 56 px, and torchvision's ViT, Swin
 and MaxViT classes built with small configurations; weights are seeded random (none can be downloaded).
 """
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -244,3 +246,100 @@ def test_a_layer_without_patch_tokens_is_refused(zoo):
     _, model, size, _, _ = zoo["deit"]
     with pytest.raises(ConvlensError, match="no spatial output"):
         convlens.cam(model, _pixels(size)[0], layer="head")
+
+
+def test_token_filters_rise_and_a_dead_unit_is_reported(zoo, tmp_path):
+    """The lucid recipe on an MLP hidden unit of a block (mean over the patch tokens of one channel)."""
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    net, model, _, _, _ = zoo["torchvision_vit"]
+    layer = "encoder.layers.encoder_layer_1.mlp.0"
+    short = convlens.filters(model, layer, filters="0-3", recipe="lucid", steps=2, seed=1)
+    long = convlens.filters(model, layer, filters="0-3", recipe="lucid", steps=40, seed=1)
+    assert long.images.shape[1:3] == (32, 32)  # a transformer runs at its own input size
+    assert np.all(long.objectives > short.objectives), (short.objectives, long.objectives)
+    with torch.no_grad():  # unit 2 of that layer: zero weights and bias, a constant zero output
+        dead = copy.deepcopy(net).eval()
+        dead.encoder.layers[1].mlp[0].weight[2] = 0
+        dead.encoder.layers[1].mlp[0].bias[2] = 0
+    path = tmp_path / "dead.onnx"
+    save_onnx(convert_module(dead, torch.zeros(1, 3, 32, 32), preprocess="raw", labels=None), path)
+    with pytest.warns(UserWarning, match="dead"):
+        result = convlens.filters(path, layer, filters="1-3", recipe="lucid", steps=3)
+    assert result.dead == [2]
+
+
+def test_size_other_than_the_transformers_own_is_refused(zoo):
+    _, model, _, _, _ = zoo["torchvision_vit"]
+    with pytest.raises(ConvlensError, match="its own input size 32x32"):
+        convlens.filters(model, "encoder.layers.encoder_layer_1.mlp.0", filters="0", recipe="lucid", steps=1, size=64)
+
+
+def test_attention_head_maps_are_the_class_tokens_row(zoo):
+    net, model, size, preprocess, prefix = zoo["deit_distilled"]
+    side = size // 16
+    pixels = _pixels(size)
+    x = _nchw_preprocessed(torch.tensor(pixels), preprocess).detach()
+    blocks = _timm_attention(net, x, int(net(x).argmax()))
+    heads = convlens.attention(model, pixels[0], block=5)
+    ref = blocks[5][0][0, :, 0, prefix:].reshape(-1, side, side).numpy()
+    np.testing.assert_allclose(heads, ref, atol=1e-5)
+    patch = convlens.attention(model, pixels[0], block=5, patch=(1, 2))
+    np.testing.assert_allclose(patch, blocks[5][0][0, :, prefix + side + 2, prefix:].reshape(-1, side, side).numpy(),
+                               atol=1e-5)
+    with pytest.raises(ConvlensError, match="out of range; the model has 12 attention blocks"):
+        convlens.attention(model, pixels[0], block=12)
+    with pytest.raises(ConvlensError, match="outside the 4x4 patch grid"):
+        convlens.attention(model, pixels[0], block=0, patch=(4, 0))
+
+
+def test_cli_lists_attention_maps_and_writes_head_grids(zoo, tmp_path, capsys):
+    from convlens.cli import main
+
+    _, model, size, _, _ = zoo["deit"]
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), _pixels(size)[0].astype(np.uint8))
+    assert main(["layers", str(model.path), "--json"]) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)["layers"]
+    attention = [r for r in rows if r["kind"] == "attention"]
+    assert [r["name"] for r in attention] == [f"attention.{k}" for k in range(12)]
+    assert attention[0]["shape"] == [1, 3, 17, 17]
+    assert main(["attention", str(model.path), str(image), "--block", "11", "-o", str(tmp_path / "att"), "--quiet"]) == 0
+    heads = np.load(tmp_path / "att" / "attention_block11_class.npy")
+    assert heads.shape == (3, 4, 4)
+    assert cv2.imread(str(tmp_path / "att" / "attention_block11_class.png")) is not None
+    assert main(["attention", str(model.path), str(image), "--block", "1", "--patch", "x", "-o",
+                 str(tmp_path / "att2")]) == 1
+    assert "--patch must look like ROW,COL" in capsys.readouterr().err
+
+
+def test_hugging_face_vit_from_a_config(tmp_path):
+    """transformers' ViTForImageClassification (its own module names, an output object instead of a tensor):
+    input gradient against autograd, the auto layer, and rollout against its own output_attentions."""
+    transformers = pytest.importorskip("transformers")
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    torch.manual_seed(6)
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=32,
+                                 num_attention_heads=2, intermediate_size=64, num_labels=10, attn_implementation="eager")
+    net = transformers.ViTForImageClassification(cfg).eval()
+    path = tmp_path / "hf_vit.onnx"
+    save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), preprocess="raw", labels=None), path)
+    model = convlens.load(path)
+    pixels = _pixels(32)
+    x = torch.tensor(pixels.transpose(0, 3, 1, 2), requires_grad=True)
+    out = net(x, output_attentions=True)
+    cls = int(out.logits.argmax())
+    out.logits[0, cls].backward()
+    ref = x.grad[0].numpy().transpose(1, 2, 0)
+    got = convlens.saliency(model, pixels[0], target=cls)[0].attribution
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-4
+    maps = convlens.cam(model, pixels[0], target=cls)[0][0][0]
+    assert maps.layer.endswith("1.layernorm_before") and not maps.zero
+    blocks = [(a.detach().double(), None) for a in out.attentions]
+    rollout = convlens.cam(model, pixels[0], method="rollout")[0][0][0]
+    np.testing.assert_allclose(rollout.cam, _normalized(_reference_rollout(blocks, 1, 4)), atol=1e-4)
