@@ -110,6 +110,18 @@ def test_matmul(shapes):
     check_directional([node("MatMul", ["a", "b"])], {"a": rng.standard_normal(shapes[0]), "b": rng.standard_normal(shapes[1])})
 
 
+@pytest.mark.parametrize("attrs_", [dict(axes=[-1], keepdims=1), dict(axes=[1], keepdims=0), dict(keepdims=0)])
+def test_reduce_l2(attrs_):
+    check_directional([node("ReduceL2", ["x"], **attrs_)], {"x": rng.standard_normal((2, 3, 4))})
+
+
+def test_reduce_l2_of_a_zero_group_has_a_zero_gradient():
+    x = rng.standard_normal((2, 3))
+    x[1] = 0
+    grads = engine_gradients([node("ReduceL2", ["x"], axes=[1], keepdims=0)], {"x": x}, {}, ["x"], np.ones(2))
+    assert np.all(np.isfinite(grads["x"])) and np.all(grads["x"][1] == 0)
+
+
 @pytest.mark.parametrize("equation,shapes", [
     ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)]),  # attention scores (Keras MultiHeadAttention)
     ("bhqk,bkhd->bqhd", [(2, 3, 4, 6), (2, 6, 3, 5)]),  # attention times values

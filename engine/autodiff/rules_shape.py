@@ -48,6 +48,17 @@ def reduce_mean(e, node, dy, needs):
     return [_expand_back(e, node, g, axes, keep)]
 
 
+@rule("ReduceL2")
+def reduce_l2(e, node, dy, needs):
+    """dx = expand(dy) * x / expand(y) (0 where the norm is 0, as torch's norm backward gives)"""
+    # y = sqrt(sum x^2): dy/dx = x / y. Where y = 0 every x in the group is 0, so x / max(y, tiny) is that 0.
+    axes, keep = _reduce_axes(e, node)
+    g = _expand_back(e, node, dy[0], axes, keep)
+    y = _expand_back(e, node, node.output[0], axes, keep)
+    safe = e.op("Max", y, e.const(np.finfo(np.float32).tiny))
+    return [e.op("Mul", g, e.op("Div", node.input[0], safe))]
+
+
 @rule("ReduceMax", "ReduceMin")
 def reduce_max(e, node, dy, needs):
     """dx = expand(dy) at the first extreme element of each reduced group (ties: the first in row-major

@@ -10,7 +10,9 @@ Class-token transformers (ViT, DeiT) follow another rule: the output of the last
 layer users are told to pick by hand for them (pytorch-grad-cam's advice). After the last block the patch
 tokens no longer reach the class token (only the class token is read by the head), so their gradients are
 zero there and the convnet rule would give an empty map. Windowed transformers (Swin, MaxViT) keep spatial
-layers and follow the convnet rule.
+layers and follow the convnet rule; their grid shrinks after the patch embedding (Swin's patch merging), so
+the walk from the last convolution goes on through grid changes and through window partitions (tensors
+without a readable grid) and stops only at pooling, giving Swin's final norm and MaxViT's last block.
 """
 from __future__ import annotations
 
@@ -76,8 +78,16 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     layout_of = tensor_layouts(model.nodes, model.input_spec.name, model.input_spec.layout, ranks)
     layout_of.update({l.tensor: l.layout for l in model.layers})
 
+    height, width = model.input_spec.size or (None, None)
+
     def grid(tensor):
-        return spatial_size(shapes.get(tensor), layout_of.get(tensor))
+        g = spatial_size(shapes.get(tensor), layout_of.get(tensor))
+        if g is None or height is None:
+            return g
+        # a layout guessed for a 4-D tensor that is not an image (MaxViT's (N, windows, tokens, C) partitions)
+        # gives a "grid" no image could have: larger than the input, or of another shape
+        plausible = g[0] <= height and g[1] <= width and 0.5 <= (g[0] / g[1]) / (height / width) <= 2
+        return g if plausible else None
 
     last_conv = None
     for k, node in enumerate(path):
@@ -95,10 +105,13 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
         if not any(i in reached for i in node.input):
             continue
         out = node.output[0]
-        if "Pool" in node.op_type or grid(out) != target_grid:
-            continue  # pooling, flattening or a new grid: the walk stops along this branch
+        g = grid(out)
+        if "Pool" in node.op_type or (g is not None and g[0] * g[1] <= 1):
+            continue  # pooling: the walk stops along this branch
+        # a tensor without a readable grid (a window partition's reshape, as in MaxViT) passes the walk on:
+        # the grid it comes back to is checked when it does; so does a new grid (Swin's patch merging)
         reached.add(out)
-        if out in layer_of and layer_of[out].layout in ("NCHW", "NHWC"):
+        if g is not None and out in layer_of and layer_of[out].layout in ("NCHW", "NHWC"):
             chosen = layer_of[out]
     if chosen is None:
         raise ConvlensError("No exposed layer follows the model's last convolution before its pooling; "
