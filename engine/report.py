@@ -11,7 +11,7 @@ from .render import channel_grid, colorize, encode_png, filter_grid, jet_overlay
 from .techniques.activations import activations, as_channels, predictions
 from .techniques.cam import gradcam
 from .techniques.common import prepare
-from .techniques.filters import visualize_filters
+from .techniques.filters import own_size, visualize_filters
 from .techniques.layers import layer_table
 from .techniques.saliency import saliency, saliency_image
 
@@ -74,8 +74,8 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
     if filter_layer is None and layers:
         filter_layer = layers[len(layers) // 2]
     if filter_layer:
-        transformer = any(l.layout == "tokens" for l in model.layers)  # runs at its own size
-        res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps, size=None if transformer else 128)
+        res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps,
+                                size=None if own_size(model) else 128)  # transformers run at their own size
         parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + _figure(filter_grid(res.images),
                      f"filters 0-7, lucid recipe, {filter_steps} steps"))
     # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"

@@ -36,7 +36,7 @@ def zoo(tmp_path_factory):
     from convlens.engine.onnx_file import save_onnx
     from safetensors.torch import save_file
     from torchvision.models.maxvit import MaxVit
-    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
     from torchvision.models.vision_transformer import VisionTransformer
 
     folder = tmp_path_factory.mktemp("transformers")
@@ -55,6 +55,10 @@ def zoo(tmp_path_factory):
                                               mlp_dim=64, num_classes=10), 32, 1),
         "swin": (SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
                                  num_classes=10), 32, 0),
+        # V2: cosine attention (ReduceL2) and a log-spaced position bias computed by a small MLP
+        "swin_v2": (SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2],
+                                    window_size=[4, 4], num_classes=10, block=SwinTransformerBlockV2,
+                                    downsample_layer=PatchMergingV2), 32, 0),
         "maxvit": (MaxVit(input_size=(64, 64), stem_channels=16, partition_size=2, block_channels=[16, 32],
                           block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10), 64, 0),
     }
@@ -71,7 +75,8 @@ def zoo(tmp_path_factory):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("key", ["deit", "deit_distilled", "vit_reg4", "vit_small", "torchvision_vit", "swin", "maxvit"])
+@pytest.mark.parametrize("key", ["deit", "deit_distilled", "vit_reg4", "vit_small", "torchvision_vit", "swin", "swin_v2",
+                                 "maxvit"])
 def test_input_gradient_matches_torch_autograd(zoo, key):
     net, model, size, preprocess, _ = zoo[key]
     pixels = _pixels(size)
@@ -105,7 +110,7 @@ def test_auto_layer_on_class_token_models_is_the_last_blocks_first_norm(zoo, key
 
 
 def test_windowed_models_keep_spatial_layers_and_refuse_rollout(zoo):
-    for key in ("swin", "maxvit"):
+    for key in ("swin", "swin_v2", "maxvit"):
         _, model, size, _, _ = zoo[key]
         maps, _ = convlens.cam(model, _pixels(size)[0])
         assert maps[0][0].cam.shape[0] > 1 and not maps[0][0].zero

@@ -19,7 +19,7 @@ from ..program import program
 from .activations import activations, rank_predictions
 from .cam import gradcam
 from .common import prepare, softmax, to_nchw
-from .filters import visualize_filters
+from .filters import own_size, visualize_filters
 from .gradients import cached_shapes, gradient_program, run_gradient
 from .targets import Target
 
@@ -111,8 +111,9 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
     conv_pairs = [p for p in pairs if len(acts_a[p[0]].shape) == 4]
     if filters and conv_pairs:
         la, lb = conv_pairs[0]
-        fa = visualize_filters(a, la, list(range(filters)), "chollet", steps=filter_steps, size=64)
-        fb = visualize_filters(b, lb, list(range(filters)), "chollet", steps=filter_steps, size=64)
+        size = None if own_size(a) else 64  # transformers run at their own size
+        fa = visualize_filters(a, la, list(range(filters)), "chollet", steps=filter_steps, size=size)
+        fb = visualize_filters(b, lb, list(range(filters)), "chollet", steps=filter_steps, size=size)
         worst = min(psnr(x, y) for x, y in zip(fa.images, fb.images))
         ok = worst >= tol["filter_psnr"]
         out.figures[f"filter PSNR ({la}, {filters} filters, dB)"] = {"value": worst, "limit": tol["filter_psnr"], "ok": ok}

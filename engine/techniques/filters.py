@@ -68,6 +68,14 @@ def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 
 
 
 
+def own_size(model: Model) -> tuple[int, int] | None:
+    """The input size a transformer must run at (its position embeddings are learned for one patch grid);
+    None for models that take any size."""
+    if model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
+        return tuple(model.input_spec.size)
+    return None
+
+
 def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "chollet", steps: int | None = None,
                       size: int | None = None, seed: int = 0, init: np.ndarray | None = None, step_size: float = 1.0,
                       batch: int | None = None, quiet: bool = True, selected: bool = True) -> FilterResult:
@@ -84,8 +92,8 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         raise ConvlensError(f"--size must be 8 pixels or more, not {size}.")
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
-    if init is None and model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
-        own = tuple(model.input_spec.size)  # a transformer's position embeddings fix its input size
+    own = own_size(model)
+    if init is None and own is not None:
         if size is not None and (size, size) != own:
             raise ConvlensError(f"--size {size} does not apply: this transformer runs at its own input size "
                                 f"{own[0]}x{own[1]} (its position embeddings are learned for that grid).")
