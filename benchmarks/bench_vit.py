@@ -1,0 +1,183 @@
+"""ViT-B/16 at 224: convlens's ONNX backward graphs against torch eager autograd on the same weights.
+
+    python benchmarks/bench_vit.py [--threads 2] [--repeat 3] [--batches 1,8]
+
+Tasks, at each batch size: the input gradient of each image's top logit, Grad-CAM at the auto layer (the
+last block's first norm), and GAE (gradient-weighted attention over all 12 blocks). The torch side computes
+only the gradients convlens computes (weights frozen). Targets: convlens / torch <= 0.9 for all three.
+
+Also printed: the FLOPs each task does (counted from the graph's MatMul/Gemm/Conv shapes: the forward pass,
+plus one backward-data pass per MatMul the gradient crosses, which doubles them) and the fraction of this
+machine's matmul peak (a float32 torch.mm of 2048^2 at the same thread count) that each run reaches.
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeat):
+    fn()  # warm up (sessions, allocations)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak(torch, repeat=5) -> float:
+    """GFLOP/s of a large float32 matmul at the current thread count."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    seconds = median_time(lambda: torch.mm(a, b), repeat)
+    return 2 * 2048 ** 3 / seconds / 1e9
+
+
+def forward_flops(model, size) -> float:
+    """FLOPs of one image's forward pass: 2 * multiply-adds of MatMul, Gemm and Conv, from inferred shapes."""
+    from convlens.engine.techniques.layers import layer_shapes
+
+    shapes = layer_shapes(model, size)
+    total = 0.0
+    for node in model.nodes:
+        out = shapes.get(node.output[0])
+        if not out or any(not isinstance(d, int) for d in out[1:]):
+            continue
+        out_size = float(np.prod([d if isinstance(d, int) else 1 for d in out]))
+        if node.op_type in ("MatMul", "Gemm"):
+            a = shapes.get(node.input[0]) or (list(model.weights[node.input[0]].shape) if node.input[0] in model.weights else None)
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            k = (a[-2] if trans_a else a[-1]) if a else None
+            if isinstance(k, (int, np.integer)):
+                total += 2 * out_size * int(k)
+        elif node.op_type == "Conv" and node.input[1] in model.weights:
+            w = model.weights[node.input[1]].shape
+            total += 2 * out_size * float(np.prod(w[1:]))
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batches", default="1,8")
+    args = ap.parse_args()
+    import torch
+    import torchvision
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.adapter import PIXELS
+    from convlens.engine.objectives import TOP_CLASS
+    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.runtime import configure
+    from convlens.engine.techniques.cam import gradcam
+    from convlens.engine.techniques.gradients import gradient_program
+    from convlens.engine.techniques.targets import Target
+
+    from common import scratch_dir
+
+    torch.set_num_threads(args.threads)
+    configure(threads=args.threads)
+    torch.manual_seed(0)
+    net = torchvision.models.vit_b_16(weights=None).eval()
+    torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision initializes the head to zero
+    net.requires_grad_(False)  # the baselines compute only the gradients convlens computes
+    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), scratch_dir() / "vit_b_16.onnx"))
+    torch.backends.mha.set_fastpath_enabled(False)  # eager autograd through the same explicit attention
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    peak = matmul_peak(torch)
+    fwd = forward_flops(model, (224, 224))
+    layer = net.encoder.layers[-1].ln_1
+
+    kept = []
+
+    def keep_attention(on: bool):
+        """torch's attention probabilities per block, kept with their gradients (need_weights: the explicit
+        softmax path); only for GAE, so that the other baselines keep torch's fused attention kernel."""
+        for block in net.encoder.layers:
+            attention = block.self_attention
+            if not on:
+                attention.forward = type(attention).forward.__get__(attention)
+                continue
+
+            def forward(q, k, v, need_weights=False, _original=attention.forward, **kw):
+                out, weights = _original(q, k, v, need_weights=True, average_attn_weights=False, **kw)
+                # the returned map is a view; its base (the softmax output) is what the output is computed from
+                base = weights._base if weights._base is not None else weights
+                base.retain_grad()
+                kept.append(base)
+                return out, weights
+            attention.forward = forward
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for batch in [int(b) for b in args.batches.split(",")]:
+        pixels = (rng.random((batch, 224, 224, 3)) * 255).astype(np.float32)
+        prog, _ = gradient_program(model, Target(), (224, 224), fetch=(TOP_CLASS,), top=True)
+        ours = median_time(lambda: prog.run(pixels)[prog.grads[PIXELS]], args.repeat)
+
+        def torch_input_grad():
+            p = torch.tensor(pixels, requires_grad=True)
+            y = net((p.permute(0, 3, 1, 2) / 255 - mean) / std)
+            y.gather(1, y.argmax(1, keepdim=True)).sum().backward()
+            return p.grad
+
+        theirs = median_time(torch_input_grad, args.repeat)
+        rows.append((f"input gradient, batch {batch}", ours, theirs, 2 * fwd * batch))
+
+        ours = median_time(lambda: gradcam(model, pixels, "top", "auto"), args.repeat)
+
+        def torch_gradcam():
+            acts = {}
+            # the frozen net needs one gradient: the last block's input is made a leaf that requires it
+            pre = layer.register_forward_pre_hook(lambda _m, inp: (inp[0].requires_grad_(True),))
+            hook = layer.register_forward_hook(lambda _m, _i, out: acts.__setitem__("a", out))
+            try:
+                y = net((torch.tensor(pixels).permute(0, 3, 1, 2) / 255 - mean) / std)
+            finally:
+                pre.remove()
+                hook.remove()
+            (g,) = torch.autograd.grad(y.gather(1, y.argmax(1, keepdim=True)).sum(), acts["a"])
+            tokens, grads = acts["a"][:, 1:], g[:, 1:]
+            cam = torch.relu((tokens * grads.mean(1, keepdim=True)).mean(2)).reshape(batch, 14, 14)
+            return cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+
+        theirs = median_time(torch_gradcam, args.repeat)
+        agree = [np.abs(np.stack([r[0].cam for r in gradcam(model, pixels, "top", "auto")]) - torch_gradcam().numpy()).max()]
+        # forward, then backward-data through the last block and the head only (about 1/12 of the MatMuls)
+        rows.append((f"Grad-CAM (auto layer), batch {batch}", ours, theirs, fwd * batch * (1 + 1 / 12)))
+
+        ours = median_time(lambda: gradcam(model, pixels, "top", method="gae"), args.repeat)
+
+        def torch_gae():
+            kept.clear()
+            y = net(((torch.tensor(pixels).permute(0, 3, 1, 2) / 255 - mean) / std).requires_grad_(True))
+            y.gather(1, y.argmax(1, keepdim=True)).sum().backward()
+            r = torch.eye(197).expand(batch, 197, 197)
+            for a in kept:
+                a, g = a.reshape(batch, -1, 197, 197), a.grad.reshape(batch, -1, 197, 197)
+                r = r + (g * a).clamp(min=0).mean(1) @ r
+            cam = r[:, 0, 1:].reshape(batch, 14, 14)
+            return cam / cam.amax(dim=(1, 2), keepdim=True)
+
+        keep_attention(True)
+        theirs = median_time(torch_gae, args.repeat)
+        mine = np.stack([r[0].cam for r in gradcam(model, pixels, "top", method="gae")])
+        agree.append(np.abs(mine - torch_gae().detach().numpy()).max())
+        keep_attention(False)
+        print(f"batch {batch}: max |convlens - torch| of the normalized maps: Grad-CAM {agree[0]:.1e}, GAE {agree[1]:.1e}")
+        rows.append((f"GAE (12 blocks), batch {batch}", ours, theirs, 2 * fwd * batch))
+
+    print(f"ViT-B/16 at 224, {args.threads} threads; forward pass {fwd / 1e9:.1f} GFLOP per image; "
+          f"matmul peak {peak:.0f} GFLOP/s (torch.mm 2048^2 float32)")
+    print(f"{'task':<36} {'convlens s':>10} {'torch s':>9} {'ratio':>6} {'target':>7} {'GFLOP':>7} {'% peak':>7}")
+    for name, o, t_, flops in rows:
+        print(f"{name:<36} {o:>10.3f} {t_:>9.3f} {o / t_:>6.2f} {'<= 0.9':>7} {flops / 1e9:>7.0f} "
+              f"{100 * flops / o / 1e9 / peak:>6.0f}%")
+
+
+if __name__ == "__main__":
+    main()
