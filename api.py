@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.errors import ConvlensError
 from .engine.model import Model
 
 
@@ -24,8 +25,19 @@ def load(path: str | os.PathLike, *, preprocess: str | None = None, layout: str 
     return load_model(path, preprocess, layout, scores, labels)
 
 
+LOAD_OPTIONS = ("preprocess", "layout", "scores", "labels", "device", "threads")
+
+
 def _model(model, **load_options) -> Model:
-    return model if isinstance(model, Model) else load(model, **load_options)
+    unknown = sorted(set(load_options) - set(LOAD_OPTIONS))
+    if unknown:  # a misspelt option would otherwise vanish here
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    if isinstance(model, Model):
+        if any(v is not None for v in load_options.values()):
+            raise ConvlensError("Load options (preprocess, layout, scores, labels) apply to a file path; this model "
+                                "is loaded already: pass them to convlens.load.")
+        return model
+    return load(model, **load_options)
 
 
 def _pixels_or_paths(images) -> list:
@@ -83,11 +95,32 @@ def attention(model, image, *, block: int, patch: tuple[int, int] | None = None,
     return head_maps(_model(model, **load_options), image, block, patch)
 
 
-def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", **load_options):
-    """One Attribution per image (pixel-space attribution and its saliency map)."""
+def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", steps: int = 32, samples: int = 25,
+           seed: int = 0, force: bool = False, **load_options):
+    """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
+    the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given."""
+    from .engine.explainer import export_explainer
+    from .engine.onnx_file import check_writable, save_large_onnx
+
+    if out is not None:
+        out = check_writable(out, force)
+    explainer = export_explainer(_model(model, **load_options), method, layer, steps, samples, seed)
+    if out is not None:
+        save_large_onnx(explainer.proto, out, force)
+    return explainer
+
+
+def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
+             steps: int = 32, seed: int = 0, **load_options):
+    """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
+    noisy copies; `steps`: Integrated Gradients' path points."""
     from .engine.techniques.saliency import saliency as attribute
 
-    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score)
+    for name, value in (("samples", samples), ("steps", steps)):
+        if value < 1:
+            raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
+    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
+                     steps=steps, seed=seed)
 
 
 def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,

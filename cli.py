@@ -22,6 +22,7 @@ EXAMPLES = {
     "activations": "convlens activations vgg16.onnx cat.jpg --layers features.1,features.29 -o acts/",
     "cam": "convlens cam vgg16.onnx cat.jpg --class \"African elephant\" --method gradcam++ -o cam/",
     "attention": "convlens attention vit_b_16.onnx cat.jpg --block 11 -o attention/",
+    "export": "convlens export vgg16.onnx --method gradcam -o vgg16_gradcam.onnx",
     "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
     "filters": "convlens filters vgg16.onnx --layer features.10 --filters 0-7 -o filters/",
     "demo": "convlens demo -o demo-out",
@@ -115,12 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", help="ROW,COL of a patch whose attention to show instead of the class token's")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
+    from convlens.engine.explainer import SALIENCY_EXPORTS
+
+    exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
+    p = add("export", "Write a standalone explainer .onnx: uint8 image in; probabilities, class, heatmap, overlay out.")
+    _model_args(p)
+    p.add_argument("--method", default="gradcam", choices=exportable)
+    p.add_argument("--layer", default="auto", help="CAM methods: the layer (auto: as convlens cam picks it)")
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
+    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image")
+    p.add_argument("--seed", type=int, default=0, help="smoothgrad: the seed of the noise baked into the graph")
+    p.add_argument("-o", "--output", required=True, help="the explainer .onnx file to write")
+
     p = add("saliency", "Gradient attributions in pixel space.", SALIENCY_METHODS)
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))
     p.add_argument("--class", dest="target", default="top", help="an index, a label or top")
     p.add_argument("--score", default="logit", choices=["logit", "prob"])
+    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image")
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
+    p.add_argument("--seed", type=int, default=0, help="smoothgrad: the noise's seed")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
     p = add("filters", "Filter patterns by gradient ascent in input space.")
@@ -278,6 +294,17 @@ def cmd_activations(args) -> dict:
             "summary": f"wrote {len(files)} files to {out} ({', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())})"}
 
 
+def cmd_export(args) -> dict:
+    explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
+                           samples=args.samples, seed=args.seed, force=args.force)
+    outputs = [o.name for o in explainer.proto.graph.output]
+    lines = [f"wrote {args.output}: {args.method}" + (f" at {explainer.layer}" if explainer.layer else "") +
+             f"; inputs image (uint8 N x H x W x 3), target (int64 N, optional); outputs {', '.join(outputs)}"]
+    lines += [f"note: {n}" for n in explainer.notes]
+    return {"files": [args.output], "method": args.method, "layer": explainer.layer, "outputs": outputs,
+            "notes": explainer.notes, "summary": "\n".join(lines)}
+
+
 def cmd_attention(args) -> dict:
     from convlens.engine.errors import ConvlensError
     from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
@@ -371,7 +398,8 @@ def cmd_saliency(args) -> dict:
     out = Path(args.output)
     files, report = [], []
     for path in image_paths(args.images):
-        r = api.saliency(model, str(path), target=args.target, method=args.method, score=args.score)[0]
+        r = api.saliency(model, str(path), target=args.target, method=args.method, score=args.score,
+                         samples=args.samples, steps=args.steps, seed=args.seed)[0]
         stem = f"{path.stem}_{args.method}_{r.class_index}"
         files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
         files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
@@ -529,7 +557,7 @@ def cmd_verify(args) -> dict:
 
 
 FOLDER_OUTPUTS = {"attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
-COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "cam": cmd_cam,
+COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}
 
 if __name__ == "__main__":

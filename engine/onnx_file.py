@@ -134,3 +134,29 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, force: bool = Fal
     """Save a model atomically; models over 2 GB are not supported as single files by protobuf."""
     data = model.SerializeToString()
     return write_atomic(path, data, force)
+
+
+PROTOBUF_LIMIT = 2 ** 31 - 2 ** 26  # a little under protobuf's 2 GB message limit
+
+
+def save_large_onnx(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
+    """save_onnx, or for a graph over protobuf's 2 GB limit the graph plus its weights in PATH.data beside
+    it (ONNX external data; both written atomically, the weights first, each stored once)."""
+    path = check_writable(path, force)
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        return save_onnx(model, path, force)
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    data_name = path.name + ".data"
+    check_writable(path.parent / data_name, force)
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        onnx.save_model(model, staging / path.name)  # writes the weights to staging/PATH.data
+        os.replace(staging / data_name, path.parent / data_name)
+        os.replace(staging / path.name, path)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,343 @@
+"""`convlens export`: a model and its explanation baked into one standalone ONNX graph.
+
+The graph's contract (README, "Exported explainers"):
+  inputs   image            uint8 [N, H, W, 3], RGB pixels of any size
+           target           int64 [N], optional: the class to explain; -1 or not fed: each image's top-1 class
+  outputs  probabilities    float32 [N, classes]
+           explained_class  int64 [N] (ONNX cannot give an output the name of an input, so not "target")
+           heatmap          float32 [N, H, W] in [0, 1], at the size of the image fed
+           cam              float32 [N, h, w] at the layer's grid (CAM methods), normalized as `convlens cam` does
+           overlay          uint8 [N, H, W, 3], drawn as `convlens cam` draws its overlay PNG
+Inside: the image is resized to the model's input size (bilinear, antialiased when shrinking) and
+preprocessed as the metadata says; the model runs once on a batch of N * (1 + K) images (K noisy copies or
+path points per image for SmoothGrad and Integrated Gradients, 0 otherwise), the first N giving the
+prediction; the backward graph (engine/autodiff) gives the gradient; the CAM or saliency formula, the
+normalization, the resize to the fed size and the JET colormap (a Gather into OpenCV's table) finish it.
+Standard operators of the default domain only, opset 18 (antialiased Resize).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .adapter import PIXELS, adapter_nodes
+from .autodiff.emitter import Emitter
+from .errors import ConvlensError
+from .graph import float_info, needed_nodes
+from .model import Model
+
+EXPORT_OPSET = 18
+IMAGE, TARGET = "image", "target"
+OUTPUTS = ("probabilities", "explained_class", "heatmap", "cam", "overlay")
+SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop")
+OVERLAY_ALPHA = 0.4  # render.jet_overlay's
+
+
+@dataclass
+class Explainer:
+    proto: onnx.ModelProto
+    method: str
+    layer: str | None  # the CAM layer, None for saliency methods
+    notes: list[str] = field(default_factory=list)  # what a user should know (a batch fixed at 1, ...)
+
+
+def export_explainer(model: Model, method: str = "gradcam", layer: str | None = "auto", steps: int = 32,
+                     samples: int = 25, seed: int = 0, noise: float = 0.15, baseline: float = 0.0) -> Explainer:
+    """The explainer graph for `method` (a CAM method of the gradient kind, or a saliency method)."""
+    from .techniques.cam import resolve_layer
+    from .techniques.cam_methods import CAM_METHODS
+
+    cam_method = method in CAM_METHODS and CAM_METHODS[method].onnx_map is not None
+    if not cam_method and method not in SALIENCY_EXPORTS:
+        exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
+        raise ConvlensError(f"{method!r} cannot be exported; choose from {', '.join(exportable)}.")
+    if model.input_spec.size is None:
+        raise ConvlensError("The model records no input size, so the explainer cannot resize images to it; "
+                            "convert it again with --input-size.")
+    for name, value in (("--steps", steps), ("--samples", samples)):
+        if value < 1:
+            raise ConvlensError(f"{name} must be 1 or more, not {value}.")
+    size = tuple(model.input_spec.size)
+    info = model.layer(resolve_layer(model, layer, size)) if cam_method else None
+    copies = {"smoothgrad": samples, "integrated-gradients": steps}.get(method, 0)
+    notes = []
+    if model.single_image:
+        if copies:
+            raise ConvlensError(f"{method} runs {copies} copies of each image in one batch, but this file was exported "
+                                "with a batch of 1 baked in; export the model with a dynamic batch axis.")
+        notes.append("the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)")
+    e = _emitter(model)
+    clean = _image_nodes(e, size)
+    _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
+    scores = _score_tensor(model)
+    proto_nodes, grads, extra_inits, weights = _model_and_backward(model, e, scores, info, method, size)
+    nodes = e.nodes + proto_nodes
+    e.nodes = []
+    probabilities, target = _prediction_nodes(e, model, scores, copies)
+    _objective_weights(e, target, copies, scores, model)
+    if info is not None:
+        raw = _cam_map(e, model, info, grads[info.tensor], method, size)
+        cam = _normalized(e, raw, "cam")
+    else:
+        raw = _attribution(e, grads[PIXELS], method, copies, clean, baseline)
+        cam = None
+        raw = _normalized(e, e.reduce("ReduceMax", e.op("Abs", raw), [3], keepdims=0), "saliency")
+    heatmap = _heatmap(e, raw if cam is None else cam)
+    _overlay(e, heatmap)
+    outputs = [("probabilities", probabilities), ("explained_class", target), ("heatmap", heatmap)]
+    if cam is not None:
+        outputs.append(("cam", cam))
+    outputs.append(("overlay", "overlay"))
+    nodes += e.nodes
+    for name, tensor in outputs:
+        if tensor != name:
+            nodes.append(helper.make_node("Identity", [tensor], [name], name=f"output_{name}"))
+    proto = _assemble(model, nodes, outputs, {**extra_inits, **e.new_inits},
+                      {**weights, **e.new_weights})
+    return Explainer(proto, method, info.name if info else None, notes)
+
+
+# --- input side -----------------------------------------------------------------------------------
+def _emitter(model: Model) -> Emitter:
+    e = Emitter({}, {}, {}, EXPORT_OPSET)
+    e.scope("explainer")
+    return e
+
+
+def _image_nodes(e: Emitter, size) -> str:
+    """uint8 NHWC pixels of any size -> float pixels at the model's size (antialiased bilinear when shrinking)."""
+    pixels = e.op("Cast", IMAGE, to=TensorProto.FLOAT)
+    return e.op("Resize", pixels, "", "", e.ints(list(size)), out="explainer_pixels", mode="linear", antialias=1,
+                axes=[1, 2], coordinate_transformation_mode="half_pixel")
+
+
+def _batch_nodes(e: Emitter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int):
+    """PIXELS: the clean images, followed by K copies of each for SmoothGrad (noise) or IG (path points)."""
+    if not copies:
+        e.op("Identity", clean, out=PIXELS)
+        return
+    h, w = size
+    x = e.op("Unsqueeze", clean, e.ints([1]))  # (N, 1, h, w, 3)
+    if method == "smoothgrad":
+        # the noise is a constant drawn from the seed, as `convlens saliency` draws it for a first image:
+        # sigma * standard normal, sigma = noise * (max - min) of each image
+        draws = np.random.default_rng(seed).standard_normal((1, copies, h, w, 3)).astype(np.float32)
+        spread = e.op("Sub", e.reduce("ReduceMax", clean, [1, 2, 3]), e.reduce("ReduceMin", clean, [1, 2, 3]))
+        sigma = e.op("Unsqueeze", e.op("Mul", spread, e.const(noise)), e.ints([1]))  # (N, 1, 1, 1, 1)
+        path = e.op("Add", x, e.op("Mul", e.const(draws), sigma))
+    else:
+        alphas = ((np.arange(copies) + 0.5) / copies).astype(np.float32).reshape(1, copies, 1, 1, 1)
+        path = e.op("Add", e.const(baseline), e.op("Mul", e.const(alphas), e.op("Sub", x, e.const(baseline))))
+    flat = e.op("Reshape", path, e.ints([-1, h, w, 3]))
+    e.op("Concat", clean, flat, out=PIXELS, axis=0)
+
+
+def _score_tensor(model: Model) -> str:
+    from .techniques.targets import Target
+
+    return Target(score="logit").tensor(model)[0]
+
+
+# --- the model, the objective and its backward graph ------------------------------------------------
+OBJECTIVE_WEIGHTS, OBJECTIVE = "explainer_objective_weights", "explainer_objective"
+
+
+def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str, size):
+    """(nodes: adapter, model (opset 18) and backward; gradient names; small inits; weights)."""
+    from .autodiff import build_backward
+    from .program import probe_shapes, static_shapes, unknown_shapes
+
+    nodes, small = _model_at_export_opset(model)
+    a_nodes, a_inits = adapter_nodes(model.input_spec)
+    objective = [helper.make_node("Flatten", [scores], ["explainer_scores"], axis=1, name="explainer_scores"),
+                 helper.make_node("Mul", ["explainer_scores", OBJECTIVE_WEIGHTS], ["explainer_weighted"],
+                                  name="explainer_weighted"),
+                 helper.make_node("ReduceSum", ["explainer_weighted"], [OBJECTIVE], keepdims=0, name=OBJECTIVE)]
+    inits = {**small, **a_inits}
+    weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+                    for n, a in model.weights.items()]
+    w_info = float_info(OBJECTIVE_WEIGHTS, ["M", None])
+    cut = needed_nodes(a_nodes + nodes + objective, [OBJECTIVE, scores], stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
+    opsets = [helper.make_opsetid("", EXPORT_OPSET)]
+    shapes = static_shapes(cut, inits, size, [w_info] + weight_infos, opsets)
+    unknown = unknown_shapes(cut, shapes)
+    if unknown:
+        shapes.update(probe_shapes(cut, inits, model.weights, size, [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
+                                   opsets, unknown))
+    wrt = [info.tensor] if info is not None else [PIXELS]
+    overrides = ("guided",) if method == "guided-backprop" else ()
+    back = build_backward(cut, OBJECTIVE, wrt, shapes, model.weights, inits, overrides, EXPORT_OPSET)
+    e.shapes = shapes
+    keep = needed_nodes(back.nodes, [scores] + list(back.grads.values()) + ([info.tensor] if info else []),
+                        stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
+    return keep, back.grads, {**inits, **back.inits}, {**model.weights, **back.weights}
+
+
+def _classes(model: Model, shapes: dict, scores: str) -> int:
+    shape = shapes.get(scores)
+    if not shape or not all(isinstance(d, int) for d in shape[1:]):
+        raise ConvlensError("The number of classes cannot be read from the graph's shapes.")
+    return int(np.prod(shape[1:]))
+
+
+def _model_at_export_opset(model: Model) -> tuple[list, dict]:
+    """The model's nodes and small initializers in opset 18 (ONNX's version converter; weights stay out)."""
+    if model.opset >= EXPORT_OPSET:
+        return list(model.nodes), dict(model.small_inits)
+    from onnx import version_converter
+
+    inputs = [float_info(model.input_spec.name, None)]
+    inputs += [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+               for n, a in model.weights.items()]
+    produced = {o for n in model.nodes for o in n.output}
+    outputs = [float_info(o, None) for o in model.graph_outputs if o in produced]
+    graph = helper.make_graph(model.nodes, "model", inputs, outputs, initializer=list(model.small_inits.values()))
+    proto = helper.make_model(graph, opset_imports=[o for o in model.opset_imports if o.domain not in ("", "ai.onnx")]
+                              + [helper.make_opsetid("", max(model.opset, 16))])
+    try:
+        converted = version_converter.convert_version(proto, EXPORT_OPSET)
+    except Exception as exc:
+        raise ConvlensError(f"The model's graph could not be upgraded from opset {model.opset} to {EXPORT_OPSET} "
+                            f"(antialiased Resize needs it): {str(exc).splitlines()[0][:200]}") from None
+    return list(converted.graph.node), {t.name: t for t in converted.graph.initializer}
+
+
+# --- prediction and target --------------------------------------------------------------------------
+def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tuple[str, str]:
+    """(probabilities of the clean images, the class each explains: the fed target, or the top-1 where it is
+    not fed or is -1)."""
+    flat = "explainer_scores"
+    clean = flat if not copies else e.op("Slice", flat, e.ints([0]), e.op("Shape", "explainer_pixels", start=0, end=1),
+                                         e.ints([0]))
+    if model.meta.probabilities and scores == model.meta.probabilities:
+        probabilities = clean
+    else:
+        probabilities = e.op("Softmax", clean, axis=-1)
+    top = e.op("ArgMax", clean, axis=1, keepdims=0)
+    # the default target (-1, every image's top class) broadcasts against N when no target is fed
+    target = e.op("Where", e.op("Less", TARGET, e.const(0, np.int64)), top, e.op("Expand", TARGET, e.op("Shape", top)))
+    return probabilities, target
+
+
+def _objective_weights(e: Emitter, target: str, copies: int, scores: str, model: Model):
+    """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only."""
+    depth = e.op("Gather", e.op("Shape", "explainer_scores"), e.ints(1), axis=0)
+    values = e.const(np.array([0.0, 1.0], np.float32))
+    if not copies:
+        e.op("OneHot", target, depth, values, out=OBJECTIVE_WEIGHTS, axis=-1)
+        return
+    repeated = e.op("Reshape", e.op("Expand", e.op("Unsqueeze", target, e.ints([1])),
+                                    e.op("Concat", e.op("Shape", target), e.ints([copies]), axis=0)), e.ints([-1]))
+    hot = e.op("OneHot", repeated, depth, values, axis=-1)
+    zeros = e.op("Mul", e.op("OneHot", target, depth, values, axis=-1), e.const(0.0))
+    e.op("Concat", zeros, hot, out=OBJECTIVE_WEIGHTS, axis=0)
+
+
+# --- maps -------------------------------------------------------------------------------------------
+def _cam_map(e: Emitter, model: Model, info, grad: str, method: str, size) -> str:
+    """The method's raw map (N, h, w) from the layer's activations and gradient, viewed as NCHW."""
+    from .techniques.cam import grid_shapes
+    from .techniques.cam_methods import CAM_METHODS
+    from .tokens import token_grid
+
+    tokens = token_grid(model, info.tensor, grid_shapes(model, size))
+
+    def nchw(t):
+        if tokens is not None:
+            patches = e.op("Slice", t, e.ints([tokens.prefix]), e.ints([2 ** 62]), e.ints([1]))
+            grid = e.op("Reshape", patches, e.ints([0, tokens.height, tokens.width, -1]))
+            return e.op("Transpose", grid, perm=[0, 3, 1, 2])
+        if info.layout == "NHWC":
+            return e.op("Transpose", t, perm=[0, 3, 1, 2])
+        return t
+
+    return CAM_METHODS[method].onnx_map(e, nchw(info.tensor), nchw(grad))
+
+
+def _attribution(e: Emitter, grad: str, method: str, copies: int, clean: str, baseline: float) -> str:
+    """(N, h, w, 3) pixel attribution: the gradient of the clean images, or the mean over their copies (times
+    x - baseline for Integrated Gradients)."""
+    if not copies:
+        return grad
+    start = e.op("Shape", clean, start=0, end=1)
+    copies_grad = e.op("Slice", grad, start, e.ints([2 ** 62]), e.ints([0]))
+    shape = e.op("Concat", e.ints([-1, copies]), e.op("Shape", clean, start=1), axis=0)
+    mean = e.reduce("ReduceMean", e.op("Reshape", copies_grad, shape), [1], keepdims=0)
+    if method == "integrated-gradients":
+        return e.op("Mul", e.op("Sub", clean, e.const(baseline)), mean)
+    return mean
+
+
+def _normalized(e: Emitter, raw: str, what: str) -> str:
+    """ReLU, then divided by each map's maximum; an all-zero map stays zero (never NaN)."""
+    m = e.op("Relu", raw)
+    peak = e.reduce("ReduceMax", m, [1, 2])
+    positive = e.op("Greater", peak, e.const(0.0))
+    return e.op("Where", positive, e.op("Div", m, e.op("Where", positive, peak, e.const(1.0))), e.const(0.0),
+                out=f"explainer_{what}")
+
+
+def _heatmap(e: Emitter, grid: str) -> str:
+    """The map resized to the fed image (bilinear, as cv2.resize's INTER_LINEAR), clipped to [0, 1]."""
+    hw = e.op("Shape", IMAGE, start=1, end=3)
+    resized = e.op("Resize", grid, "", "", hw, mode="linear", axes=[1, 2], coordinate_transformation_mode="half_pixel")
+    return e.op("Clip", resized, e.const(0.0), e.const(1.0))
+
+
+def _overlay(e: Emitter, heatmap: str) -> None:
+    """render.jet_overlay in ONNX: uint8(heat * 255) through OpenCV's JET table, x 0.4, + image, clipped."""
+    table = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    index = e.op("Cast", e.op("Floor", e.op("Mul", heatmap, e.const(255.0))), to=TensorProto.INT64)
+    colored = e.op("Gather", e.const(table.astype(np.float32)), index, axis=0)
+    blended = e.op("Add", e.op("Mul", colored, e.const(OVERLAY_ALPHA)), e.op("Cast", IMAGE, to=TensorProto.FLOAT))
+    clipped = e.op("Floor", e.op("Clip", blended, e.const(0.0), e.const(255.0)))
+    e.op("Cast", clipped, out="overlay", to=TensorProto.UINT8)
+
+
+# --- the file -----------------------------------------------------------------------------------------
+def _assemble(model: Model, nodes: list, outputs, inits: dict, weights: dict) -> onnx.ModelProto:
+    ordered = _topological(nodes)
+    used = {i for n in ordered for i in n.input}
+    initializers = [t for name, t in inits.items() if name in used and name != TARGET]
+    initializers += [numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in weights.items() if name in used]
+    initializers.append(numpy_helper.from_array(np.array([-1], np.int64), TARGET))  # the default: top-1
+    inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, ["N", "H", "W", 3]),
+              helper.make_tensor_value_info(TARGET, TensorProto.INT64, ["T"])]
+    types = {"probabilities": TensorProto.FLOAT, "explained_class": TensorProto.INT64, "heatmap": TensorProto.FLOAT,
+             "cam": TensorProto.FLOAT, "overlay": TensorProto.UINT8}
+    shapes = {"probabilities": ["N", None], "explained_class": ["N"], "heatmap": ["N", "H", "W"], "cam": ["N", None, None],
+              "overlay": ["N", "H", "W", 3]}
+    graph_outputs = [helper.make_tensor_value_info(name, types[name], shapes[name]) for name, _ in outputs]
+    graph = helper.make_graph(ordered, "convlens_explainer", inputs, graph_outputs, initializer=initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", EXPORT_OPSET)], producer_name="convlens")
+    proto.ir_version = 8
+    return proto
+
+
+def _topological(nodes: list) -> list:
+    """Nodes in an order where every input is made before it is used (the pieces are built out of order)."""
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    done, order, state = set(), [], {}
+    for start in range(len(nodes)):
+        stack = [(start, False)]
+        while stack:
+            k, expanded = stack.pop()
+            if k in done:
+                continue
+            if expanded:
+                done.add(k)
+                order.append(nodes[k])
+                continue
+            if state.get(k) == "open":
+                continue
+            state[k] = "open"
+            stack.append((k, True))
+            for i in nodes[k].input:
+                p = producer.get(i)
+                if p is not None and p not in done:
+                    stack.append((p, False))
+    return order
