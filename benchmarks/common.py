@@ -1,8 +1,55 @@
 """What every benchmark sets up: thread counts, and seeded torchvision VGG16 with its .onnx twin."""
 import atexit
 import shutil
+import statistics
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
+
+
+def median_time(fn, repeat):
+    """Median seconds of `repeat` calls, after one warm-up call (sessions, allocations)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak(torch, repeat=5) -> float:
+    """GFLOP/s of a large float32 matmul at the current thread count."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    seconds = median_time(lambda: torch.mm(a, b), repeat)
+    return 2 * 2048 ** 3 / seconds / 1e9
+
+
+def forward_flops(model, size) -> float:
+    """FLOPs of one image's forward pass: 2 * multiply-adds of MatMul, Gemm and Conv, from inferred shapes."""
+    from convlens.engine.techniques.layers import layer_shapes
+
+    shapes = layer_shapes(model, size)
+    total = 0.0
+    for node in model.nodes:
+        out = shapes.get(node.output[0])
+        if not out or any(not isinstance(d, int) for d in out[1:]):
+            continue
+        out_size = float(np.prod([d if isinstance(d, int) else 1 for d in out]))
+        if node.op_type in ("MatMul", "Gemm"):
+            a = shapes.get(node.input[0]) or (list(model.weights[node.input[0]].shape) if node.input[0] in model.weights else None)
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            k = (a[-2] if trans_a else a[-1]) if a else None
+            if isinstance(k, (int, np.integer)):
+                total += 2 * out_size * int(k)
+        elif node.op_type == "Conv" and node.input[1] in model.weights:
+            w = model.weights[node.input[1]].shape
+            total += 2 * out_size * float(np.prod(w[1:]))
+    return total
+
+
 
 
 def scratch_dir() -> Path:

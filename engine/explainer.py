@@ -170,7 +170,8 @@ def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str
                                    opsets, unknown))
     wrt = [info.tensor] if info is not None else [PIXELS]
     overrides = ("guided",) if method == "guided-backprop" else ()
-    back = build_backward(cut, OBJECTIVE, wrt, shapes, model.weights, inits, overrides, EXPORT_OPSET)
+    back = build_backward(cut, OBJECTIVE, wrt, shapes, model.weights, inits, overrides, EXPORT_OPSET,
+                          copy_weights=False)  # each weight stored once in the file
     e.shapes = shapes
     keep = needed_nodes(back.nodes, [scores] + list(back.grads.values()) + ([info.tensor] if info else []),
                         stop_at=[PIXELS, OBJECTIVE_WEIGHTS])

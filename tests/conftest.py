@@ -72,3 +72,18 @@ def tiny_torch(models_dir):
     save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), name="tiny", labels=[f"class{i}" for i in range(10)]),
               path)
     return {"net": net, "path": path}
+
+
+@pytest.fixture(scope="session")
+def lite0(models_dir):
+    """EfficientNet-Lite0 with its real ImageNet weights (shipped in a package), converted once."""
+    import torch
+
+    from convlens import load
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
+                                    preprocess="tf"), models_dir / "lite0.onnx")
+    return load(path)

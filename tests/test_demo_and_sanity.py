@@ -8,21 +8,10 @@ import pytest
 import torch
 
 from convlens.cli import main
-from convlens.engine import load, predictions
+from convlens.engine import predictions
 from convlens.engine.images import sample_image
 from convlens.engine.techniques.cam import gradcam
 from convlens.engine.techniques.sanity import cascading_randomization, spearman
-
-
-@pytest.fixture(scope="session")
-def lite0(models_dir):
-    from convlens.converters.pretrained import efficientnet_lite0
-    from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
-
-    path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
-                                    preprocess="tf"), models_dir / "lite0.onnx")
-    return load(path)
 
 
 # Chelsea's face fills the photo; in the 224x224 input, drawn by eye: a box around her eyes, nose and mouth

@@ -24,6 +24,9 @@ class Emitter:
         self._count = 0
         self._const_cache: dict = {}
         self.producers: dict = {}  # forward tensor -> (position, node), for values computed from shapes
+        # rules may fold a weight into a transformed copy (a flipped kernel, a transposed matrix) for speed;
+        # a graph that must store each weight once (an exported explainer) transforms them in the graph instead
+        self.copy_weights = True
         self._folded: dict = {}
 
     # --- naming -------------------------------------------------------------------------------

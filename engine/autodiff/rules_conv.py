@@ -78,7 +78,8 @@ def conv(e, node, dy, needs):
     back_pads = [d[i] * (k[i] - 1) - pads[i] for i in range(n)] + [d[i] * (k[i] - 1) - pads[i + n] for i in range(n)]
     # few input channels (an RGB first layer): ConvTranspose runs the same sum about twice as fast as a
     # convolution with 3 output channels, which the blocked (NCHWc) kernels cannot use
-    if wv is not None and all(v == 1 for v in s) and all(p >= 0 for p in back_pads) and wv.shape[1] * group >= 16:
+    if (wv is not None and e.copy_weights and all(v == 1 for v in s) and all(p >= 0 for p in back_pads)
+            and wv.shape[1] * group >= 16):
         o, ipg = wv.shape[0], wv.shape[1]
         flipped = wv.reshape(group, o // group, ipg, *wv.shape[2:]).swapaxes(1, 2)
         flipped = flipped.reshape(group * ipg, o // group, *wv.shape[2:])[(...,) + (slice(None, None, -1),) * n]

@@ -23,7 +23,8 @@ def matmul(e, node, dy, needs):
     da = db = None
     if needs[0]:
         bv = e.value(b)
-        bt = e.const(np.ascontiguousarray(np.swapaxes(bv, -1, -2))) if bv is not None and bv.ndim >= 2 else _swap_last(e, b)
+        folded = bv is not None and bv.ndim >= 2 and e.copy_weights
+        bt = e.const(np.ascontiguousarray(np.swapaxes(bv, -1, -2))) if folded else _swap_last(e, b)
         da = e.op("MatMul", dy[0], bt)
     if needs[1]:
         db = e.op("MatMul", _swap_last(e, a), dy[0])

@@ -26,7 +26,7 @@ class Backward:
 
 
 def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, weights: dict, inits: dict,
-                   overrides: tuple[str, ...] = (), opset: int = 17) -> Backward:
+                   overrides: tuple[str, ...] = (), opset: int = 17, copy_weights: bool = True) -> Backward:
     """Backward graph of scalar `objective` with respect to each tensor in `wrt`.
 
     `nodes` is the forward graph (topologically ordered); the returned nodes replace it.
@@ -61,6 +61,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     path = [n for n in nodes if any(o in useful for o in n.output) and any(i in useful for i in n.input)]
 
     e = Emitter(shapes, weights, inits, opset)
+    e.copy_weights = copy_weights
     e.producers = {o: (k, n) for k, n in enumerate(nodes) for o in n.output}
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
