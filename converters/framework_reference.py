@@ -109,7 +109,10 @@ class KerasReference:
             res = model(x)
             res = res if isinstance(res, (list, tuple)) else [res]
             feats, last = dict(zip(names, res[:-1])), res[-1]
-            scores = keras.ops.matmul(last, head.kernel) + head.bias if self.softmax_head else last
+            # logits: a softmax Dense head's pre-activation, or the input of a bare softmax Activation layer
+            # (MobileNet, MobileNetV3), which the model fetched as `last`
+            dense_head = self.softmax_head and hasattr(head, "kernel")
+            scores = keras.ops.matmul(last, head.kernel) + head.bias if dense_head else last
             if channel is not None:
                 obj = tf.reduce_mean(feats[channel[0]][..., channel[1]])
             else:

@@ -42,7 +42,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="convlens-families-"))
     failed = 0
     try:
-        print(f"| model | size | convert s | verify | worst figure |\n|---|---|---|---|---|")
+        print("| model | size | convert s | verify | worst figure |\n|---|---|---|---|---|")
         for name in names:
             size = max(args.size, MIN_SIZE.get(name, 0))
             keras.utils.set_random_seed(0)

@@ -98,7 +98,6 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
         raise ConvlensError("The model has no convolution with a spatial grid larger than 1x1 on the path to its "
                             "scores; name a layer with --layer.")
     conv_out = path[last_conv].output[0]
-    target_grid = grid(conv_out)
     chosen = layer_of.get(conv_out)
     reached = {conv_out}
     for node in path[last_conv + 1:]:
