@@ -8,7 +8,6 @@ backward graph of the full VGG16, and peak RSS of an input gradient in a fresh p
 """
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -17,16 +16,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def median_time(fn, repeat):
-    fn()  # warm up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def rss_child(path, threads):
@@ -63,7 +52,7 @@ def main():
     from convlens.engine.techniques.gradients import gradient_program, run_gradient
     from convlens.engine.techniques.targets import Target
 
-    from common import vgg16_pair
+    from common import median_time, vgg16_pair
 
     net, model, path = vgg16_pair(args.threads)
     rng = np.random.default_rng(0)

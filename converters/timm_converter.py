@@ -8,7 +8,7 @@ from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import PRESETS, InputSpec
 
 from .frameworks import torch_module
-from .torch_converter import convert_module
+from .torch_converter import convert_module, read_state_dict
 
 
 def _timm():
@@ -39,7 +39,10 @@ def timm_model(name: str, weights: str | None = "none", input_size=None):
                                 "pass --weights FILE (.pth or .safetensors) or --weights none.") from None
         raise
     if w not in ("none", "imagenet"):
-        model.load_state_dict(_state_dict(Path(weights), name))
+        try:
+            model.load_state_dict(read_state_dict(Path(weights)))
+        except (RuntimeError, TypeError) as exc:
+            raise ConvlensError(f"{weights} does not fit timm {name}: {str(exc).splitlines()[0][:200]}") from None
     return model.eval()
 
 
@@ -50,26 +53,6 @@ def _create(timm, name: str, pretrained: bool, kwargs: dict):
         if not kwargs:
             raise
         return timm.create_model(name, pretrained=pretrained)
-
-
-def _state_dict(path: Path, name: str) -> dict:
-    torch = torch_module()
-    if not path.exists():
-        raise ConvlensError(f"Weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConvlensError(f"Cannot read {path} as a state dict ({exc.__class__.__name__}).") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ConvlensError(f"{path} does not hold a state dict.")
-    return state
 
 
 def timm_spec(model) -> InputSpec | str:

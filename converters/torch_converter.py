@@ -165,7 +165,7 @@ def captured_ndim(model: onnx.ModelProto, tensor: str) -> int | None:
 
 def torchvision_model(name: str, weights: str | None):
     """A torchvision classifier by name, with weights 'imagenet', 'none', a .pth state dict or Keras VGG weights."""
-    torch = torch_module()
+    torch_module()  # torch first, with the message that says how to install it
     try:
         import torchvision
     except ImportError:
@@ -193,18 +193,34 @@ def torchvision_model(name: str, weights: str | None):
 
         state = keras_h5_to_torch_state(path, name)
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ConvlensError(f"Cannot read {path} as a PyTorch state dict ({exc.__class__.__name__}).") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+        state = read_state_dict(path)
     model = torchvision.models.get_model(name, weights=None, **_optional_parts(name, state)).eval()
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
         raise ConvlensError(f"{path} does not fit torchvision {name}: {str(exc).splitlines()[0][:200]}") from None
     return model
+
+
+def read_state_dict(path: Path) -> dict:
+    """A state dict from a .pth (torch.load, weights only: no pickled code runs) or a .safetensors file."""
+    torch = torch_module()
+    if not path.exists():
+        raise ConvlensError(f"Weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConvlensError(f"Cannot read {path} as a PyTorch state dict ({exc.__class__.__name__}).") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConvlensError(f"{path} does not hold a state dict.")
+    return state
 
 
 # constructors whose auxiliary classifiers are optional: torchvision's ImageNet weights come without them,
