@@ -1,0 +1,326 @@
+"""What each `convlens` command does with its parsed arguments: call the API, write the files, say what was
+done. Returns a dict (files written, key results, a one-paragraph summary); cli.py parses and dispatches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+
+
+def _load(args):
+    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, scores=args.scores, labels=args.labels,
+                    device=args.device, threads=args.threads)
+
+
+def cmd_convert(args) -> dict:
+    path = api.convert(args.source, args.output, weights=args.weights, no_top=args.no_top,
+                       input_size=args.input_size, preprocess=args.preprocess, force=args.force, verbose=args.verbose)
+    model = api.load(path)
+    spec = model.input_spec
+    size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "of any size"
+    return {"files": [str(path)], "layers": len(model.layers), "input": vars(spec),
+            "summary": f"wrote {path} ({len(model.layers)} layers exposed, input {spec.layout} {size}, "
+                       f"{spec.preset or 'custom'} preprocessing)"}
+
+
+def cmd_layers(args) -> dict:
+    model = _load(args)
+    rows = api.layers(model)
+    width = max([len(r["name"]) for r in rows] + [4])
+    lines = [f"{'name':<{width}}  {'kind':<10}  {'shape':<20}  layout"]
+    lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
+    spec = model.input_spec
+    attention = sum(r["kind"] == "attention" for r in rows)
+    lines.append(f"{len(rows) - attention} layers" + (f" and {attention} attention maps" if attention else "") +
+                 f"; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
+                 f"{spec.size}, {spec.color_name}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
+    return {"layers": rows, "source": model.meta.source, "input": vars(spec), "files": [], "summary": "\n".join(lines)}
+
+
+def cmd_activations(args) -> dict:
+    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
+    from convlens.engine.techniques.activations import as_channels
+
+    model = _load(args)
+    values = api.activations(model, args.image, args.layers)
+    names = list(values)
+    out = Path(args.output)
+    files, shapes = [], {}
+    for name in names:
+        arr = values[name]
+        layer = model.layer(name)
+        safe = name.replace("/", "_").replace(":", "_")
+        grid = upscale(colorize(channel_grid(as_channels(model, layer, arr)[0])))
+        files.append(str(write_png(out / f"{safe}.png", grid, args.force)))
+        files.append(str(write_npy(out / f"{safe}.npy", arr, args.force)))
+        shapes[name] = list(arr.shape)
+    return {"files": files, "shapes": shapes,
+            "summary": f"wrote {len(files)} files to {out} ({', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())})"}
+
+
+def cmd_export(args) -> dict:
+    explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
+                           samples=args.samples, seed=args.seed, force=args.force)
+    outputs = [o.name for o in explainer.proto.graph.output]
+    lines = [f"wrote {args.output}: {args.method}" + (f" at {explainer.layer}" if explainer.layer else "") +
+             f"; inputs image (uint8 N x H x W x 3), target (int64 N, optional); outputs {', '.join(outputs)}"]
+    lines += [f"note: {n}" for n in explainer.notes]
+    return {"files": [args.output], "method": args.method, "layer": explainer.layer, "outputs": outputs,
+            "notes": explainer.notes, "summary": "\n".join(lines)}
+
+
+def cmd_attention(args) -> dict:
+    from convlens.engine.errors import ConvlensError
+    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
+
+    patch = None
+    if args.patch is not None:
+        try:
+            patch = tuple(int(v) for v in args.patch.split(","))
+        except ValueError:
+            patch = ()
+        if len(patch) != 2:
+            raise ConvlensError(f"--patch must look like ROW,COL (two integers), not {args.patch!r}.")
+    maps = api.attention(_load(args), args.image, block=args.block, patch=patch)
+    out = Path(args.output)
+    stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
+    files = [str(write_npy(out / f"{stem}.npy", maps, args.force)),
+             str(write_png(out / f"{stem}.png", upscale(colorize(channel_grid(maps, per_row=min(len(maps), 6)))), args.force))]
+    who = "the class token" if patch is None else f"patch {patch[0]},{patch[1]}"
+    return {"files": files, "heads": len(maps), "grid": list(maps.shape[1:]),
+            "summary": f"{len(maps)} heads of block {args.block}, attention of {who} over a "
+                       f"{maps.shape[1]}x{maps.shape[2]} patch grid\nwrote {len(files)} files to {out}"}
+
+
+def _image_batches(items: list[str], size: int, free_size: bool):
+    """Batches of (path, RGB image). A model that takes any size runs images of one size together, so a
+    folder of mixed sizes is batched by size (in order of first appearance) instead of refused."""
+    from convlens.engine.images import image_paths, load_image
+
+    paths = image_paths(items)
+    if not free_size:
+        for s in range(0, len(paths), size):
+            yield [(p, load_image(p)) for p in paths[s:s + size]]
+        return
+    groups: dict[tuple, list] = {}
+    for p in paths:
+        img = load_image(p)
+        groups.setdefault(img.shape[:2], []).append((p, img))
+        if len(groups[img.shape[:2]]) == size:
+            yield groups.pop(img.shape[:2])
+    yield from (g for g in groups.values() if g)
+
+
+def cmd_cam(args) -> dict:
+    from convlens.engine.errors import ConvlensError
+    from convlens.engine.images import image_paths
+    from convlens.engine.render import jet_overlay, progress, write_npy, write_png
+
+    if args.batch < 1:
+        raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
+    model = _load(args)
+    out = Path(args.output)
+    files, report = [], []
+    total = len(image_paths(args.images))
+    done = 0
+    for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
+        paths = [p for p, _ in batch]
+        maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
+                             method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
+        for (path, original), results, top in zip(batch, maps, tops):
+            entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
+            for r in results:
+                stem = f"{path.stem}_{r.method}_{r.class_index}"
+                heat = __import__("cv2").resize(r.cam, (original.shape[1], original.shape[0]))
+                files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
+                files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
+                files.append(str(write_png(out / f"{stem}_overlay.png", jet_overlay(original, heat), args.force)))
+                entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
+                                      "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
+            report.append(entry)
+        done += len(paths)
+        progress(done, total, "images", args.quiet or args.json)
+    lines = []
+    for e in report:
+        lines.append(f"{e['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in e["top5"]))
+        for m in e["maps"]:
+            lines.append(f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}" + (" (zero map: nothing to show)" if m["zero"] else ""))
+    lines.append(f"wrote {len(files)} files to {out}")
+    from convlens.engine.techniques.cam_layer import AUTO_RULE
+
+    layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
+    rule = AUTO_RULE if args.layer in (None, "auto") else "given by --layer"
+    return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines)}
+
+
+def cmd_saliency(args) -> dict:
+    from convlens.engine.images import image_paths
+    from convlens.engine.render import write_npy, write_png
+    from convlens.engine.techniques.saliency import saliency_image
+
+    model = _load(args)
+    out = Path(args.output)
+    files, report = [], []
+    for path in image_paths(args.images):
+        r = api.saliency(model, str(path), target=args.target, method=args.method, score=args.score,
+                         samples=args.samples, steps=args.steps, seed=args.seed)[0]
+        stem = f"{path.stem}_{args.method}_{r.class_index}"
+        files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
+        files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
+        report.append({"image": str(path), "class": r.class_index, "label": r.label,
+                       "completeness_error": r.completeness_error})
+    summary = "\n".join(f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
+                         + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
+                         for e in report)
+    return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}"}
+
+
+def cmd_filters(args) -> dict:
+    from convlens.engine.images import load_image
+    from convlens.engine.render import filter_grid, write_npy, write_png
+    model = _load(args)
+    init = None
+    if args.init:
+        init = np.load(args.init) if args.init.endswith(".npy") else load_image(args.init)
+    res = api.filters(model, args.layer, filters=args.filters, recipe=args.recipe, steps=args.steps, size=args.size,
+                      seed=args.seed, init=init, quiet=args.quiet or args.json)
+    out = Path(args.output)
+    safe = args.layer.replace("/", "_").replace(":", "_")
+    files = [str(write_png(out / f"{safe}_{f}.png", img, args.force)) for f, img in zip(res.filters, res.images)]
+    files.append(str(write_png(out / f"{safe}_grid.png", filter_grid(res.images), args.force)))
+    files.append(str(write_npy(out / f"{safe}.npy", res.raw, args.force)))
+    objectives = {int(f): float(o) for f, o in zip(res.filters, res.objectives)}
+    summary = (f"{len(res.filters)} filters of {args.layer} ({args.recipe}); mean final activation "
+               f"{np.mean(res.objectives):.3g}" + (f"; dead filters: {res.dead}" if res.dead else "")
+               + f"\nwrote {len(files)} files to {out}")
+    return {"files": files, "objectives": objectives, "dead": res.dead, "summary": summary}
+
+
+def cmd_report(args) -> dict:
+    from convlens.engine.images import image_paths
+    from convlens.engine.onnx_file import check_writable, write_atomic
+    check_writable(args.output, args.force)
+    model = _load(args)
+    page, results = api.report(model, [str(p) for p in image_paths(args.images)], title=f"convlens: {Path(args.model).name}")
+    path = write_atomic(args.output, page.encode(), args.force)
+    return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
+
+
+def cmd_demo(args) -> dict:
+    """Convert EfficientNet-Lite0 (weights ship with a package), then report on the bundled cat photo."""
+    import time
+
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.images import sample_image
+    from convlens.engine.onnx_file import save_onnx, write_atomic
+    from convlens.engine.render import write_png
+    from convlens.engine.report import build_report
+
+    out = Path(args.output)
+    onnx_path = out / "efficientnet_lite0.onnx"
+    start = time.perf_counter()
+    if onnx_path.exists() and not args.force:
+        note = f"reused {onnx_path}"
+    else:
+        import torch
+
+        from convlens.converters.quiet import quiet_frameworks
+
+        with quiet_frameworks(args.verbose):
+            net = efficientnet_lite0()
+            save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="efficientnet-lite0", preprocess="tf"),
+                      onnx_path, args.force)
+        note = f"converted EfficientNet-Lite0 to {onnx_path}"
+    model = load(onnx_path)
+    photo = out / "chelsea.png"
+    if not photo.exists():
+        write_png(photo, sample_image().astype("uint8"))
+    page, results = build_report(model, [str(photo)], "convlens demo: EfficientNet-Lite0 on Chelsea the cat",
+                                 filter_steps=args.filter_steps)
+    report = write_atomic(out / "report.html", page.encode(), True)
+    top = results["images"][0]["top5"][0]
+    return {"files": [str(onnx_path), str(report)], **results,
+            "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\nwrote {report} in {time.perf_counter() - start:.0f} s"}
+
+
+class ComparisonFailed(Exception):
+    """A comparison ran and found a figure beyond its tolerance (exit code 3)."""
+
+
+def cmd_compare(args) -> dict:
+
+    from convlens.engine.onnx_file import write_atomic
+    from convlens.engine.render import filter_grid, jet_overlay, write_png
+    from convlens.engine.techniques.common import prepare
+    from convlens.engine.techniques.compare import markdown
+
+    a, b = api.load(args.model_a), api.load(args.model_b)
+    pairs = None
+    if args.layers:
+        pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
+        if not all(len(p) == 2 and all(p) for p in pairs):  # not an assert: `python -O` strips those
+            from convlens.engine.errors import ConvlensError
+
+            raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.")
+    c = api.compare(a, b, args.image, layers=pairs, target=args.target, activation_rtol=args.activation_rtol,
+                    logits_rtol=args.logits_rtol, cam_tol=args.cam_tol, gradient_rtol=args.gradient_rtol,
+                    filter_psnr=args.filter_psnr)
+    out = Path(args.output)
+    table = markdown(c, Path(args.model_a).name, Path(args.model_b).name)
+    result = {"rows": c.rows, "figures": c.figures, "passed": c.passed, "first_failure": c.first_failure}
+    files = [str(write_atomic(out / "compare.md", table.encode(), args.force)),
+             str(write_atomic(out / "compare.json", json.dumps(result, indent=1, default=str).encode(), args.force))]
+    shown = prepare(a, args.image)[0]
+    if "gradcam" in c.pictures:
+        ha, hb = c.pictures["gradcam"]
+        files.append(str(write_png(out / "gradcam_side_by_side.png",
+                                   np.concatenate([jet_overlay(shown, ha), jet_overlay(shown, hb)], axis=1), args.force)))
+    if "filters" in c.pictures:
+        fa, fb = c.pictures["filters"]
+        files.append(str(write_png(out / "filters_side_by_side.png", filter_grid(np.concatenate([fa, fb]), per_row=len(fa)), args.force)))
+    result.update(files=files, summary=table + f"\nwrote {len(files)} files to {out}")
+    if not c.passed:
+        raise ComparisonFailed(result)
+    return result
+
+
+def cmd_sanity(args) -> dict:
+
+    from convlens.engine.onnx_file import write_atomic
+    from convlens.engine.render import line_plot, write_png
+    from convlens.engine.techniques.sanity import markdown as sanity_markdown
+
+    model = _load(args)
+    rows = api.sanity(model, args.image, method=args.method, steps=args.steps)
+    out = Path(args.output)
+    table = sanity_markdown(rows)
+    files = [str(write_atomic(out / f"sanity_{args.method}.md", table.encode(), args.force)),
+             str(write_atomic(out / f"sanity_{args.method}.json", json.dumps(rows).encode(), args.force)),
+             str(write_png(out / f"sanity_{args.method}.png", line_plot([r["spearman"] for r in rows]), args.force))]
+    return {"rows": rows, "files": files, "summary": table + f"\nwrote {len(files)} files to {out}"}
+
+
+def cmd_verify(args) -> dict:
+    from convlens.converters.quiet import quiet_frameworks
+    from convlens.engine.techniques.verification import markdown as verification_markdown
+
+    model = _load(args)
+    with quiet_frameworks(args.verbose):
+        rows = api.verify(model, source=args.source, weights=args.weights, image=args.image)
+    passed = all(r["ok"] for r in rows)
+    result = {"rows": rows, "passed": passed, "files": [],
+              "summary": verification_markdown(rows) + ("\nPASSED" if passed else "\nFAILED")}
+    if not passed:
+        result["first_failure"] = next(r["figure"] for r in rows if not r["ok"])
+        raise ComparisonFailed(result)
+    return result
+
+
+FOLDER_OUTPUTS = {"attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
+COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
+            "saliency": cmd_saliency, "filters": cmd_filters}
