@@ -22,7 +22,8 @@ RNG = np.random.default_rng(5)
 
 # timm name, input size, prefix tokens (class, distillation, registers)
 TIMM = {"deit": ("deit_tiny_patch16_224", 64, 1), "deit_distilled": ("deit_tiny_distilled_patch16_224", 64, 2),
-        "vit_reg4": ("vit_small_patch14_reg4_dinov2", 56, 5), "vit_small": ("vit_small_patch16_224", 64, 1)}
+        "vit_reg4": ("vit_small_patch14_reg4_dinov2", 56, 5), "vit_small": ("vit_small_patch16_224", 64, 1),
+        "timm_resnet": ("resnet18", 64, 0)}  # timm's convnets come through the same route
 
 
 def _pixels(size, n=1):
@@ -43,7 +44,7 @@ def zoo(tmp_path_factory):
     out = {}
     for key, (name, size, prefix) in TIMM.items():
         torch.manual_seed(3)
-        net = timm.create_model(name, img_size=size).eval()
+        net = timm.create_model(name, **({} if key == "timm_resnet" else {"img_size": size})).eval()
         weights = folder / f"{key}.safetensors"  # the timm route with a .safetensors state dict, as a user runs it
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
         path = convlens.convert(f"timm:{name}", folder / f"{key}.onnx", weights=str(weights), input_size=size)
@@ -75,8 +76,8 @@ def zoo(tmp_path_factory):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("key", ["deit", "deit_distilled", "vit_reg4", "vit_small", "torchvision_vit", "swin", "swin_v2",
-                                 "maxvit"])
+@pytest.mark.parametrize("key", ["deit", "deit_distilled", "vit_reg4", "vit_small", "timm_resnet", "torchvision_vit",
+                                 "swin", "swin_v2", "maxvit"])
 def test_input_gradient_matches_torch_autograd(zoo, key):
     net, model, size, preprocess, _ = zoo[key]
     pixels = _pixels(size)
