@@ -306,7 +306,8 @@ def _assemble(model: Model, nodes: list, outputs, inits: dict, weights: dict) ->
     initializers = [t for name, t in inits.items() if name in used and name != TARGET]
     initializers += [numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in weights.items() if name in used]
     initializers.append(numpy_helper.from_array(np.array([-1], np.int64), TARGET))  # the default: top-1
-    inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, ["N", "H", "W", 3]),
+    batch = 1 if model.single_image else "N"  # a batch of 1 baked into the model fixes the explainer's
+    inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, [batch, "H", "W", 3]),
               helper.make_tensor_value_info(TARGET, TensorProto.INT64, ["T"])]
     types = {"probabilities": TensorProto.FLOAT, "explained_class": TensorProto.INT64, "heatmap": TensorProto.FLOAT,
              "cam": TensorProto.FLOAT, "overlay": TensorProto.UINT8}

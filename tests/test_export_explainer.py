@@ -225,6 +225,7 @@ def test_a_zero_map_stays_zero_and_a_batch_of_one_file_says_so(tmp_path):
                       opset_version=17)
     explainer = convlens.export(path, tmp_path / "e.onnx", method="gradcam", layer="auto")
     assert any("batch of 1" in note for note in explainer.notes)
+    assert onnx.load(tmp_path / "e.onnx").graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     session = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
     out = dict(zip([o.name for o in session.get_outputs()],
                    session.run(None, {"image": np.full((1, 20, 24, 3), 100, np.uint8)})))
