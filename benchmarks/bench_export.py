@@ -2,8 +2,8 @@
 
     python benchmarks/bench_export.py [--threads 2] [--repeat 3]
 
-VGG16 and ResNet-50 (torchvision, seeded random weights) at 224, batch 1 and 8. For each: the converted
-model's forward pass in ONNX Runtime (preprocessed float input, class scores out), then the `convlens export`
+VGG16 and ResNet-50 (torchvision, seeded random weights) at 224, batch 1 and 8. For each: the model's forward
+pass in ONNX Runtime (preprocessed float input, the class scores its only output), then the `convlens export`
 explainers (uint8 images in; probabilities, class, heatmap, overlay out) for Grad-CAM and vanilla saliency.
 Targets: Grad-CAM explainer <= 1.3x the inference, saliency <= 2.2x. Also printed: the forward pass's FLOPs
 and the share of this machine's matmul peak the inference reaches.
@@ -41,7 +41,16 @@ def main():
         path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), folder / f"{name}.onnx")
         model = load(path)
         flops = forward_flops(model, (224, 224))
-        plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # the baseline: the same graph with the class scores as its only output (convlens files also expose
+        # every layer, which would keep ONNX Runtime from fusing Conv + BatchNorm + ReLU)
+        import onnx
+
+        proto = onnx.load(path)
+        kept = [o for o in proto.graph.output if o.name == "logits"]
+        del proto.graph.output[:]
+        proto.graph.output.extend(kept)
+        plain_path = save_onnx(proto, folder / f"{name}_plain.onnx")
+        plain = ort.InferenceSession(str(plain_path), options, providers=["CPUExecutionProvider"])
         sessions = {}
         for method in ("gradcam", "vanilla"):
             export(model, folder / f"{name}_{method}.onnx", method=method)

@@ -78,12 +78,18 @@ def conv(e, node, dy, needs):
     back_pads = [d[i] * (k[i] - 1) - pads[i] for i in range(n)] + [d[i] * (k[i] - 1) - pads[i + n] for i in range(n)]
     # few input channels (an RGB first layer): ConvTranspose runs the same sum about twice as fast as a
     # convolution with 3 output channels, which the blocked (NCHWc) kernels cannot use
-    if (wv is not None and e.copy_weights and all(v == 1 for v in s) and all(p >= 0 for p in back_pads)
-            and wv.shape[1] * group >= 16):
+    if wv is not None and all(v == 1 for v in s) and all(p >= 0 for p in back_pads) and wv.shape[1] * group >= 16:
         o, ipg = wv.shape[0], wv.shape[1]
-        flipped = wv.reshape(group, o // group, ipg, *wv.shape[2:]).swapaxes(1, 2)
-        flipped = flipped.reshape(group * ipg, o // group, *wv.shape[2:])[(...,) + (slice(None, None, -1),) * n]
-        wf = e.const(np.ascontiguousarray(flipped))
+        if e.copy_weights:
+            flipped = wv.reshape(group, o // group, ipg, *wv.shape[2:]).swapaxes(1, 2)
+            flipped = flipped.reshape(group * ipg, o // group, *wv.shape[2:])[(...,) + (slice(None, None, -1),) * n]
+            wf = e.const(np.ascontiguousarray(flipped))
+        else:  # the same flip as graph nodes on the stored weight: ONNX Runtime folds them once per session
+            grouped = e.op("Reshape", w, e.ints([group, o // group, ipg, *wv.shape[2:]]))
+            swapped = e.op("Transpose", grouped, perm=[0, 2, 1] + list(range(3, 3 + n)))
+            merged = e.op("Reshape", swapped, e.ints([group * ipg, o // group, *wv.shape[2:]]))
+            wf = e.op("Slice", merged, e.ints([-1] * n), e.ints([-2 ** 63] * n), e.ints(list(range(2, 2 + n))),
+                      e.ints([-1] * n))
         dx = e.op("Conv", dy[0], wf, pads=back_pads, dilations=d, group=group)
     else:
         out_shape = e.static_shape(node.output[0], f"Conv node {node.name!r}")
