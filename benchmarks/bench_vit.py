@@ -104,7 +104,7 @@ def main():
             return cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
         theirs = median_time(torch_gradcam, args.repeat)
-        agree = [np.abs(np.stack([r[0].cam for r in gradcam(model, pixels, "top", "auto")]) - torch_gradcam().numpy()).max()]
+        agree = [np.abs(np.stack([r[0].cam for r in gradcam(model, pixels, "top", "auto")]) - torch_gradcam().detach().numpy()).max()]
         # forward, then backward-data through the last block and the head only (about 1/12 of the MatMuls)
         rows.append((f"Grad-CAM (auto layer), batch {batch}", ours, theirs, fwd * batch * (1 + 1 / 12)))
 
