@@ -247,3 +247,29 @@ def test_export_refusals_and_the_cli(sources, tmp_path, capsys):
     assert result["layer"] and result["outputs"][-1] == "overlay" and out.exists()
     assert main(["export", str(sources["lite0"]), "-o", str(out)]) == 1  # never overwritten without --force
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"])
+def test_each_onnx_cam_row_equals_its_numpy_row(method):
+    """The CAM table's two forms of a method (numpy for convlens cam, ONNX nodes for exported explainers) on the
+    same activations and gradients, ties and zeros included."""
+    from onnx import TensorProto, helper
+
+    from convlens.engine.autodiff.emitter import Emitter
+    from convlens.engine.techniques.cam_methods import CAM_METHODS
+
+    rng = np.random.default_rng(8)
+    acts = np.maximum(rng.standard_normal((2, 5, 4, 3)), 0).astype(np.float32)  # post-ReLU, with zeros
+    grads = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    grads[0, 1] = 0  # a channel without gradient
+    e = Emitter({}, {}, {}, 18)
+    raw = CAM_METHODS[method].onnx_map(e, "A", "G")
+    graph = helper.make_graph(e.nodes, "row", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, 4, 3])
+                                               for n in ("A", "G")],
+                              [helper.make_tensor_value_info(raw, TensorProto.FLOAT, None)],
+                              initializer=list(e.new_inits.values()))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"A": acts, "G": grads})[0]
+    ref = CAM_METHODS[method].raw_map(acts.astype(np.float64), grads.astype(np.float64))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
