@@ -86,7 +86,7 @@ def main() -> int:
                 attention = []
                 for method in ("rollout", "gae"):
                     ok_a, res = cli("cam", str(onnx_path), str(image), "--method", method, "-o", str(folder / f"{name}_{method}"))
-                    attention.append("ok" if ok_a else ("refused" if "use --method gradcam" in str(res) else f"FAIL {res}"))
+                    attention.append("ok" if ok_a else ("refused" if "no attention over its whole token sequence" in str(res) else f"FAIL {res}"))
                 row.append(" / ".join(attention))
                 ok_s, res = cli("saliency", str(onnx_path), str(image), "-o", str(folder / f"{name}_sal"))
                 row.append("ok" if ok_s else f"FAIL {res}")
