@@ -16,7 +16,7 @@ def _timm():
     try:
         import timm
     except ImportError:
-        raise ConvlensError("timm:NAME models need timm: pip install timm.") from None
+        raise ConvlensError("timm:NAME models need timm: pip install 'convlens[timm]'.") from None
     return timm
 
 

@@ -2,13 +2,12 @@
 LayerNormalization (its graph differs from torch's: LayerNorm decomposed, attention from Einsum), checked
 against tf.GradientTape; and keras.applications' ConvNeXtTiny, whose exact GELU (Erfc) and grouped depthwise
 convolutions (an XLA function call) tf2onnx could not convert before, checked by `convlens verify`."""
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import convlens
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
 layers = keras.layers
 
 SIZE, PATCH, WIDTH = 32, 8, 32

@@ -11,12 +11,11 @@ import copy
 import cv2
 import numpy as np
 import pytest
+import timm  # a dev dependency: missing, it fails here instead of skipping
 import torch
 
 import convlens
 from convlens.engine.errors import ConvlensError
-
-timm = pytest.importorskip("timm")
 
 RNG = np.random.default_rng(5)
 
@@ -325,7 +324,7 @@ def test_cli_lists_attention_maps_and_writes_head_grids(zoo, tmp_path, capsys):
 def test_hugging_face_vit_from_a_config(tmp_path):
     """transformers' ViTForImageClassification (its own module names, an output object instead of a tensor):
     input gradient against autograd, the auto layer, and rollout against its own output_attentions."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     from convlens.converters.torch_converter import convert_module
     from convlens.engine.onnx_file import save_onnx
 
