@@ -29,12 +29,11 @@ from .autodiff.emitter import Emitter
 from .errors import ConvlensError
 from .graph import float_info, needed_nodes
 from .model import Model
+from .render import OVERLAY_ALPHA, colorize
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
-OUTPUTS = ("probabilities", "explained_class", "heatmap", "cam", "overlay")
 SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop")
-OVERLAY_ALPHA = 0.4  # render.jet_overlay's
 
 
 @dataclass
@@ -70,7 +69,8 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
             raise ConvlensError(f"{method} runs {copies} copies of each image in one batch, but this file was exported "
                                 "with a batch of 1 baked in; export the model with a dynamic batch axis.")
         notes.append("the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)")
-    e = _emitter(model)
+    e = Emitter({}, {}, {}, EXPORT_OPSET)
+    e.scope("explainer")
     clean = _image_nodes(e, size)
     _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
     scores = _score_tensor(model)
@@ -78,7 +78,7 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     nodes = e.nodes + proto_nodes
     e.nodes = []
     probabilities, target = _prediction_nodes(e, model, scores, copies)
-    _objective_weights(e, target, copies, scores, model)
+    _objective_weights(e, target, copies)
     if info is not None:
         raw = _cam_map(e, model, info, grads[info.tensor], method, size)
         cam = _normalized(e, raw, "cam")
@@ -102,12 +102,6 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
 
 
 # --- input side -----------------------------------------------------------------------------------
-def _emitter(model: Model) -> Emitter:
-    e = Emitter({}, {}, {}, EXPORT_OPSET)
-    e.scope("explainer")
-    return e
-
-
 def _image_nodes(e: Emitter, size) -> str:
     """uint8 NHWC pixels of any size -> float pixels at the model's size (antialiased bilinear when shrinking)."""
     pixels = e.op("Cast", IMAGE, to=TensorProto.FLOAT)
@@ -224,7 +218,7 @@ def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tup
     return probabilities, target
 
 
-def _objective_weights(e: Emitter, target: str, copies: int, scores: str, model: Model):
+def _objective_weights(e: Emitter, target: str, copies: int):
     """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only."""
     depth = e.op("Gather", e.op("Shape", "explainer_scores"), e.ints(1), axis=0)
     values = e.const(np.array([0.0, 1.0], np.float32))
@@ -291,7 +285,7 @@ def _heatmap(e: Emitter, grid: str) -> str:
 
 def _overlay(e: Emitter, heatmap: str) -> None:
     """render.jet_overlay in ONNX: uint8(heat * 255) through OpenCV's JET table, x 0.4, + image, clipped."""
-    table = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+    table = colorize(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0]
     index = e.op("Cast", e.op("Floor", e.op("Mul", heatmap, e.const(255.0))), to=TensorProto.INT64)
     colored = e.op("Gather", e.const(table.astype(np.float32)), index, axis=0)
     blended = e.op("Add", e.op("Mul", colored, e.const(OVERLAY_ALPHA)), e.op("Cast", IMAGE, to=TensorProto.FLOAT))

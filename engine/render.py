@@ -44,7 +44,10 @@ def upscale(img: np.ndarray, min_side: int = 256) -> np.ndarray:
     return cv2.resize(img, (img.shape[1] * factor, img.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
 
 
-def jet_overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+OVERLAY_ALPHA = 0.4  # the heatmap's weight over the image (exported explainers draw with it too)
+
+
+def jet_overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The lesson's overlay: heatmap (0..1) resized to the image, JET colormap, x alpha + image."""
     h, w = image_rgb.shape[:2]
     hm = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
