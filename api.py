@@ -1,6 +1,7 @@
 """The public Python API: one function per command, named as the command, taking its options as keywords.
 
-Each returns arrays and result objects and writes nothing; `convlens.cli` calls these and writes the files.
+Each returns arrays and result objects and writes nothing (evaluate alone writes: its run folder is how a long
+run survives being stopped); `convlens.cli` calls these and writes the files.
 `model` is an .onnx path or a `Model` from `load`; `images` is a path, a folder, an RGB array or a list.
 """
 from __future__ import annotations
@@ -167,3 +168,21 @@ def report(model, images, *, title: str | None = None, **load_options) -> tuple[
 
     m = _model(model, **load_options)
     return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}")
+
+
+def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion,insertion", boxes=None,
+             steps: int = 50, layer: str = "auto", road_noise: float = 0.01, ray: str | None = None,
+             workers: int | None = None, batch: int = 4, quiet: bool = True, **load_options):
+    """Score explanation methods over an image set (files, folders, CSV/Parquet lists) into the run folder `out`
+    (results.parquet, curves.parquet, summary.json, report.html); a rerun into `out` resumes. Returns the
+    EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors."""
+    from .engine.evaluation.run import evaluate as run_evaluation
+
+    unknown = sorted(set(load_options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    if isinstance(model, Model) and any(v is not None for v in load_options.values()):
+        _model(model, **load_options)  # the sentence for load options on a loaded model
+    return run_evaluation(model, images, out, methods=methods, metrics=metrics, boxes=boxes, steps=steps, layer=layer,
+                          road_noise=road_noise, ray=ray, workers=workers, batch=batch, quiet=quiet,
+                          load_options=load_options)

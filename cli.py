@@ -27,6 +27,8 @@ EXAMPLES = {
     "sanity": "convlens sanity vgg16.onnx cat.jpg --method guided-backprop -o sanity/",
     "verify": "convlens verify vgg16_torch.onnx --source torch:vgg16 --weights vgg16.pth",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
+    "evaluate": "convlens evaluate lite0.onnx images/ --methods gradcam,gradcam++,vanilla --metrics deletion,insertion,road "
+                "-o run/",
 }
 
 
@@ -177,6 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a CAM method or a saliency method")
     p.add_argument("--steps", type=int, default=6, help="randomization steps from the top layer down")
     p.add_argument("-o", "--output", required=True, help="output folder")
+
+    p = add("evaluate", "Score explanation methods over an image set: deletion/insertion, ROAD, pointing games, "
+                        "confidence; resumable, and on a Ray cluster with --ray.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files, folders, or CSV/Parquet lists (columns path, label)")
+    p.add_argument("--methods", default="gradcam,vanilla",
+                   help="comma-separated CAM and saliency methods (a random baseline is always added)")
+    p.add_argument("--metrics", default="deletion,insertion",
+                   help="comma-separated: deletion, insertion, road, pointing, energy-pointing, confidence")
+    p.add_argument("--boxes", help="CSV with the header path,class,x0,y0,x1,y1 (original pixels), for the pointing games")
+    p.add_argument("--steps", type=int, default=50, help="deletion/insertion: equal steps from 0 to all pixels")
+    p.add_argument("--layer", default="auto", help="the CAM methods' layer (auto: as convlens cam picks it)")
+    p.add_argument("--road-noise", type=float, default=0.01, help="ROAD: std of the imputation noise (network input)")
+    p.add_argument("--batch", type=int, default=4, help="images per shard (and per Ray task)")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run on Ray: auto starts or joins a local cluster")
+    p.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs / --threads); needs --ray")
+    p.add_argument("-o", "--output", required=True, help="the run folder (a rerun into it resumes)")
 
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")
     p.add_argument("-o", "--output", default="convlens-demo", help="output folder")

@@ -321,6 +321,25 @@ def cmd_verify(args) -> dict:
     return result
 
 
-FOLDER_OUTPUTS = {"attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
-COMMANDS = {"report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
+def cmd_evaluate(args) -> dict:
+    from convlens.engine.errors import ConvlensError
+
+    if args.force:
+        raise ConvlensError("evaluate never overwrites a run: a rerun into the same folder resumes it; to start over, "
+                            "give -o a new folder.")
+    run = api.evaluate(args.model, args.images, args.output, methods=args.methods, metrics=args.metrics,
+                       boxes=args.boxes, steps=args.steps, layer=args.layer, road_noise=args.road_noise, ray=args.ray,
+                       workers=args.workers, batch=args.batch, quiet=args.quiet or args.json,
+                       preprocess=args.preprocess, layout=args.layout, scores=args.scores, labels=args.labels,
+                       device=args.device, threads=args.threads or None)
+    lines = [f"evaluated {run.evaluated} images ({run.skipped} done before) into {run.folder}"]
+    for method, entry in run.summary["methods"].items():
+        cells = [f"{k} {v['mean']:.3f}" for k, v in entry.items() if v["mean"] is not None]
+        lines.append(f"  {method}: " + ", ".join(cells))
+    return {"files": run.files, "summary_json": run.summary, "evaluated": run.evaluated, "skipped": run.skipped,
+            "summary": "\n".join(lines)}
+
+
+FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
+COMMANDS = {"evaluate": cmd_evaluate, "report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}

@@ -1,0 +1,215 @@
+"""One image through every method and metric of a run: its maps, its perturbed inputs, their scores.
+
+All perturbed inputs live in the network's input space (after preprocessing): a program built with an
+identity input adapter takes them as they are. An image's result depends only on the image and the run's
+settings: its inputs always run in the same chunks, whichever batch of images or worker holds it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..adapter import apply_numpy
+from ..errors import ConvlensError
+from ..images import load_image
+from ..metadata import InputSpec
+from ..model import Model
+from ..program import program
+from ..techniques.common import model_size, prepare, softmax
+from . import metrics as m
+from .perturb import blurred, curve_inputs, pixel_ranks, step_counts
+from .road import FRACTIONS, impute, removal_masks
+
+RANDOM = "random"  # the baseline method: uniform random maps
+
+
+@dataclass(frozen=True)
+class Settings:
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+    steps: int = 50
+    layer: str = "auto"
+    road_noise: float = 0.01
+    chunk: int = 16  # perturbed inputs per ONNX Runtime call
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def method_names() -> dict[str, str]:
+    """{method: family} for every method evaluate accepts."""
+    from ..techniques.cam_methods import CAM_METHODS
+    from ..techniques.saliency import SALIENCY_METHODS
+
+    names = {k: "cam" for k in CAM_METHODS}
+    names.update({k: "saliency" for k in SALIENCY_METHODS})
+    names[RANDOM] = "baseline"
+    return names
+
+
+def check_settings(methods, metrics, steps: int, has_boxes: bool) -> Settings:
+    """Settings from the user's choices, each refused in one sentence when it cannot be run."""
+    known = method_names()
+    methods = [s.strip() for s in (methods.split(",") if isinstance(methods, str) else methods) if s.strip()]
+    metrics = [s.strip() for s in (metrics.split(",") if isinstance(metrics, str) else metrics) if s.strip()]
+    for name in methods:
+        if name not in known:
+            raise ConvlensError(f"Unknown method {name!r} for evaluate; choose from {', '.join(known)}.")
+    for name in metrics:
+        if name not in m.METRICS:
+            raise ConvlensError(f"Unknown metric {name!r}; choose from {', '.join(m.METRICS)}.")
+    if not methods or not metrics:
+        raise ConvlensError("evaluate needs at least one method (--methods) and one metric (--metrics).")
+    if not has_boxes and {"pointing", "energy-pointing"} & set(metrics):
+        raise ConvlensError("The pointing metrics need boxes: pass --boxes FILE.csv (path,class,x0,y0,x1,y1).")
+    if steps < 2:
+        raise ConvlensError(f"--steps must be 2 or more, not {steps}.")
+    methods = list(dict.fromkeys(methods + [RANDOM]))  # metrics only mean something against the baseline
+    return Settings(tuple(methods), tuple(dict.fromkeys(metrics)), steps)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+class Evaluator:
+    """Holds a model and its programs; `evaluate(path, label, boxes)` scores one image."""
+
+    def __init__(self, model: Model, settings: Settings, threads: int = 0):
+        spec = model.input_spec
+        if spec.channels != 3:
+            raise ConvlensError("evaluate works on RGB models; this model takes one (gray) channel.")
+        self.model, self.settings = model, settings
+        self.scores = model.meta.logits or model.meta.probabilities
+        if self.scores is None:
+            raise ConvlensError("The model has no class-score output to evaluate explanations against.")
+        # the network's input as it is (NHWC, model's channel order, preprocessing done in numpy)
+        self.identity = InputSpec(name=spec.name, size=spec.size, layout=spec.layout, color="RGB", scale=1.0,
+                                  mean=[0.0] * 3, std=[1.0] * 3, channels=3)
+        self.numpy_spec = dataclasses.replace(spec, layout="NHWC")
+        self.threads = threads or os.cpu_count() or 1
+        self._zero: dict = {}
+
+    # --- model runs ---------------------------------------------------------------------------------
+    def probabilities(self, inputs: np.ndarray, target: int | None = None) -> np.ndarray:
+        """Softmax probabilities (N, classes) of network inputs (N, H, W, C), or of `target` only (N,)."""
+        prog = program(self.model, [self.scores], inputs.shape[1:3], spec=self.identity)
+        parts = []
+        for s in range(0, len(inputs), self.settings.chunk):
+            y = prog.run(inputs[s:s + self.settings.chunk])[self.scores].reshape(len(inputs[s:s + self.settings.chunk]), -1)
+            parts.append(softmax(y.astype(np.float64)) if self.scores == self.model.meta.logits else y.astype(np.float64))
+        p = np.concatenate(parts)
+        return p if target is None else p[:, target]
+
+    def _zero_probability(self, shape, target: int) -> float:
+        if shape not in self._zero:
+            self._zero[shape] = self.probabilities(np.zeros((1,) + shape, np.float32))[0]
+        return float(self._zero[shape][target])
+
+    # --- maps -----------------------------------------------------------------------------------------
+    def heatmap(self, method: str, pixels: np.ndarray, target: int, sha: str) -> np.ndarray:
+        """The method's map of the explained class at the network's input size, in [0, 1]."""
+        family = method_names()[method]
+        if family == "baseline":
+            return np.random.default_rng(_seed(sha, RANDOM)).random(pixels.shape[:2]).astype(np.float32)
+        if family == "cam":
+            from ..techniques.cam import CAM_METHODS, gradcam
+
+            layer = None if CAM_METHODS[method].kind == "attention" else self.settings.layer
+            return gradcam(self.model, pixels[None], target, layer, method)[0][0].heatmap.astype(np.float32)
+        from ..techniques.saliency import saliency
+
+        return saliency(self.model, pixels[None], target, method)[0].saliency.astype(np.float32)
+
+    # --- one image ------------------------------------------------------------------------------------
+    def evaluate(self, path: str, label: str | None = None, boxes=()) -> dict:
+        """{"results": rows (one per method), "curves": rows, "heatmaps": {method: uint8 map}} of one image."""
+        sha = file_sha256(path)
+        image = load_image(path)
+        pixels = prepare(self.model, [image], model_size(self.model, image))[0]
+        x = apply_numpy(pixels[None], self.numpy_spec)[0]
+        base = self.probabilities(np.stack([x, blurred(x)]))
+        target = self.model.class_index(label) if label is not None else int(np.argmax(base[0]))
+        if not 0 <= target < base.shape[1]:
+            raise ConvlensError(f"{path}: class {target} is out of range; the model has {base.shape[1]} classes.")
+        clean, blur = float(base[0, target]), float(base[1, target])
+        target_boxes = [b[1:] for b in boxes if self._box_class(b[0]) == target]
+        results, curves, heatmaps = [], [], {}
+        for method in self.settings.methods:
+            heat = self.heatmap(method, pixels, target, sha)
+            row = {"path": path, "sha256": sha, "method": method, "target": target,
+                   "target_label": self.model.label(target), "probability": clean,
+                   **{c: float("nan") for c in m.COLUMNS}}
+            row.update(self._scores(x, heat, target, clean, blur, sha, method, curves, path))
+            if {"pointing", "energy-pointing"} & set(self.settings.metrics):
+                full = m.at_original_size(heat, image.shape)
+                if "pointing" in self.settings.metrics:
+                    row["pointing_hit"] = m.pointing_hit(full, target_boxes)
+                if "energy-pointing" in self.settings.metrics:
+                    row["energy_pointing"] = m.energy_pointing(full, target_boxes)
+            results.append(row)
+            heatmaps[method] = np.uint8(np.round(np.clip(heat, 0, 1) * 255))
+        return {"results": results, "curves": curves, "heatmaps": heatmaps}
+
+    def _box_class(self, given: str) -> int:
+        return self.model.class_index(given)
+
+    def _scores(self, x, heat, target, clean, blur, sha, method, curves, path) -> dict:
+        """The metrics that run the model on perturbed inputs: all of one map's inputs in one batched pass."""
+        wanted = self.settings.metrics
+        steps = self.settings.steps
+        counts = step_counts(heat.size, steps)[1:-1]  # the end points are known: x itself, zeros, the blur
+        ranks = pixel_ranks(heat)
+        batches: dict[str, np.ndarray] = {}
+        if "deletion" in wanted:
+            batches["deletion"] = curve_inputs(x, ranks, counts, None)
+        if "insertion" in wanted:
+            batches["insertion"] = curve_inputs(x, ranks, counts, blurred(x))
+        if "road" in wanted:
+            masks = removal_masks(heat)
+            jobs = [(kind, i, mask) for kind in ("morf", "lerf") for i, mask in enumerate(masks[kind])]
+
+            def one(job):
+                kind, i, mask = job
+                rng = np.random.default_rng(_seed(sha, method, kind, FRACTIONS[i]))
+                return impute(x, mask, self.settings.road_noise, rng)
+
+            with ThreadPoolExecutor(min(self.threads, len(jobs))) as pool:  # the solver releases the GIL
+                batches["road"] = np.stack(list(pool.map(one, jobs)))
+        if "confidence" in wanted:
+            batches["confidence"] = (x * heat[..., None]).astype(np.float32)[None]
+        out: dict = {}
+        if not batches:
+            return out
+        names = list(batches)
+        p = self.probabilities(np.concatenate([batches[k] for k in names]), target)
+        at = dict(zip(names, np.split(p, np.cumsum([len(batches[k]) for k in names])[:-1])))
+        fractions = np.arange(steps + 1) / steps
+        for kind in ("deletion", "insertion"):
+            if kind in at:
+                ends = (clean, self._zero_probability(x.shape, target)) if kind == "deletion" else (blur, clean)
+                curve = np.concatenate([[ends[0]], at[kind], [ends[1]]])
+                out[f"{kind}_auc"] = m.auc(fractions, curve)
+                curves.extend({"path": path, "method": method, "metric": kind, "fraction": float(f),
+                               "probability": float(v)} for f, v in zip(fractions, curve))
+        if "road" in at:
+            half = len(FRACTIONS)
+            out["road_morf"] = float(np.mean(at["road"][:half]))
+            out["road_lerf"] = float(np.mean(at["road"][half:]))
+            out["road_combined"] = (out["road_lerf"] - out["road_morf"]) / 2
+        if "confidence" in at:
+            out["average_drop"], out["increase_in_confidence"] = m.confidence_change(clean, float(at["confidence"][0]))
+        return out
