@@ -169,7 +169,10 @@ ALL = "deletion,insertion,road,pointing,energy-pointing,confidence"
 def _rows(folder):
     import pyarrow.parquet as pq
 
-    return {(r["path"], r["method"]): r for r in pq.read_table(folder / "results.parquet").to_pylist()}
+    rows = pq.read_table(folder / "results.parquet").to_pylist()
+    keyed = {(r["path"], r["method"]): r for r in rows}
+    assert len(keyed) == len(rows), "an image and method appear twice"
+    return keyed
 
 
 def _same(a: dict, b: dict, tol=1e-6):
@@ -359,7 +362,7 @@ def test_the_sample_set_on_lite0(lite0, tmp_path):
         top5 = predictions(lite0, prepare(lite0, [str(tmp_path / "set" / f"{key}.png")]))[0][:5]
         assert cls in [i for i, _, _ in top5], (key, top5)
         assert lite0.label(cls) == label
-    # the four photos and their first composite on each texture of two of them: 8 images
+    # two photos and their first composite on each texture: 8 images
     lines = listing.read_text().splitlines()[1:]
     chosen = [l for l in lines if l.split(",")[0] in ("cat.png", "espresso.png") or
               (l.endswith("_0.png,285") or l.endswith("_0.png,967"))]
@@ -373,3 +376,23 @@ def test_the_sample_set_on_lite0(lite0, tmp_path):
     assert s["gradcam"]["insertion_auc"]["mean"] > s["random"]["insertion_auc"]["mean"]
     assert s["gradcam"]["energy_pointing"]["mean"] > s["random"]["energy_pointing"]["mean"]
     assert s["gradcam"]["pointing_hit"]["n"] == 8
+
+
+def _without(modules, call: str) -> subprocess.CompletedProcess:
+    """Run `call` in a fresh interpreter where `modules` cannot be imported; it prints a ConvlensError."""
+    code = (f"import sys\nfor name in {modules!r}:\n    sys.modules[name] = None\n"
+            "import convlens\nfrom convlens.cli import build_parser\nbuild_parser()\n"
+            f"from convlens.engine.errors import ConvlensError\ntry:\n    {call}\n"
+            "except ConvlensError as exc:\n    print(exc)\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_core_install_does_not_need_the_evaluate_extras(small, tmp_path):
+    """convlens imports without pyarrow, scipy and Ray; evaluate without pyarrow, and --ray without Ray, say
+    which extra to install."""
+    args = f"{str(small['path'])!r}, [{str(small['images'])!r}]"
+    out = _without(("pyarrow", "ray", "scipy"), f"convlens.evaluate({args}, {str(tmp_path / 'a')!r})")
+    assert out.returncode == 0 and "pip install 'convlens[eval]'" in out.stdout, out.stdout + out.stderr
+    out = _without(("ray",), f"convlens.evaluate({args}, {str(tmp_path / 'b')!r}, ray='auto', steps=4)")
+    assert out.returncode == 0 and "--ray needs Ray Data: pip install 'convlens[scale]'" in out.stdout, \
+        out.stdout + out.stderr

@@ -74,7 +74,8 @@ def run_on_ray(address: str, model_path: str, load_options: dict, settings: dict
     workers = workers or max(1, cpus // threads)
     rows = [{"path": it.path, "label": it.label or "", "boxes": json.dumps(it.boxes)} for it in items]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), len(rows) // batch or 1)))
-    explained = dataset.map_batches(_Worker, batch_size=batch, concurrency=workers, num_cpus=threads,
+    explained = dataset.map_batches(_Worker, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=workers),
+                                    num_cpus=threads,
                                     fn_constructor_kwargs={"model_path": model_path, "load_options": load_options,
                                                            "settings": settings, "threads": threads},
                                     batch_format="numpy")

@@ -46,7 +46,7 @@ def _curve_chart(title: str, by_method: dict, methods) -> str:
         dash = " stroke-dasharray='4 3'" if method == "random" else ""
         parts.append(f"<polyline fill='none' stroke='{_color(methods, method)}' stroke-width='2'{dash} points='{pts}'/>")
     parts.append(f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='11'>fraction of pixels</text>"
-                 f"<text x='4' y='{pad - 14}' font-size='11'>probability (max {top:.3f})</text></svg>")
+                 f"<text x='{pad + 4}' y='{pad + 4}' font-size='11'>probability (top of the frame: {top:.3f})</text></svg>")
     return "".join(parts)
 
 

@@ -60,7 +60,7 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
                 loaded.class_index(given)
     record = {**settings.to_dict(), "model_sha256": file_sha256(model_path) if model_path else None,
               "boxes_sha256": file_sha256(str(boxes)) if boxes is not None else None,
-              "load_options": {k: v for k, v in sorted(load_options.items()) if k != "threads"}}
+              "load_options": {k: v for k, v in sorted(load_options.items()) if k not in ("threads", "device")}}
     folder = RunFolder(out, json.loads(json.dumps(record)))  # as run.json will read back (tuples as lists)
     folder.open()
     done = folder.done()
