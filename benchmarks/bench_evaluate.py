@@ -1,6 +1,6 @@
 """convlens evaluate's costs on ResNet-50 at 224 (seeded random weights), against the same work in torch.
 
-    python benchmarks/bench_evaluate.py [--threads 2] [--images 4] [--skip-ray]
+    python benchmarks/bench_evaluate.py [--threads 2] [--images 8] [--skip-ray] [--only-throughput|--skip-throughput]
 
 1. Deletion + insertion curves at 50 steps for one image and one map: convlens (every perturbed input through
    ONNX Runtime in batches of 16) against the same curves in batched torch eager (the same inputs, batches of
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--only-throughput", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-ray", action="store_true")
     args = ap.parse_args()
@@ -109,7 +110,8 @@ def main():
               f"({100 * n * flops / a / 1e9 / peak:.0f}%) |")
     print("(reference: batched torch eager for the curves, pytorch-grad-cam's ROADCombined for ROAD)")
 
-    throughput(args, path, folder, listing)
+    if not args.skip_throughput:
+        throughput(args, path, folder, listing)
 
 
 def throughput(args, path, folder, listing):

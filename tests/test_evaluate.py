@@ -240,6 +240,11 @@ def test_ray_gives_the_in_process_results(reference_run, small, tmp_path):
     try:
         run = convlens.evaluate(small["path"], [str(small["images"])], tmp_path / "run", methods="gradcam,gradcam++,vanilla",
                                 metrics=ALL, boxes=small["boxes"], steps=10, batch=1, ray="auto", workers=2)
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "empty.png").write_bytes(b"")
+        with pytest.raises(ConvlensError, match=r"^Cannot read .*empty.png as an image: the file is empty"):
+            convlens.evaluate(small["path"], [str(broken)], tmp_path / "run2", steps=4, ray="auto", workers=1)
     finally:
         ray.shutdown()
     assert run.evaluated == 4

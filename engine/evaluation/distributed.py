@@ -27,7 +27,10 @@ class _Worker:
         out = []
         for path, label, boxes in zip(batch["path"], batch["label"], batch["boxes"]):
             label = None if label == "" else str(label)
-            result = self.evaluator.evaluate(str(path), label, [tuple(b) for b in json.loads(boxes)])
+            try:
+                result = self.evaluator.evaluate(str(path), label, [tuple(b) for b in json.loads(boxes)])
+            except ConvlensError as exc:  # Ray's wrappers would lose it: the driver raises it, in its words
+                result = {"error": str(exc)}
             out.append(pickle.dumps(result))
         return {"payload": np.array(out, dtype=object)}
 
@@ -80,4 +83,8 @@ def run_on_ray(address: str, model_path: str, load_options: dict, settings: dict
                                                            "settings": settings, "threads": threads},
                                     batch_format="numpy")
     for finished in explained.iter_batches(batch_size=None, batch_format="numpy"):
-        on_finished([pickle.loads(p) for p in finished["payload"]])
+        results = [pickle.loads(p) for p in finished["payload"]]
+        on_finished([r for r in results if "error" not in r])
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:  # a user error in a worker (an unreadable image): what finished is kept, the run stops
+            raise ConvlensError(errors[0])

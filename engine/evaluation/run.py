@@ -71,8 +71,8 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
         folder.write(images)
         progress.advance(len(images))
 
+    evaluator = Evaluator(loaded, settings, load_options.get("threads", 0))  # refuses unusable models here
     if todo and ray is None:
-        evaluator = Evaluator(loaded, settings, load_options.get("threads", 0))
         for start in range(0, len(todo), batch):
             finished([evaluator.evaluate(it.path, it.label, it.boxes) for it in todo[start:start + batch]])
     elif todo:
