@@ -120,7 +120,8 @@ def build_page(folder: Path, rows: list[dict], curves: dict, summary: dict, mode
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Each value is a mean over images with its 95 % bootstrap interval; <i>random</i> (uniform random "
              "maps) is the baseline a method must beat. Definitions: docs/evaluation.md.</p>",
-             "<table><tr><th>method</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"]
+             "<div style='overflow-x:auto'><table><tr><th>method</th>" + "".join(f"<th>{c}</th>" for c in columns)
+             + "</tr>"]
     for m in methods:
         cells = []
         for c in columns:
@@ -128,7 +129,7 @@ def build_page(folder: Path, rows: list[dict], curves: dict, summary: dict, mode
             cells.append("<td>n/a</td>" if s["mean"] is None else
                          f"<td>{s['mean']:.3f} <small>[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] n={s['n']}</small></td>")
         parts.append(f"<tr><td>{html.escape(m)}</td>{''.join(cells)}</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     if curves:
         parts.append("<h2>Mean curves</h2>" + _legend(methods))
         for metric in ("deletion", "insertion"):
