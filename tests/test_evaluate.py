@@ -401,3 +401,59 @@ def test_the_core_install_does_not_need_the_evaluate_extras(small, tmp_path):
     out = _without(("ray",), f"convlens.evaluate({args}, {str(tmp_path / 'b')!r}, ray='auto', steps=4)")
     assert out.returncode == 0 and "--ray needs Ray Data: pip install 'convlens[scale]'" in out.stdout, \
         out.stdout + out.stderr
+
+
+def test_a_foreign_export_scores_as_the_convlens_file(small, reference_run, tmp_path):
+    """The same weights exported by plain torch.onnx.export (no convlens metadata; preprocessing given on the
+    command line) give the same results as convlens's own file."""
+    import torch
+
+    import convlens
+
+    foreign = tmp_path / "plain.onnx"
+    torch.onnx.export(small["net"], torch.zeros(1, 3, SIZE, SIZE), str(foreign), input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+    run = convlens.evaluate(str(foreign), [str(small["images"])], tmp_path / "run", methods="gradcam,gradcam++,vanilla",
+                            metrics=ALL, boxes=small["boxes"], steps=10, preprocess="torch",
+                            labels=str(_labels(tmp_path)))
+    _same(_rows(run.folder), _rows(reference_run.folder), tol=1e-5)
+
+
+def _labels(folder):
+    path = folder / "labels.txt"
+    path.write_text("\n".join(f"class{i}" for i in range(10)))
+    return path
+
+
+def test_a_keras_model_in_nhwc_with_a_softmax_head(tmp_path):
+    """Perturbations live in the network's input space whatever its layout: a Keras model's (NHWC, tf
+    preprocessing, softmax output) deletion end points equal Keras's own outputs on those inputs."""
+    import keras
+    import pyarrow.parquet as pq
+
+    import convlens
+    from convlens.converters.keras_converter import convert_keras_model
+    from convlens.engine.images import load_image
+    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.techniques.common import prepare
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    net = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
+    path = save_onnx(convert_keras_model(net, name="small_keras", preprocess="tf"), tmp_path / "k.onnx")
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), (np.random.default_rng(0).random((80, 90, 3)) * 255).astype(np.uint8))
+    run = convlens.evaluate(str(path), [str(image)], tmp_path / "run", methods="gradcam", metrics="deletion",
+                            steps=6, layer="c2")
+    (row,) = [r for r in pq.read_table(run.folder / "results.parquet").to_pylist() if r["method"] == "gradcam"]
+    curve = [c["probability"] for c in pq.read_table(run.folder / "curves.parquet").to_pylist()
+             if c["method"] == "gradcam"]
+    pixels = prepare(convlens.load(path), [load_image(str(image))])
+    clean = float(net(pixels / 127.5 - 1)[0, row["target"]])
+    zeros = float(net(np.zeros((1, SIZE, SIZE, 3), np.float32))[0, row["target"]])
+    assert abs(curve[0] - clean) < 1e-6 and abs(curve[-1] - zeros) < 1e-6
+    assert abs(row["probability"] - clean) < 1e-6
