@@ -447,8 +447,9 @@ def test_a_keras_model_in_nhwc_with_a_softmax_head(tmp_path):
     path = save_onnx(convert_keras_model(net, name="small_keras", preprocess="tf"), tmp_path / "k.onnx")
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), (np.random.default_rng(0).random((80, 90, 3)) * 255).astype(np.uint8))
-    run = convlens.evaluate(str(path), [str(image)], tmp_path / "run", methods="gradcam", metrics="deletion",
-                            steps=6, layer="c2")
+    # --layer auto finds c2, although tf2onnx pools its NCHW tensor and exposes c2 as a transpose beside the path
+    assert convlens.cam(str(path), str(image))[0][0][0].layer == "c2"
+    run = convlens.evaluate(str(path), [str(image)], tmp_path / "run", methods="gradcam", metrics="deletion", steps=6)
     (row,) = [r for r in pq.read_table(run.folder / "results.parquet").to_pylist() if r["method"] == "gradcam"]
     curve = [c["probability"] for c in pq.read_table(run.folder / "curves.parquet").to_pylist()
              if c["method"] == "gradcam"]

@@ -97,8 +97,16 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     if last_conv is None:
         raise ConvlensError("The model has no convolution with a spatial grid larger than 1x1 on the path to its "
                             "scores; name a layer with --layer.")
+    # a layer may expose a layout transpose of a tensor on the path rather than the tensor itself: tf2onnx
+    # pools a Keras model's NCHW activation directly, leaving the NHWC layer output as a side branch
+    beside = {n.input[0]: layer_of[n.output[0]] for n in model.nodes
+              if n.op_type == "Transpose" and n.output[0] in layer_of and layer_of[n.output[0]].layout in ("NCHW", "NHWC")}
+
+    def exposed(tensor):
+        return layer_of.get(tensor) or beside.get(tensor)
+
     conv_out = path[last_conv].output[0]
-    chosen = layer_of.get(conv_out)
+    chosen = exposed(conv_out)
     reached = {conv_out}
     for node in path[last_conv + 1:]:
         if not any(i in reached for i in node.input):
@@ -112,6 +120,8 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
         reached.add(out)
         if g is not None and out in layer_of and layer_of[out].layout in ("NCHW", "NHWC"):
             chosen = layer_of[out]
+        elif out in beside and grid(beside[out].tensor) == g:
+            chosen = beside[out]
     if chosen is None:
         raise ConvlensError("No exposed layer follows the model's last convolution before its pooling; "
                             "name a layer with --layer.")
