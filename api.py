@@ -30,15 +30,17 @@ LOAD_OPTIONS = ("preprocess", "layout", "scores", "labels", "device", "threads")
 
 
 def _model(model, **load_options) -> Model:
+    _check_load_options(model, load_options)
+    return model if isinstance(model, Model) else load(model, **load_options)
+
+
+def _check_load_options(model, load_options: dict) -> None:
     unknown = sorted(set(load_options) - set(LOAD_OPTIONS))
     if unknown:  # a misspelt option would otherwise vanish here
         raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
-    if isinstance(model, Model):
-        if any(v is not None for v in load_options.values()):
-            raise ConvlensError("Load options (preprocess, layout, scores, labels) apply to a file path; this model "
-                                "is loaded already: pass them to convlens.load.")
-        return model
-    return load(model, **load_options)
+    if isinstance(model, Model) and any(v is not None for v in load_options.values()):
+        raise ConvlensError("Load options (preprocess, layout, scores, labels) apply to a file path; this model "
+                            "is loaded already: pass them to convlens.load.")
 
 
 def _pixels_or_paths(images) -> list:
@@ -178,11 +180,7 @@ def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion
     EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors."""
     from .engine.evaluation.run import evaluate as run_evaluation
 
-    unknown = sorted(set(load_options) - set(LOAD_OPTIONS))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
-    if isinstance(model, Model) and any(v is not None for v in load_options.values()):
-        _model(model, **load_options)  # the sentence for load options on a loaded model
+    _check_load_options(model, load_options)
     return run_evaluation(model, images, out, methods=methods, metrics=metrics, boxes=boxes, steps=steps, layer=layer,
                           road_noise=road_noise, ray=ray, workers=workers, batch=batch, quiet=quiet,
                           load_options=load_options)

@@ -69,7 +69,7 @@ def main():
     ev = Evaluator(model, Settings(("random",), ("deletion", "insertion"), 50, "auto", 0.0), args.threads)
 
     def ours_curves():
-        return ev._scores(x, heat, target, 0.5, 0.5, "0" * 64, "random", [], image)
+        return ev._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image)
 
     counts = step_counts(heat.size, 50)[1:-1]
     ranks = pixel_ranks(heat)
@@ -86,7 +86,7 @@ def main():
     rows = [("deletion + insertion, 50 steps", t_ours, t_torch, t_ours / t_torch, "<= 0.7", forwards)]
     # the two sides compute the same points (the end points aside, which convlens takes from the clean run)
     mine: list = []
-    ev._scores(x, heat, target, 0.0, 0.0, "0" * 64, "random", mine, image)
+    ev._scores(x, blurred(x), heat, target, 0.0, 0.0, "0" * 64, "random", mine, image)
     theirs = torch_curves().numpy()
     interior = [c["probability"] for c in mine if 0 < c["fraction"] < 1]
     print(f"curves agree to {np.abs(np.array(interior) - theirs[:len(interior)]).max():.1e}")
@@ -96,7 +96,7 @@ def main():
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     road = Evaluator(model, Settings(("random",), ("road",), 50, "auto", 0.01), args.threads)
-    t_road = median_time(lambda: road._scores(x, heat, target, 0.5, 0.5, "0" * 64, "random", [], image), args.repeat)
+    t_road = median_time(lambda: road._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image), args.repeat)
     xt = torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
     t0 = time.perf_counter()
     ROADCombined()(xt, heat[None], [ClassifierOutputSoftmaxTarget(target)], net)

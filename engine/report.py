@@ -20,13 +20,14 @@ img{max-width:100%;border:1px solid #ccc}figure{display:inline-block;margin:.5em
 figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 8px;border-bottom:1px solid #eee}"""
 
 
-def _img(arr: np.ndarray, alt: str) -> str:
+def img_tag(arr: np.ndarray, alt: str) -> str:
+    """An <img> holding the picture as a PNG data URI (reports are single self-contained files)."""
     data = base64.b64encode(encode_png(arr)).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _figure(arr, caption):
-    return f"<figure>{_img(arr, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+def figure(arr, caption: str) -> str:
+    return f"<figure>{img_tag(arr, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def pick_layers(model: Model, count: int = 3) -> list[str]:
@@ -58,25 +59,25 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
         parts.append("<h3>Class activation maps</h3>")
         for method in methods:
             for r in gradcam(model, pixels, "top2", "auto", method)[0]:
-                parts.append(_figure(jet_overlay(shown, r.heatmap), f"{method}: {r.label} at {r.layer}"))
+                parts.append(figure(jet_overlay(shown, r.heatmap), f"{method}: {r.label} at {r.layer}"))
                 peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
                 entry["cams"].append({"method": method, "class": r.class_index, "peak_yx": [int(peak[0]), int(peak[1])]})
         parts.append("<h3>Attributions</h3>")
         for method in ("vanilla", "smoothgrad", "guided-backprop"):
             a = saliency(model, pixels, "top", method, samples=12)[0]
-            parts.append(_figure(saliency_image(a.saliency), f"{method} for {a.label}"))
+            parts.append(figure(saliency_image(a.saliency), f"{method} for {a.label}"))
         parts.append("<h3>Intermediate activations</h3>")
         acts = activations(model, pixels, layers)
         for name in layers:
             grid = upscale(colorize(channel_grid(as_channels(model, model.layer(name), acts[name])[0][:64])))
-            parts.append(_figure(grid, f"{name}: first 64 channels"))
+            parts.append(figure(grid, f"{name}: first 64 channels"))
         results["images"].append(entry)
     if filter_layer is None and layers:
         filter_layer = layers[len(layers) // 2]
     if filter_layer:
         res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps,
                                 size=None if own_size(model) else 128)  # transformers run at their own size
-        parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + _figure(filter_grid(res.images),
+        parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + figure(filter_grid(res.images),
                      f"filters 0-7, lucid recipe, {filter_steps} steps"))
     # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"
     parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"

@@ -46,10 +46,9 @@ def small(tmp_path_factory):
 
 def _evaluator(small, metrics, methods="gradcam,vanilla", steps=10, noise=0.0):
     from convlens import load
-    from convlens.engine.evaluation.evaluator import Evaluator, Settings, check_settings
+    from convlens.engine.evaluation.evaluator import Evaluator, check_settings
 
-    s = check_settings(methods, metrics, steps, True)
-    return Evaluator(load(small["path"]), Settings(s.methods, s.metrics, steps, "auto", noise))
+    return Evaluator(load(small["path"]), check_settings(methods, metrics, steps, True, "auto", noise))
 
 
 def _network_input(evaluator, path):

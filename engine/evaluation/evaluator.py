@@ -52,7 +52,8 @@ def method_names() -> dict[str, str]:
     return names
 
 
-def check_settings(methods, metrics, steps: int, has_boxes: bool) -> Settings:
+def check_settings(methods, metrics, steps: int, has_boxes: bool, layer: str = "auto",
+                   road_noise: float = 0.01) -> Settings:
     """Settings from the user's choices, each refused in one sentence when it cannot be run."""
     known = method_names()
     methods = [s.strip() for s in (methods.split(",") if isinstance(methods, str) else methods) if s.strip()]
@@ -70,7 +71,7 @@ def check_settings(methods, metrics, steps: int, has_boxes: bool) -> Settings:
     if steps < 2:
         raise ConvlensError(f"--steps must be 2 or more, not {steps}.")
     methods = list(dict.fromkeys(methods + [RANDOM]))  # metrics only mean something against the baseline
-    return Settings(tuple(methods), tuple(dict.fromkeys(metrics)), steps)
+    return Settings(tuple(methods), tuple(dict.fromkeys(metrics)), steps, layer or "auto", road_noise)
 
 
 def file_sha256(path: str) -> str:
@@ -109,7 +110,8 @@ class Evaluator:
         prog = program(self.model, [self.scores], inputs.shape[1:3], spec=self.identity)
         parts = []
         for s in range(0, len(inputs), self.settings.chunk):
-            y = prog.run(inputs[s:s + self.settings.chunk])[self.scores].reshape(len(inputs[s:s + self.settings.chunk]), -1)
+            part = inputs[s:s + self.settings.chunk]
+            y = prog.run(part)[self.scores].reshape(len(part), -1)
             parts.append(softmax(y.astype(np.float64)) if self.scores == self.model.meta.logits else y.astype(np.float64))
         p = np.concatenate(parts)
         return p if target is None else p[:, target]
@@ -141,19 +143,20 @@ class Evaluator:
         image = load_image(path)
         pixels = prepare(self.model, [image], model_size(self.model, image))[0]
         x = apply_numpy(pixels[None], self.numpy_spec)[0]
-        base = self.probabilities(np.stack([x, blurred(x)]))
+        soft = blurred(x)  # insertion's start, shared by every method's curve
+        base = self.probabilities(np.stack([x, soft]))
         target = self.model.class_index(label) if label is not None else int(np.argmax(base[0]))
         if not 0 <= target < base.shape[1]:
             raise ConvlensError(f"{path}: class {target} is out of range; the model has {base.shape[1]} classes.")
         clean, blur = float(base[0, target]), float(base[1, target])
-        target_boxes = [b[1:] for b in boxes if self._box_class(b[0]) == target]
+        target_boxes = [b[1:] for b in boxes if self.model.class_index(b[0]) == target]
         results, curves, heatmaps = [], [], {}
         for method in self.settings.methods:
             heat = self.heatmap(method, pixels, target, sha)
             row = {"path": path, "sha256": sha, "method": method, "target": target,
                    "target_label": self.model.label(target), "probability": clean,
                    **{c: float("nan") for c in m.COLUMNS}}
-            row.update(self._scores(x, heat, target, clean, blur, sha, method, curves, path))
+            row.update(self._scores(x, soft, heat, target, clean, blur, sha, method, curves, path))
             if {"pointing", "energy-pointing"} & set(self.settings.metrics):
                 full = m.at_original_size(heat, image.shape)
                 if "pointing" in self.settings.metrics:
@@ -164,10 +167,7 @@ class Evaluator:
             heatmaps[method] = np.uint8(np.round(np.clip(heat, 0, 1) * 255))
         return {"results": results, "curves": curves, "heatmaps": heatmaps}
 
-    def _box_class(self, given: str) -> int:
-        return self.model.class_index(given)
-
-    def _scores(self, x, heat, target, clean, blur, sha, method, curves, path) -> dict:
+    def _scores(self, x, soft, heat, target, clean, blur, sha, method, curves, path) -> dict:
         """The metrics that run the model on perturbed inputs: all of one map's inputs in one batched pass."""
         wanted = self.settings.metrics
         steps = self.settings.steps
@@ -177,7 +177,7 @@ class Evaluator:
         if "deletion" in wanted:
             batches["deletion"] = curve_inputs(x, ranks, counts, None)
         if "insertion" in wanted:
-            batches["insertion"] = curve_inputs(x, ranks, counts, blurred(x))
+            batches["insertion"] = curve_inputs(x, ranks, counts, soft)
         if "road" in wanted:
             masks = removal_masks(heat)
             jobs = [(kind, i, mask) for kind in ("morf", "lerf") for i, mask in enumerate(masks[kind])]

@@ -40,7 +40,7 @@ def _rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise ConvlensError(f"No such list: {path}.")
     if path.suffix.lower() == ".parquet":
-        return _parquet_module().read_table(path).to_pylist()
+        return parquet_module().read_table(path).to_pylist()
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -83,7 +83,7 @@ def _resolve(list_path: Path, entry: str) -> str:
     return str((p if p.is_absolute() else list_path.parent / p).resolve())
 
 
-def _parquet_module():
+def parquet_module():
     try:
         import pyarrow.parquet as pq
     except ImportError:

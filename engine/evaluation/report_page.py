@@ -3,7 +3,6 @@ and the images where the methods disagree most, with their heatmaps. Self-contai
 SVG, pictures data URIs."""
 from __future__ import annotations
 
-import base64
 import html
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import cv2
 import numpy as np
 
 from ..images import load_image, resize
-from ..render import encode_png, jet_overlay
+from ..render import jet_overlay
+from ..report import figure
 from .metrics import HIGHER_IS_BETTER, METRICS
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
@@ -76,10 +76,6 @@ def _distribution(column: str, rows, methods) -> str:
     return "".join(parts)
 
 
-def _img(arr, alt) -> str:
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(encode_png(arr)).decode()}'>"
-
-
 def _disagreements(folder: Path, rows, methods, column: str, count: int = 4) -> str:
     """The images whose methods (the random baseline aside) spread most on `column`, with every map."""
     compared = [m for m in methods if m != "random"]
@@ -104,8 +100,7 @@ def _disagreements(folder: Path, rows, methods, column: str, count: int = 4) -> 
             if heat is None:
                 continue
             caption = f"{m}: {column} {r[column]:.3f}"
-            figures.append(f"<figure>{_img(jet_overlay(picture, heat / 255.0), caption)}"
-                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            figures.append(figure(jet_overlay(picture, heat / 255.0), caption))
         parts.append(f"<h3>{html.escape(Path(path).name)}: class {html.escape(first['target_label'])}, "
                      f"spread {gap:.3f}</h3>" + "".join(figures))
     return "".join(parts) or "<p>Fewer than two methods scored the same images.</p>"

@@ -40,8 +40,7 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
         raise ConvlensError(f"--batch must be 1 or more, not {batch}.")
     if road_noise < 0:
         raise ConvlensError(f"--road-noise must be 0 or more, not {road_noise}.")
-    settings = check_settings(methods, metrics, steps, boxes is not None)
-    settings = Settings(settings.methods, settings.metrics, steps, layer or "auto", road_noise)
+    settings = check_settings(methods, metrics, steps, boxes is not None, layer, road_noise)
     if isinstance(model, Model):
         if ray is not None:
             raise ConvlensError("A Ray run loads the model in every worker: pass its file path, not a loaded model.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConvlensError
 from ..onnx_file import output_folder, write_atomic
 from ..render import encode_png
-from .inputs import _parquet_module
+from .inputs import parquet_module
 from .metrics import COLUMNS
 
 RESULT_COLUMNS = ("path", "sha256", "method", "target", "target_label", "probability") + COLUMNS + ("heatmap_file",)
@@ -31,7 +31,7 @@ class RunFolder:
     def __init__(self, path, settings: dict):
         self.path = output_folder(path)
         self.settings = settings
-        self._pq = _parquet_module()
+        self._pq = parquet_module()
         import pyarrow as pa
 
         self._pa = pa
@@ -103,7 +103,8 @@ class RunFolder:
     # --- consolidation ---------------------------------------------------------------------------------
     def consolidate(self):
         """(results, curves) tables of every finished image, each image once; written to the run folder."""
-        pc = __import__("pyarrow.compute", fromlist=["compute"])
+        import pyarrow.compute as pc
+
         results, curves, seen = [], [], set()
         for shard in self._shards():
             table = self._pq.read_table(shard)

@@ -101,12 +101,8 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     # pools a Keras model's NCHW activation directly, leaving the NHWC layer output as a side branch
     beside = {n.input[0]: layer_of[n.output[0]] for n in model.nodes
               if n.op_type == "Transpose" and n.output[0] in layer_of and layer_of[n.output[0]].layout in ("NCHW", "NHWC")}
-
-    def exposed(tensor):
-        return layer_of.get(tensor) or beside.get(tensor)
-
     conv_out = path[last_conv].output[0]
-    chosen = exposed(conv_out)
+    chosen = layer_of.get(conv_out) or beside.get(conv_out)
     reached = {conv_out}
     for node in path[last_conv + 1:]:
         if not any(i in reached for i in node.input):
