@@ -15,6 +15,7 @@ from .commands import COMMANDS, FOLDER_OUTPUTS, ComparisonFailed
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
     "convert-timm": "convlens convert timm:deit_tiny_patch16_224 --weights deit.safetensors -o deit.onnx",
+    "annotate": "convlens annotate model.onnx --channel-order bgr --scale 1/255 --labels classes.txt -o model_described.onnx",
     "layers": "convlens layers vgg16.onnx",
     "activations": "convlens activations vgg16.onnx cat.jpg --layers features.1,features.29 -o acts/",
     "cam": "convlens cam vgg16.onnx cat.jpg --class \"African elephant\" --method gradcam++ -o cam/",
@@ -46,9 +47,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="also show the frameworks' own warnings and logs")
 
 
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    """The input recipe: x = (pixels[channel order] * scale - mean) / std, pixels 0..255; a flag refines a preset."""
+    p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"],
+                   help="an input preset (caffe: BGR minus the ImageNet means; torch: /255 then ImageNet mean/std; "
+                        "tf: /127.5 - 1; raw: pixels as they are); the flags below refine it")
+    p.add_argument("--channel-order", choices=["rgb", "bgr"], help="the channel order the model was trained on")
+    p.add_argument("--scale", help="pixels (0..255) are multiplied by this first: a number or a fraction, e.g. 1/255")
+    p.add_argument("--mean", help="subtracted after scaling: A,B,C in the model's channel order (or one number)")
+    p.add_argument("--std", help="divided by after the mean: A,B,C in the model's channel order (or one number)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx file (converted by convlens or foreign)")
-    p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="input preset for files without metadata")
+    _recipe_args(p)
     p.add_argument("--layout", choices=["nchw", "nhwc"], help="input layout for files without metadata")
     p.add_argument("--scores", metavar="TENSOR", help="the class-score output, for files with several outputs")
     p.add_argument("--labels", help="class names: imagenet (shipped) or a file with one name per line")
@@ -84,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    ".safetensors for timm)")
     p.add_argument("--no-top", action="store_true", help="keras: without the classifier head")
     p.add_argument("--input-size", help="HxW or one number, e.g. 224")
-    p.add_argument("--preprocess", choices=["caffe", "torch", "tf", "raw"], help="override the recorded preprocessing")
+    _recipe_args(p)
+    p.add_argument("--labels", help="class names to record: imagenet or a file with one name per line")
+
+    p = add("annotate", "Describe a file convlens did not write, once: its input recipe, scores and labels, stored "
+                        "as convlens metadata in a copy that every command then reads.")
+    _model_args(p)
+    p.add_argument("--input-size", help="HxW or one number: fixes a dynamic input size (export, evaluate need one)")
+    p.add_argument("-o", "--output", required=True, help="the annotated copy to write (the original is kept)")
 
     p = add("layers", "List the layers of a model: name, op kind, output shape and layout.")
     _model_args(p)

@@ -10,20 +10,39 @@ import numpy as np
 from . import api
 
 
+def _recipe(args) -> dict:
+    return {"preprocess": args.preprocess, "channel_order": args.channel_order, "scale": args.scale,
+            "mean": args.mean, "std": args.std}
+
+
 def _load(args):
-    return api.load(args.model, preprocess=args.preprocess, layout=args.layout, scores=args.scores, labels=args.labels,
+    return api.load(args.model, **_recipe(args), layout=args.layout, scores=args.scores, labels=args.labels,
                     device=args.device, threads=args.threads)
 
 
 def cmd_convert(args) -> dict:
     path = api.convert(args.source, args.output, weights=args.weights, no_top=args.no_top,
-                       input_size=args.input_size, preprocess=args.preprocess, force=args.force, verbose=args.verbose)
+                       input_size=args.input_size, **_recipe(args), labels=args.labels, force=args.force,
+                       verbose=args.verbose)
     model = api.load(path)
     spec = model.input_spec
     size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "of any size"
     return {"files": [str(path)], "layers": len(model.layers), "input": vars(spec),
             "summary": f"wrote {path} ({len(model.layers)} layers exposed, input {spec.layout} {size}, "
                        f"{spec.preset or 'custom'} preprocessing)"}
+
+
+def cmd_annotate(args) -> dict:
+    model = api.annotate(args.model, args.output, **_recipe(args), layout=args.layout, scores=args.scores,
+                         labels=args.labels, input_size=args.input_size, force=args.force)
+    spec = model.input_spec
+    size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "any size"
+    scores = model.meta.logits or model.meta.probabilities
+    names = len(model.labels) if model.labels else 0
+    return {"files": [args.output], "input": vars(spec), "scores": scores, "activation": model.meta.activation,
+            "labels": names,
+            "summary": f"wrote {args.output}: input {spec.layout} {size}, {spec.describe()}; scores {scores} "
+                       f"({model.meta.activation}); {names or 'no'} class names"}
 
 
 def cmd_layers(args) -> dict:
@@ -330,7 +349,7 @@ def cmd_evaluate(args) -> dict:
     run = api.evaluate(args.model, args.images, args.output, methods=args.methods, metrics=args.metrics,
                        boxes=args.boxes, steps=args.steps, layer=args.layer, road_noise=args.road_noise, ray=args.ray,
                        workers=args.workers, batch=args.batch, quiet=args.quiet or args.json,
-                       preprocess=args.preprocess, layout=args.layout, scores=args.scores, labels=args.labels,
+                       **_recipe(args), layout=args.layout, scores=args.scores, labels=args.labels,
                        device=args.device, threads=args.threads or None)
     lines = [f"evaluated {run.evaluated} images ({run.skipped} done before) into {run.folder}"]
     for method, entry in run.summary["methods"].items():
@@ -341,5 +360,5 @@ def cmd_evaluate(args) -> dict:
 
 
 FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
-COMMANDS = {"evaluate": cmd_evaluate, "report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
+COMMANDS = {"annotate": cmd_annotate, "evaluate": cmd_evaluate, "report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
             "saliency": cmd_saliency, "filters": cmd_filters}

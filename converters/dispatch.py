@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from convlens.engine.errors import ConvlensError
+from convlens.engine.annotate import restate
 from convlens.engine.onnx_file import check_writable, save_onnx
 
 from .common import input_size_arg
@@ -27,11 +28,17 @@ def parse_source(source: str) -> tuple[str, str]:
 
 
 def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, include_top: bool = True,
-            input_size=None, preprocess: str | None = None, force: bool = False) -> Path:
+            input_size=None, preprocess: str | None = None, recipe=None, labels: str | None = None,
+            force: bool = False) -> Path:
     """Convert a framework model to an .onnx file with its layers exposed; returns the written path.
 
-    Every option either takes effect for the source kind or is refused with one sentence naming it."""
+    Every option either takes effect for the source kind or is refused with one sentence naming it. `recipe`
+    (an InputRecipe) refines the recorded preprocessing; `labels` names the classes (imagenet or a file)."""
+    from convlens.engine.metadata import InputRecipe
+
     out = check_writable(out, force)
+    recipe = recipe or InputRecipe(preprocess)
+    preprocess = recipe.preprocess
     kind, name = parse_source(source)
     size = input_size_arg(input_size)
     if kind in ("keras-file", "torch-file"):
@@ -68,4 +75,5 @@ def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, 
         from .torch_converter import convert_exported_program
 
         model = convert_exported_program(name, preprocess, size)
+    restate(model, recipe, labels, out.name)
     return save_onnx(model, out, force)

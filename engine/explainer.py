@@ -211,7 +211,7 @@ def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tup
     if model.meta.probabilities and scores == model.meta.probabilities:
         probabilities = clean
     else:
-        probabilities = e.op("Softmax", clean, axis=-1)
+        probabilities = e.op("Sigmoid", clean) if model.meta.activation == "sigmoid" else e.op("Softmax", clean, axis=-1)
     top = e.op("ArgMax", clean, axis=1, keepdims=0)
     # the default target (-1, every image's top class) broadcasts against N when no target is fed
     target = e.op("Where", e.op("Less", TARGET, e.const(0, np.int64)), top, e.op("Expand", TARGET, e.op("Shape", top)))

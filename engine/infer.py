@@ -48,6 +48,7 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
     size = tuple(hw) if len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) else None
     channels = dims[3] if layout == "NHWC" and len(dims) == 4 else dims[1] if len(dims) == 4 else 3
     spec = InputSpec.from_preset(inp.name, preprocess or "raw", size, layout, 1 if channels == 1 else 3)
+    spec.stated = preprocess is not None  # raw RGB is an assumption until someone states the input
     ranks = tensor_ranks(model) if ranks is None else ranks
     layouts = tensor_layouts(model.graph.node, inp.name, layout, ranks)
     layers, counts, seen = [], {}, set()
@@ -79,12 +80,25 @@ def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", ".".join(parts))
 
 
-def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:
-    """The tensor feeding the Softmax that produces `output`, if there is one."""
+# ops that only move or relabel values: a head's Softmax may sit behind them (onnx's version converter writes
+# Flatten -> Softmax -> Reshape for an opset-12 Softmax; Keras heads end in Identity)
+SHAPE_ONLY_OPS = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
+
+
+def find_head_activation(model: onnx.ModelProto, output: str) -> tuple[str, str] | None:
+    """(the op, the tensor it reads) where `output` is a Softmax or Sigmoid seen through shape-only ops."""
     producer = {o: n for n in model.graph.node for o in n.output}
     node = producer.get(output)
     for _ in range(len(producer)):
-        if node is None or node.op_type != "Identity":
+        if node is None or node.op_type not in SHAPE_ONLY_OPS:
             break
         node = producer.get(node.input[0])
-    return node.input[0] if node is not None and node.op_type == "Softmax" else None
+    if node is not None and node.op_type in ("Softmax", "Sigmoid"):
+        return node.op_type, node.input[0]
+    return None
+
+
+def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:
+    """The tensor feeding the Softmax that produces `output` (through shape-only ops), if there is one."""
+    found = find_head_activation(model, output)
+    return found[1] if found and found[0] == "Softmax" else None

@@ -61,8 +61,8 @@ def _output_layout(node: onnx.NodeProto, layouts: dict, ranks: dict) -> str | No
     return None  # Reshape, Flatten, Squeeze/Unsqueeze, Einsum...: the axes mean something new
 
 
-def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """The rank of every tensor, by ONNX shape inference (weights are not copied); {} where it fails."""
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """The static shape of every tensor, by ONNX shape inference (weights are not copied); {} where it fails."""
     inits = {t.name: t for t in model.graph.initializer}
     try:
         shapes = infer_shapes(model.graph.node, inits,
@@ -71,7 +71,14 @@ def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
         return {}
     for vi in list(model.graph.value_info) + list(model.graph.output):
         if vi.name not in shapes and vi.type.tensor_type.HasField("shape"):
-            shapes[vi.name] = list(vi.type.tensor_type.shape.dim)
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                               for d in vi.type.tensor_type.shape.dim]
+    return shapes
+
+
+def tensor_ranks(model: onnx.ModelProto, shapes: dict | None = None) -> dict[str, int]:
+    """The rank of every tensor (from tensor_shapes, or the `shapes` given)."""
+    shapes = tensor_shapes(model) if shapes is None else shapes
     return {name: len(shape) for name, shape in shapes.items() if shape is not None}
 
 

@@ -7,7 +7,9 @@ or infers it for a foreign file (see engine/infer.py).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import ConvlensError
 
 METADATA_KEY = "convlens"
 
@@ -33,6 +35,7 @@ class InputSpec:
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     preset: str | None = None
     channels: int = 3  # 1 for grayscale models: the adapter turns RGB pixels into one gray channel
+    stated: bool = True  # False when nothing (metadata, a flag) said what the input is and raw RGB is assumed
 
     @classmethod
     def from_preset(cls, name: str, preset: str, size=None, layout="NCHW", channels: int = 3) -> "InputSpec":
@@ -42,9 +45,97 @@ class InputSpec:
     def with_preset(self, preset: str) -> "InputSpec":
         return InputSpec.from_preset(self.name, preset, self.size, self.layout, self.channels)
 
+    def refined(self, recipe: "InputRecipe") -> "InputSpec":
+        """This spec with what `recipe` states: its preset first, then each number it gives on top."""
+        spec = self.with_preset(recipe.preprocess) if recipe.preprocess else replace(self)
+        if recipe.channel_order:
+            spec.color = recipe.channel_order.upper()
+        if recipe.scale is not None:
+            spec.scale = recipe.scale
+        if recipe.mean is not None:
+            spec.mean = list(recipe.mean)
+        if recipe.std is not None:
+            spec.std = list(recipe.std)
+        if recipe.numbers_given():  # a preset refined by a number is no longer that preset
+            spec.preset = None
+        spec.stated = spec.stated or recipe.given()
+        return spec
+
+    def describe(self) -> str:
+        """The recipe in words: 'BGR, x * 0.00392 - (0.485, ...) / (...)'."""
+        def triple(values):
+            return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+        name = f" ({self.preset})" if self.preset else ""
+        return (f"{self.color_name} pixels 0..255 * {self.scale:.6g}, minus {triple(self.mean)}, divided by "
+                f"{triple(self.std)}{name}")
+
     @property
     def color_name(self) -> str:
         return "gray" if self.channels == 1 else self.color
+
+
+@dataclass
+class InputRecipe:
+    """What a user states about a file's input: a preset and numbers that refine it (None: not stated).
+    The model's input is (pixels[channel order] * scale - mean) / std, pixels 0..255."""
+
+    preprocess: str | None = None
+    channel_order: str | None = None  # rgb or bgr
+    scale: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    def __post_init__(self):
+        if self.preprocess is not None and self.preprocess not in PRESETS:
+            raise ConvlensError(f"Unknown preprocessing {self.preprocess!r}; use one of {', '.join(PRESETS)}.")
+        if self.channel_order is not None:
+            if str(self.channel_order).lower() not in ("rgb", "bgr"):
+                raise ConvlensError(f"--channel-order must be rgb or bgr, not {self.channel_order!r}.")
+            self.channel_order = str(self.channel_order).lower()
+        self.scale = parse_scale(self.scale) if self.scale is not None else None
+        self.mean = parse_channels(self.mean, "--mean") if self.mean is not None else None
+        self.std = parse_channels(self.std, "--std") if self.std is not None else None
+        if self.std is not None and any(v == 0 for v in self.std):
+            raise ConvlensError(f"--std must not hold a zero (it divides): {self.std}.")
+
+    def numbers_given(self) -> bool:
+        return any(v is not None for v in (self.channel_order, self.scale, self.mean, self.std))
+
+    def given(self) -> bool:
+        return self.preprocess is not None or self.numbers_given()
+
+
+def parse_scale(value) -> float:
+    """--scale: a number (0.0039215) or a fraction (1/255, 2/255)."""
+    if isinstance(value, (int, float)):
+        result = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            if "/" in text:
+                top, bottom = text.split("/")
+                result = float(top) / float(bottom)
+            else:
+                result = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise ConvlensError(f"--scale must be a number or a fraction such as 1/255, not {value!r}.") from None
+    if not result or result != result:
+        raise ConvlensError(f"--scale must be a nonzero number, not {value!r}.")
+    return result
+
+
+def parse_channels(value, flag: str) -> list[float]:
+    """--mean / --std: three numbers A,B,C (in the model's channel order), or one for every channel."""
+    parts = list(value) if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
+    try:
+        numbers = [float(p) for p in parts]
+    except (ValueError, TypeError):
+        raise ConvlensError(f"{flag} must be three numbers A,B,C (or one), not {value!r}.") from None
+    if len(numbers) == 1:
+        numbers = numbers * 3
+    if len(numbers) != 3:
+        raise ConvlensError(f"{flag} must be three numbers A,B,C (or one), not {len(numbers)}: {value!r}.")
+    return numbers
 
 
 @dataclass
@@ -69,6 +160,8 @@ class ModelMeta:
     logits: str | None = None  # tensor of pre-softmax class scores, if any
     probabilities: str | None = None  # tensor of softmax output, if any
     labels: str | list[str] | None = None  # "imagenet" (shipped) or an explicit list
+    # how the scores become probabilities: softmax over classes, or sigmoid per class (multi-label, binary)
+    activation: str = "softmax"
     inferred: bool = False  # True when read from the graph rather than written by a converter
 
     def to_json(self) -> str:

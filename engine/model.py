@@ -1,6 +1,7 @@
 """A loaded model: the ONNX graph, its weights as numpy arrays, and its convlens metadata."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from pathlib import Path
@@ -11,10 +12,11 @@ from onnx import numpy_helper
 
 from .errors import ConvlensError
 from .infer import infer_meta
-from .layouts import tensor_ranks
-from .labels import read_labels, resolve_labels
-from .metadata import METADATA_KEY, InputSpec, LayerInfo, ModelMeta
+from .layouts import tensor_ranks, tensor_shapes
+from .labels import check_label_count, labels_in_file, read_labels, resolve_labels
+from .metadata import METADATA_KEY, InputRecipe, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
+from .opset import upgrade_opset
 from .precision import widen_float16
 from .scores import choose_scores
 
@@ -48,9 +50,10 @@ class Model:
 
         dims = input_dims(graph_input(proto)) if len(proto.graph.input) else []
         self.single_image = bool(dims) and dims[0] == 1
+        self.classes: int | None = None  # the class count, where the graph fixes it (set by load)
+        self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (program.py)
         self.shapes: dict = {}  # tensor shapes, by image size and input adapter (techniques/gradients.py)
-        _check_opset(self)
 
     def _fold_constant_nodes(self) -> None:
         """Constant nodes and Identity-of-initializer nodes (exporters dedupe equal buffers that way)
@@ -90,32 +93,39 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-             scores: str | None = None, labels: str | None = None) -> "Model":
+             scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None) -> "Model":
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
-        `scores` names the class-score tensor where the graph does not say it unambiguously (scores.py)."""
-        proto = load_onnx(path)
+        `recipe` states the input (a preset refined by numbers); `scores` names the class-score tensor where
+        the graph does not say it unambiguously (scores.py)."""
+        recipe = recipe or InputRecipe()
+        if preprocess:
+            recipe = dataclasses.replace(recipe, preprocess=preprocess)
+        proto = upgrade_opset(load_onnx(path), path)
         widen_float16(proto)
         meta = read_meta(proto)
-        # one shape inference serves both the inferred layers and the choice of scores
-        ranks = tensor_ranks(proto) if meta is None or scores else None
+        # one shape inference serves the inferred layers, the choice of scores and the class count
+        shapes = tensor_shapes(proto)
         if meta is None:
-            meta = infer_meta(proto, preprocess, layout, ranks)
-        else:
-            if preprocess:
-                meta.input = meta.input.with_preset(preprocess)
-            if layout:
-                meta.input.layout = layout.upper()
+            meta = infer_meta(proto, None, layout, tensor_ranks(proto, shapes))
+            meta.labels = labels_in_file(proto)
+        elif layout:
+            meta.input.layout = layout.upper()
+        meta.input = meta.input.refined(recipe)
+        choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits, meta.probabilities,
+                               meta.inferred, shapes, meta.activation)
         if meta.inferred or scores:
-            choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits,
-                                   meta.probabilities, meta.inferred, ranks)
-            meta.logits, meta.probabilities = choice.logits, choice.probabilities
+            meta.logits, meta.probabilities, meta.activation = choice.logits, choice.probabilities, choice.activation
             proto.graph.node.extend(choice.nodes)
             proto.graph.initializer.extend(choice.inits.values())
         if labels:
             meta.labels = read_labels(labels)
-        elif meta.inferred and preprocess is None:
+        meta.labels = check_label_count(meta.labels, choice.classes, "--labels" if labels else None, path)
+        if not meta.input.stated:
             _say_assumed_input(path, meta.input)
-        return cls(proto, meta, str(path))
+        model = cls(proto, meta, str(path))
+        model.classes = choice.classes
+        model.scores_refusal = None if (meta.logits or meta.probabilities) else choice.refusal
+        return model
 
     # --- layers -------------------------------------------------------------------------------
     @property
@@ -143,6 +153,14 @@ class Model:
         raise ConvlensError("The model has no layer with a spatial (4-D) output to compute a heatmap on.")
 
     # --- input and classes -----------------------------------------------------------------------
+    def scores_tensor(self) -> str:
+        """The class-score tensor (logits, else probabilities); a model without one is refused in a sentence."""
+        tensor = self.meta.logits or self.meta.probabilities
+        if tensor is None:
+            raise ConvlensError(self.scores_refusal or "The model records no class scores (no logits or "
+                                "probabilities tensor); name the output that holds them with --scores NAME.")
+        return tensor
+
     @property
     def input_spec(self) -> InputSpec:
         return self.meta.input
@@ -199,35 +217,18 @@ def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     entry.key, entry.value = METADATA_KEY, meta.to_json()
 
 
-def _check_opset(model: Model) -> None:
-    """Refuse opsets before 13; run opsets 13-15 as 16.
-
-    Backward graphs need ScatterElements/ScatterND with `reduction` (opset 16) wherever gradients from
-    overlapping windows add up (a 3x3 stride-2 max-pool). Every change to the default domain from opset 14
-    to 16 only adds types or attributes with defaults that keep the old meaning (BatchNormalization's
-    training_mode=0, Reshape's allowzero=0, ...), so an opset 13-15 graph means the same under 16."""
-    for op in model.opset_imports:
-        if op.domain in ("", "ai.onnx") and op.version < 13:
-            raise ConvlensError(
-                f"The model uses ONNX opset {op.version}; convlens needs opset 13 or newer "
-                "(upgrade it with onnx.version_converter.convert_version(model, 13))."
-            )
-        if op.domain in ("", "ai.onnx") and op.version < 16:
-            op.version = 16
-
-
 def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-         scores: str | None = None, labels: str | None = None) -> Model:
-    return Model.load(path, preprocess, layout, scores, labels)
+         scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None) -> Model:
+    return Model.load(path, preprocess, layout, scores, labels, recipe)
 
 
 def _say_assumed_input(path, spec: InputSpec) -> None:
-    """A foreign file says nothing of its preprocessing: say once what is assumed, and how to set it."""
+    """Nothing states a foreign file's input: say what is assumed, and how to state it."""
     import warnings
 
     from .errors import ConvlensWarning
 
-    warnings.warn(f"{Path(path).name} has no convlens metadata: assuming {spec.layout} input of raw RGB pixels "
-                  "(0..255, no mean or std); pass --preprocess caffe|torch|tf|raw (and --layout) if it expects "
-                  "another.", ConvlensWarning, stacklevel=3)
-
+    warnings.warn(f"{Path(path).name} has no convlens metadata: assuming {spec.layout} input of raw "
+                  f"RGB pixels (0..255, no mean or std); state it with --preprocess caffe|torch|tf|raw and/or "
+                  f"--channel-order, --scale, --mean, --std (or once with `convlens annotate`).",
+                  ConvlensWarning, stacklevel=3)

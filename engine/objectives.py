@@ -18,18 +18,22 @@ OBJECTIVE_WEIGHTS = "objective_weights"
 TOP_CLASS = "objective_top_class"  # with top=True: each item's arg-max channel (as float), fetchable
 
 
-def channel_objective(tensor: str, layout: str, rank: int, channels: int, softmax: bool = False, opset: int = 17,
+def channel_objective(tensor: str, layout: str, rank: int, channels: int, activation: str | None = None, opset: int = 17,
                       top: bool = False, token_prefix: int | None = None) -> Extra:
-    """sum over items of w[i] . spatial_mean(tensor[i]) (softmax first when `softmax`, for probabilities).
+    """sum over items of w[i] . spatial_mean(tensor[i]) (first through `activation`, Softmax or Sigmoid, for
+    probabilities).
     A token layer (N, T, C) with `token_prefix` P is averaged over its patch tokens T[P:], per channel.
 
     `top`: w is not fed but made in the graph, one-hot at each item's largest channel (its top class), so a
     single run both picks the class and differentiates its score; ArgMax and OneHot carry no gradient."""
     nodes, inits = [], {}
     current = tensor
-    if softmax:
+    if activation == "Softmax":
         nodes.append(helper.make_node("Softmax", [current], ["objective_softmax"], axis=-1, name="objective_softmax"))
         current = "objective_softmax"
+    elif activation == "Sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [current], ["objective_sigmoid"], name="objective_sigmoid"))
+        current = "objective_sigmoid"
     if rank == 4:
         axes = [1, 2] if layout.upper() == "NHWC" else [2, 3]
         if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
@@ -75,7 +79,7 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, softma
         helper.make_node("ReduceSum", [OBJECTIVE_ITEMS], [OBJECTIVE], keepdims=0, name=OBJECTIVE),
     ]
     inputs = [] if top else [helper.make_tensor_value_info(OBJECTIVE_WEIGHTS, TensorProto.FLOAT, ["N", channels])]
-    return Extra(nodes=nodes, inits=inits, inputs=inputs, key=("channel", tensor, layout, rank, channels, softmax, top))
+    return Extra(nodes=nodes, inits=inits, inputs=inputs, key=("channel", tensor, layout, rank, channels, activation, top))
 
 
 def one_hot(indices, channels: int) -> np.ndarray:

@@ -68,4 +68,30 @@ def make_session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.
     names = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if names:
         options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
-    return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(_settings["device"]))
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(_settings["device"]))
+    except Exception as exc:  # a custom-domain op, a missing kernel: name the node, the op and what to do
+        raise ConvlensError(session_failure(model, exc)) from None
+
+
+def session_failure(model: onnx.ModelProto, exc: Exception) -> str:
+    """One sentence for an ONNX Runtime session that cannot be made."""
+    text = str(exc)
+    standard = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+    custom = [n for n in model.graph.node if n.domain not in standard]
+    if custom:
+        node = custom[0]
+        return (f"ONNX Runtime cannot run node {node.name or node.output[0]!r} (op {node.op_type} of the custom domain "
+                f"{node.domain!r}); register that domain's operators with ONNX Runtime, or re-export the model with "
+                "standard ONNX operators.")
+    for node in model.graph.node:
+        if node.op_type and f"{node.op_type}(" in text or (node.name and node.name in text):
+            return (f"ONNX Runtime cannot make a session for node {node.name or node.output[0]!r} (op {node.op_type}): "
+                    f"{_first_line(text)}; this ONNX Runtime build lacks a kernel for it, so try another build or "
+                    "re-export the model with other operators.")
+    return f"ONNX Runtime cannot make a session for this model: {_first_line(text)}."
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    return line[:240].rstrip(".")

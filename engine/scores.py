@@ -16,8 +16,8 @@ from onnx import helper, numpy_helper
 
 from .errors import ConvlensError
 from .graph import needed_nodes, producers
-from .infer import find_softmax_logits
-from .layouts import tensor_layouts, tensor_ranks
+from .infer import find_head_activation
+from .layouts import tensor_layouts, tensor_ranks, tensor_shapes
 
 DENSE_SCORES = "convlens_class_scores"
 
@@ -28,30 +28,94 @@ class Scores:
     probabilities: str | None
     nodes: list = field(default_factory=list)  # appended to the graph (the mean over pixels of a dense output)
     inits: dict = field(default_factory=dict)
+    activation: str = "softmax"  # how probabilities come from the logits: softmax, or sigmoid per class
+    classes: int | None = None  # the length of the class axis, where the graph fixes it
+    refusal: str | None = None  # why the outputs are not class scores (said when a technique needs them)
 
 
 def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, requested: str | None,
                   logits: str | None, probabilities: str | None, inferred: bool,
-                  ranks: dict[str, int] | None = None) -> Scores:
-    """`logits`/`probabilities` are the metadata's; they are kept for convlens's own files unless `requested`.
-    `ranks` (tensor_ranks) may be given when the caller has them already."""
-    ranks = tensor_ranks(proto) if ranks is None else ranks
+                  shapes: dict | None = None, activation: str = "softmax") -> Scores:
+    """`logits`/`probabilities`/`activation` are the metadata's; they are kept for convlens's own files unless
+    `requested`. `shapes` (tensor_shapes) may be given when the caller has them already."""
+    shapes = tensor_shapes(proto) if shapes is None else shapes
+    ranks = tensor_ranks(proto, shapes)
     made_by = producers(proto.graph.node)
     if requested:
         known = set(made_by) | {o.name for o in proto.graph.output}
         if requested not in known:
             outs = ", ".join(o.name for o in proto.graph.output)
             raise ConvlensError(f"--scores {requested!r} is not a tensor of this model; its outputs are: {outs}.")
-        logits, probabilities = _split_softmax(proto, requested)
-    elif inferred:
-        candidates = _score_outputs(proto, ranks)
-        if not candidates:
-            return Scores(None, None)
-        logits, probabilities = _split_softmax(proto, candidates[0])
-    if logits is None or ranks.get(logits) != 4:
-        return Scores(logits, probabilities)
-    layout = tensor_layouts(proto.graph.node, input_name, input_layout, ranks).get(logits) or "NCHW"
-    return _dense_mean(logits, layout, _opset(proto))
+        scores = _read_head(proto, requested, input_name, input_layout, shapes, ranks)
+        if scores.refusal:  # asked for by name: say so now
+            raise ConvlensError(scores.refusal)
+        return scores
+    if not inferred:
+        return Scores(logits, probabilities, activation=activation, classes=class_count(shapes.get(logits or probabilities or "")))
+    candidates = _score_outputs(proto, ranks)
+    if not candidates:
+        others = [o.name for o in proto.graph.output]
+        described = ", ".join(f"{o} {_shape_text(shapes.get(o))}" for o in others)
+        return Scores(None, None, refusal=f"No output of this model is a vector of class scores ({described}); "
+                                          f"{_what_it_looks_like(shapes.get(others[0]))}")
+    return _read_head(proto, candidates[0], input_name, input_layout, shapes, ranks)
+
+
+def _read_head(proto, tensor: str, input_name: str, input_layout: str, shapes: dict, ranks: dict) -> Scores:
+    """The scores behind output `tensor`: a Softmax's or Sigmoid's input (through shape-only ops) is the logits."""
+    found = find_head_activation(proto, tensor)
+    logits, probabilities, activation = tensor, None, "softmax"
+    if found:
+        logits, probabilities = found[1], tensor
+        activation = "softmax" if found[0] == "Softmax" else "sigmoid"
+    shape = shapes.get(logits)
+    rank = ranks.get(logits)
+    if rank == 3 or (rank == 4 and _channels(shape, _layout(proto, logits, input_name, input_layout, ranks)) == 1):
+        return Scores(None, None, refusal=f"The output {tensor!r} {_shape_text(shapes.get(tensor))} is not a vector "
+                                          f"of class scores: {_what_it_looks_like(shape)}")
+    if rank == 4:
+        layout = _layout(proto, logits, input_name, input_layout, ranks)
+        dense = _dense_mean(logits, layout, _opset(proto))
+        dense.classes = _channels(shape, layout)
+        dense.activation = activation
+        return dense
+    classes = class_count(shape)
+    if classes == 1:  # one logit: a binary classifier's positive class, never a softmax over one class
+        activation = "sigmoid"
+    return Scores(logits, probabilities, activation=activation, classes=classes)
+
+
+def _layout(proto, tensor, input_name, input_layout, ranks) -> str:
+    return tensor_layouts(proto.graph.node, input_name, input_layout, ranks).get(tensor) or "NCHW"
+
+
+def _channels(shape, layout: str) -> int | None:
+    if not shape or len(shape) != 4:
+        return None
+    c = shape[3] if layout == "NHWC" else shape[1]
+    return c if isinstance(c, int) else None
+
+
+def class_count(shape) -> int | None:
+    if not shape or len(shape) != 2:
+        return None
+    return shape[1] if isinstance(shape[1], int) and shape[1] > 0 else None
+
+
+def _shape_text(shape) -> str:
+    if not shape:
+        return "(shape unknown)"
+    return "(" + ", ".join(str(d) if d is not None else "?" for d in shape) + ")"
+
+
+def _what_it_looks_like(shape) -> str:
+    """One clause for an output that is not class scores, and what to do."""
+    advice = "convlens explains class scores; choose another output with --scores NAME if the model has one."
+    if shape and len(shape) == 3:
+        return (f"(N, T, C) is a sequence (a CTC text recognizer's per-step symbols), not T*C classes; {advice}")
+    if shape and len(shape) == 4:
+        return f"a single-channel dense map (a detector's or a mask's per-pixel prediction); {advice}"
+    return advice
 
 
 def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
@@ -69,12 +133,6 @@ def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
         raise ConvlensError(f"The model has several outputs that could be its class scores ({shapes}); "
                             "choose one with --scores NAME.")
     return remaining
-
-
-def _split_softmax(proto: onnx.ModelProto, tensor: str) -> tuple[str, str | None]:
-    """(logits, probabilities): a Softmax output's logits are its input (through Identity nodes)."""
-    logits = find_softmax_logits(proto, tensor)
-    return (logits, tensor) if logits else (tensor, None)
 
 
 def _dense_mean(tensor: str, layout: str, opset: int) -> Scores:

@@ -416,3 +416,19 @@ def test_relu_before_max_pool_is_masked_before_unpooling():
     while final.op_type == "Identity":  # the x_grad name
         final = made_by[final.input[0]]
     assert final.op_type == "MaxUnpool" and made_by[final.input[0]].op_type == "Mul"
+
+
+@pytest.mark.parametrize("mode", ["edge", "reflect", "wrap"])
+@pytest.mark.parametrize("pads", [[0, 0, 1, 2, 0, 0, 3, 1], [0, 0, 2, 0, 0, 0, 0, 3], [0, 1, 1, 0, 0, 0, 2, 1]])
+def test_copying_pads_add_the_border_back_onto_its_source(mode, pads):
+    """edge / reflect / wrap padding (a Caffe ResNet's first pool; PaddleOCR): finite differences, and torch's
+    replicate / reflect / circular padding where torch has the same pads."""
+    x = rng.standard_normal((2, 3, 5, 6))
+    grads, w = check_directional([node("Pad", ["x", "p"], mode=mode)], {"x": x},
+                                 consts={"p": np.array(pads, np.int64)})
+    if pads[:2] == [0, 0] and pads[4:6] == [0, 0] and min(pads) >= 0:
+        xt = torch.tensor(x, requires_grad=True)
+        torch_mode = {"edge": "replicate", "reflect": "reflect", "wrap": "circular"}[mode]
+        y = torch.nn.functional.pad(xt, (pads[3], pads[7], pads[2], pads[6]), mode=torch_mode)
+        (ref,) = torch.autograd.grad((y * torch.tensor(w)).sum(), xt)
+        np.testing.assert_allclose(grads["x"], ref.numpy(), rtol=1e-5, atol=1e-6)

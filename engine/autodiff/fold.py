@@ -14,7 +14,7 @@ from onnx import helper
 # integer and shape arithmetic; anything else (a float activation) is not folded
 FOLDABLE = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Add", "Sub", "Mul", "Div", "Neg", "Mod",
             "Slice", "Identity", "Reshape", "Floor", "Ceil", "Min", "Max", "Equal", "Where", "Range", "Constant",
-            "ConstantOfShape", "ReduceProd", "Abs"}
+            "ConstantOfShape", "ReduceProd", "Abs", "Transpose"}
 
 
 def fold_value(name: str, producers: dict, constant, shapes: dict, opset: int) -> np.ndarray | None:

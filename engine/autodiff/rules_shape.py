@@ -138,6 +138,33 @@ def slice_(e, node, dy, needs):
     return [e.op("Pad", dy[0], e.ints(pads))]
 
 
+# the padding modes whose border copies input values: numpy.pad's modes of the same meaning
+COPYING_PADS = {"edge": "edge", "reflect": "reflect", "wrap": "wrap"}
+
+
+def _copying_pad_grad(e, node, g: str, mode: str, pads) -> str:
+    """Per padded axis, out[i] = x[source[i]]: the gradient is sum_i g[i] * onehot(source[i]), one Einsum with an
+    (out, in) 0/1 matrix per axis (the modes pad each axis independently, so the axes compose)."""
+    what = f"Pad node {node.name!r}"
+    if pads is None or (len(node.input) > 3 and node.input[3]):
+        raise ConvlensError(f"{what}: {mode!r} padding with pads or axes computed at run time cannot be differentiated.")
+    xs = e.static_shape(node.input[0], what)
+    rank, pads = len(xs), [int(p) for p in pads]
+    letters = "abcdefghij"[:rank]
+    for axis in range(rank):
+        begin, end = pads[axis], pads[axis + rank]
+        if not (begin or end):
+            continue
+        n = int(xs[axis])
+        source = np.pad(np.arange(n), (max(begin, 0), max(end, 0)), mode=COPYING_PADS[mode])
+        source = source[max(-begin, 0):len(source) - max(-end, 0)]  # negative pads crop
+        onehot = np.zeros((len(source), n), np.float32)
+        onehot[np.arange(len(source)), source] = 1.0
+        out = letters.replace(letters[axis], "z")
+        g = e.op("Einsum", g, e.const(onehot), equation=f"{letters},{letters[axis]}z->{out}")
+    return g
+
+
 def _slice_scatter(e, node, g, xs, starts, ends, axes, steps):
     # strided slices: scatter through the flat index of each kept element
     idx = np.arange(int(np.prod(xs[1:]))).reshape(xs[1:])
@@ -157,16 +184,18 @@ def _slice_scatter(e, node, g, xs, starts, ends, axes, steps):
 
 @rule("Pad")
 def pad(e, node, dy, needs):
-    """dx = dy with the padding sliced off (constant mode)"""
+    """dx = dy with the padding sliced off (constant); edge/reflect/wrap add each copied border back onto its source"""
     a = attrs(node)
     mode = a.get("mode", "constant")
     if isinstance(mode, bytes):
         mode = mode.decode()
-    if mode != "constant":
-        raise ConvlensError(f"Pad node {node.name!r}: only constant padding can be differentiated, not {mode!r}.")
     pads = a.get("pads")
     if pads is None:
         pads = e.value(node.input[1])
+    if mode in COPYING_PADS:
+        return [_copying_pad_grad(e, node, dy[0], mode, pads)]
+    if mode != "constant":
+        raise ConvlensError(f"Pad node {node.name!r}: padding mode {mode!r} cannot be differentiated.")
     if pads is None:  # pads computed at run time (exporters' "same" padding): slice with runtime bounds
         if len(node.input) > 3 and node.input[3]:
             raise ConvlensError(f"Pad node {node.name!r}: runtime pads with an axes input cannot be differentiated.")

@@ -20,7 +20,7 @@ from ..images import load_image
 from ..metadata import InputSpec
 from ..model import Model
 from ..program import program
-from ..techniques.common import model_size, prepare, softmax
+from ..techniques.common import class_probabilities, model_size, prepare
 from . import metrics as m
 from .perturb import blurred, curve_inputs, pixel_ranks, step_counts
 from .road import FRACTIONS, impute, removal_masks
@@ -94,9 +94,7 @@ class Evaluator:
         if spec.channels != 3:
             raise ConvlensError("evaluate works on RGB models; this model takes one (gray) channel.")
         self.model, self.settings = model, settings
-        self.scores = model.meta.logits or model.meta.probabilities
-        if self.scores is None:
-            raise ConvlensError("The model has no class-score output to evaluate explanations against.")
+        self.scores = model.scores_tensor()  # a model without class scores is refused, saying what its output is
         # the network's input as it is (NHWC, model's channel order, preprocessing done in numpy)
         self.identity = InputSpec(name=spec.name, size=spec.size, layout=spec.layout, color="RGB", scale=1.0,
                                   mean=[0.0] * 3, std=[1.0] * 3, channels=3)
@@ -112,7 +110,7 @@ class Evaluator:
         for s in range(0, len(inputs), self.settings.chunk):
             part = inputs[s:s + self.settings.chunk]
             y = prog.run(part)[self.scores].reshape(len(part), -1)
-            parts.append(softmax(y.astype(np.float64)) if self.scores == self.model.meta.logits else y.astype(np.float64))
+            parts.append(class_probabilities(self.model, y) if self.scores == self.model.meta.logits else y.astype(np.float64))
         p = np.concatenate(parts)
         return p if target is None else p[:, target]
 

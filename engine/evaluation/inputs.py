@@ -28,6 +28,8 @@ def image_items(sources: list[str]) -> list[ImageItem]:
         if path.suffix.lower() in LIST_SUFFIXES:
             found = _listed(path)
         else:
+            if not path.exists():
+                raise ConvlensError(f"Image file not found: {path}")
             found = [ImageItem(str(p.resolve())) for p in image_paths([str(path)])]
         for item in found:
             items.setdefault(item.path, item)

@@ -60,6 +60,7 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
     record = {**settings.to_dict(), "model_sha256": file_sha256(model_path) if model_path else None,
               "boxes_sha256": file_sha256(str(boxes)) if boxes is not None else None,
               "load_options": {k: v for k, v in sorted(load_options.items()) if k not in ("threads", "device")}}
+    evaluator = Evaluator(loaded, settings, load_options.get("threads", 0))  # refuses unusable models: nothing written yet
     folder = RunFolder(out, json.loads(json.dumps(record)))  # as run.json will read back (tuples as lists)
     folder.open()
     done = folder.done()
@@ -70,7 +71,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
         folder.write(images)
         progress.advance(len(images))
 
-    evaluator = Evaluator(loaded, settings, load_options.get("threads", 0))  # refuses unusable models here
     if todo and ray is None:
         for start in range(0, len(todo), batch):
             finished([evaluator.evaluate(it.path, it.label, it.boxes) for it in todo[start:start + batch]])

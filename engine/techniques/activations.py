@@ -5,7 +5,7 @@ import numpy as np
 
 from ..model import Model
 from ..program import program
-from .common import model_size, prepare, softmax, to_nchw
+from .common import class_probabilities, model_size, prepare, to_nchw
 
 
 def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]:
@@ -30,16 +30,16 @@ def as_channels(model: Model, info, arr: np.ndarray) -> np.ndarray:
 
 def predictions(model: Model, image, top: int = 5) -> list[list[tuple[int, str, float]]]:
     """Top-k (index, label, probability) per image, from the logits or the probabilities."""
-    tensor = model.meta.logits or model.meta.probabilities
+    tensor = model.scores_tensor()
     pixels = prepare(model, image)
     return rank_predictions(model, tensor, program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor], top)
 
 
 def rank_predictions(model: Model, tensor: str, values: np.ndarray, top: int = 5) -> list[list[tuple[int, str, float]]]:
-    """Top-k (index, label, probability) per row of the model's logits (softmaxed here) or probabilities."""
+    """Top-k (index, label, probability) per row of the model's logits (made probabilities here) or probabilities."""
     values = values.reshape(values.shape[0], -1).astype(np.float64)
     if tensor == model.meta.logits:
-        values = softmax(values)
+        values = class_probabilities(model, values)
     out = []
     for row in values:
         idx = np.argsort(-row)[:top]

@@ -21,7 +21,7 @@ from .attention_maps import attention_run
 from .cam_layer import auto_cam_layer, check_cam_layer, grid_view
 from .cam_methods import CAM_METHODS, GRADIENT_METHODS
 from .layers import with_probed_shapes
-from .common import prepare, softmax
+from .common import class_probabilities, prepare
 from .gradients import cached_shapes, gradient_program, on_path_source
 from .targets import Target, class_targets, score_values, single_class
 
@@ -210,12 +210,12 @@ def score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: st
         hi = masks.reshape(len(masks), -1).max(axis=1)[:, None, None]
         masks = np.where(hi > lo, (masks - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
         base = prog.run(np.zeros_like(pixels[n:n + 1]))[tensor].reshape(1, -1)
-        base_p = (softmax(base) if tensor == model.meta.logits else base)[0, idx[n]]
+        base_p = (class_probabilities(model, base) if tensor == model.meta.logits else base)[0, idx[n]]
         weights = np.empty(len(masks))
         for s in range(0, len(masks), batch):
             masked = pixels[n][None] * masks[s:s + batch, :, :, None]
             y = prog.run(masked.astype(np.float32))[tensor].reshape(len(masked), -1)
-            p = softmax(y) if tensor == model.meta.logits else y
+            p = class_probabilities(model, y) if tensor == model.meta.logits else y
             weights[s:s + batch] = p[:, idx[n]] - base_p
         out[n] = np.tensordot(weights, acts[n].astype(np.float64), axes=1)
     return out

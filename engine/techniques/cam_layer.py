@@ -71,8 +71,7 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     chosen = _class_token_layer(model, shapes)
     if chosen is not None:
         return chosen
-    scores = model.meta.logits or model.meta.probabilities or model.graph_outputs[0]
-    path = needed_nodes(model.nodes, [scores])
+    path = needed_nodes(model.nodes, [model.scores_tensor()])
     layer_of = {l.tensor: l for l in model.layers}
     ranks = {name: len(shape) for name, shape in shapes.items() if shape is not None}
     layout_of = tensor_layouts(model.nodes, model.input_spec.name, model.input_spec.layout, ranks)

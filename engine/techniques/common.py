@@ -51,5 +51,14 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def class_probabilities(model: Model, logits: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities from a batch of the model's logits: a softmax over the classes, or a sigmoid
+    per class where the head is multi-label or binary (the model's metadata says which)."""
+    x = np.asarray(logits, np.float64).reshape(len(logits), -1)
+    if model.meta.activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    return softmax(x)
+
+
 def channel_axis(layout: str, ndim: int) -> int:
     return 3 if (layout.upper() == "NHWC" and ndim == 4) else 1

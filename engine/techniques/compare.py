@@ -18,7 +18,7 @@ from ..objectives import one_hot
 from ..program import program
 from .activations import activations, rank_predictions
 from .cam import gradcam
-from .common import prepare, softmax, to_nchw
+from .common import class_probabilities, prepare, to_nchw
 from .filters import own_size, visualize_filters
 from .gradients import cached_shapes, gradient_program, run_gradient
 from .targets import Target
@@ -136,7 +136,7 @@ def _compare_outputs(a: Model, b: Model, pixels: np.ndarray, tol: dict, out: Com
                                                      "ok": rel <= tol["logits_rtol"]}
     if rel > tol["logits_rtol"]:
         _fail(out, "logits")
-    pa, pb = softmax(la), softmax(lb)
+    pa, pb = class_probabilities(a, la), class_probabilities(a, lb)
     d = float(np.abs(pa - pb).max())
     out.figures["probabilities max abs difference"] = {"value": d, "limit": tol["probabilities_atol"],
                                                        "ok": d <= tol["probabilities_atol"]}

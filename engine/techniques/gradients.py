@@ -20,9 +20,10 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
     objective is each item's largest channel (its top class), chosen in the graph: no weights to feed."""
     spec = spec or model.input_spec
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
-    softmax = target.layer is None and target.score == "prob" and tensor == model.meta.logits
+    to_probability = target.layer is None and target.score == "prob" and tensor == model.meta.logits
+    activation = ("Sigmoid" if model.meta.activation == "sigmoid" else "Softmax") if to_probability else None
     tokens = token_grid(model, tensor, cached_shapes(model, size, spec)) if len(shape) == 3 else None
-    extra = channel_objective(tensor, layout, len(shape), int(channels), softmax=softmax, opset=model.opset, top=top,
+    extra = channel_objective(tensor, layout, len(shape), int(channels), activation=activation, opset=model.opset, top=top,
                               token_prefix=None if tokens is None else tokens.prefix)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)

@@ -3,7 +3,8 @@ score is differentiated, and the logit/probability rule.
 
 --score logit (the Grad-CAM paper) differentiates the pre-softmax score; --score prob (the lesson) the
 softmax output. A model that records only probabilities can be explained by them alone; one that records
-logits gets its probabilities as softmax(logits), computed here or in the objective graph.
+logits gets its probabilities as softmax(logits) (sigmoid(logits) for a multi-label or binary head), computed
+here or in the objective graph.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model import Model
-from .common import softmax
+from .common import class_probabilities
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Target:
             return model.meta.logits, "flat"
         if model.meta.probabilities:
             raise ConvlensError("The model records only probabilities; use --score prob.")
-        raise ConvlensError("The model records no class scores (no logits or probabilities tensor).")
+        return model.scores_tensor(), "flat"  # refuses, saying why
 
 
 def top_k(target) -> int | None:
@@ -73,4 +74,4 @@ def single_class(model: Model, target):
 def score_values(model: Model, values: np.ndarray, tensor: str, score: str) -> np.ndarray:
     """(N, classes) scores from the values of `tensor`: softmaxed when probabilities are asked of logits."""
     scores = values.reshape(len(values), -1)
-    return softmax(scores) if (score == "prob" and tensor == model.meta.logits) else scores
+    return class_probabilities(model, scores) if (score == "prob" and tensor == model.meta.logits) else scores

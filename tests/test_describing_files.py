@@ -1,0 +1,345 @@
+"""Files convlens did not write, described right: the input recipe stated by flags or `annotate`, the scores
+behind shape-only ops and sigmoid heads, outputs that are not class scores refused, class names from the file,
+old opsets upgraded and checked. Each against torch's own computation (the package-style preprocessing written
+here) or the exact refusal sentence."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+import convlens
+from convlens.cli import main
+
+SIZE = 32
+PIXELS = np.random.default_rng(5).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _net(classes=5, head=None, seed=0):
+    torch.manual_seed(seed)
+    layers = [torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.ReLU(),
+              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, classes)]
+    return torch.nn.Sequential(*layers, *([head] if head is not None else [])).eval()
+
+
+def _export(net, path, opset=17, output="scores"):
+    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=opset,
+                      input_names=["x"], output_names=[output])
+    return path
+
+
+def _package_input(pixels, bgr=False, scale=1.0, mean=(0, 0, 0), std=(1, 1, 1)):
+    """What a package's own code feeds its model, written out: channel order, scale, mean, std, NCHW."""
+    x = pixels[..., ::-1] if bgr else pixels
+    x = (x.astype(np.float64) * scale - np.asarray(mean)) / np.asarray(std)
+    return torch.tensor(x.transpose(2, 0, 1)[None].copy(), dtype=torch.float32, requires_grad=True)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    net = _net()
+    return net, _export(net, tmp_path_factory.mktemp("plain") / "plain.onnx")
+
+
+@pytest.mark.parametrize("options, package", [
+    ({"scale": "1/255"}, {"scale": 1 / 255}),  # Keras's most common recipe: x / 255
+    ({"channel_order": "bgr", "scale": "1/255", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"},
+     {"bgr": True, "scale": 1 / 255, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}),  # PaddleClas
+    ({"preprocess": "torch", "channel_order": "bgr"},  # a flag refines a preset
+     {"bgr": True, "scale": 1 / 255, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
+    ({"channel_order": "bgr", "scale": "1/127.5", "mean": "1"}, {"bgr": True, "scale": 1 / 127.5, "mean": [1, 1, 1]}),
+])
+def test_a_stated_recipe_is_the_packages_preprocessing(plain, options, package):
+    net, path = plain
+    x = _package_input(PIXELS, **package)
+    logits = net(x)
+    cls = int(logits.argmax())
+    (grad,) = torch.autograd.grad(logits[0, cls], x)
+    # the package's input gradient, carried back through its preprocessing to pixels
+    scale = package.get("scale", 1.0) / np.asarray(package.get("std", [1, 1, 1]))
+    pixel_grad = grad[0].numpy().transpose(1, 2, 0) * scale
+    if package.get("bgr"):
+        pixel_grad = pixel_grad[..., ::-1]
+    model = convlens.load(path, **options)
+    (result,) = convlens.saliency(model, PIXELS)
+    assert result.class_index == cls
+    np.testing.assert_allclose(result.attribution[0] if result.attribution.ndim == 4 else result.attribution,
+                               pixel_grad, rtol=1e-4, atol=1e-6 * np.abs(pixel_grad).max())
+    _, top5 = convlens.cam(model, PIXELS)
+    np.testing.assert_allclose(top5[0][0][2], float(torch.softmax(logits, 1)[0, cls]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"scale": "1/0"}, "--scale must be a number or a fraction such as 1/255, not '1/0'."),
+    ({"mean": "1,2"}, "--mean must be three numbers A,B,C (or one), not 2: '1,2'."),
+    ({"std": "0.2,0,0.2"}, "--std must not hold a zero (it divides): [0.2, 0.0, 0.2]."),
+    ({"channel_order": "grb"}, "--channel-order must be rgb or bgr, not 'grb'."),
+])
+def test_a_recipe_that_cannot_be_refused_in_a_sentence(plain, options, message):
+    with pytest.raises(convlens.ConvlensError) as err:
+        convlens.load(plain[1], **options)
+    assert str(err.value) == message
+
+
+def test_the_assumed_input_is_said_whatever_other_flags_are_given(tmp_path, plain, capsys):
+    out = tmp_path / "cam"
+    image = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join("abcde"))
+    assert main(["cam", str(plain[1]), str(image), "--labels", str(labels), "-o", str(out)]) == 0
+    assert "has no convlens metadata: assuming NCHW input of raw RGB pixels" in capsys.readouterr().err
+    assert main(["cam", str(plain[1]), str(image), "--scale", "1/255", "-o", str(tmp_path / "cam2")]) == 0
+    assert "no convlens metadata" not in capsys.readouterr().err  # the input is stated
+
+
+def _append(model, nodes, inits=(), output=None):
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
+    return model
+
+
+def test_a_softmax_behind_shape_only_ops_has_its_logits_before_it(tmp_path, plain):
+    """Flatten -> Softmax -> Reshape -> Identity, as onnx's version converter writes a Softmax: the logits are
+    the Softmax's input, the reported probabilities the Softmax's."""
+    net, path = plain
+    model = onnx.load(str(path))
+    shape = numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")
+    _append(model, [helper.make_node("Flatten", ["scores"], ["flat"], axis=1),
+                    helper.make_node("Softmax", ["flat"], ["soft"], axis=-1),
+                    helper.make_node("Reshape", ["soft", "shape"], ["shaped"]),
+                    helper.make_node("Identity", ["shaped"], ["probs"])], [shape], "probs")
+    wrapped = tmp_path / "wrapped.onnx"
+    onnx.save(model, str(wrapped))
+    x = _package_input(PIXELS)
+    with torch.no_grad():
+        logits = net(x)[0].numpy()
+    maps, top5 = convlens.cam(wrapped, PIXELS, preprocess="raw")
+    cls = int(logits.argmax())
+    assert maps[0][0].class_index == cls
+    assert abs(maps[0][0].score - logits[cls]) < 1e-4  # the logit, not a probability
+    np.testing.assert_allclose(top5[0][0][2], np.exp(logits[cls]) / np.exp(logits).sum(), rtol=1e-5)
+
+
+def test_a_sigmoid_head_scores_its_logits_and_reports_sigmoids(tmp_path):
+    net = _net(classes=4, head=torch.nn.Sigmoid(), seed=3)
+    path = _export(net, tmp_path / "multilabel.onnx", output="probs")
+    x = _package_input(PIXELS)
+    logits = net[:-1](x)[0]
+    model = convlens.load(path, preprocess="raw")
+    assert model.meta.activation == "sigmoid"
+    maps, top5 = convlens.cam(model, PIXELS, target="top4")
+    order = list(np.argsort(-logits.detach().numpy()))
+    assert [t[0] for t in top5[0][:4]] == order
+    np.testing.assert_allclose([t[2] for t in top5[0][:4]], torch.sigmoid(logits).detach().numpy()[order], rtol=1e-5)
+    np.testing.assert_allclose([m.score for m in maps[0]], logits.detach().numpy()[order], rtol=1e-4, atol=1e-5)
+    # --score prob differentiates the sigmoid of the class, as torch does
+    (result,) = convlens.saliency(model, PIXELS, target=int(order[1]), score="prob")
+    (grad,) = torch.autograd.grad(net(x)[0, int(order[1])], x)
+    np.testing.assert_allclose(result.attribution.reshape(SIZE, SIZE, 3), grad[0].numpy().transpose(1, 2, 0),
+                               rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_a_one_logit_head_explains_its_positive_class(tmp_path):
+    net = _net(classes=1, seed=4)
+    path = _export(net, tmp_path / "binary.onnx")
+    with torch.no_grad():
+        logit = float(net(_package_input(PIXELS))[0, 0])
+    maps, top5 = convlens.cam(path, PIXELS, preprocess="raw")
+    assert maps[0][0].class_index == 0 and abs(maps[0][0].score - logit) < 1e-5
+    assert abs(top5[0][0][2] - 1 / (1 + np.exp(-logit))) < 1e-6  # never a softmax over one class (always 1.0)
+
+
+class DenseMap(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.body(x))
+
+
+class Sequence(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=(8, 2), padding=1), torch.nn.ReLU())
+        self.classify = torch.nn.Linear(8, 12)
+
+    def forward(self, x):
+        f = self.body(x).mean(2).permute(0, 2, 1)  # (N, T, C): one step per column
+        return self.classify(f).log_softmax(-1)
+
+
+@pytest.mark.parametrize("net, what", [
+    (DenseMap(), "The output 'scores' (1, 1, 32, 32) is not a vector of class scores: a single-channel dense map"),
+    (Sequence(), "No output of this model is a vector of class scores (scores (1, 16, 12)); (N, T, C) is a sequence"),
+])
+def test_outputs_that_are_not_class_scores_are_refused(tmp_path, net, what, capsys):
+    path = _export(net.eval(), tmp_path / "not_classes.onnx")
+    image = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8))
+    assert main(["layers", str(path), "--preprocess", "raw"]) == 0  # the file is still readable
+    capsys.readouterr()
+    for command in (["cam"], ["saliency"]):
+        assert main(command + [str(path), str(image), "--preprocess", "raw", "-o", str(tmp_path / "o")]) == 1
+        err = capsys.readouterr().err
+        assert what in err and "--scores NAME" in err
+    assert not (tmp_path / "o").exists()
+
+
+def _with_props(path, out, **props):
+    model = onnx.load(str(path))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(out))
+    return out
+
+
+def test_class_names_stored_in_the_file_are_read_when_they_fit(tmp_path, plain):
+    names = {i: f"thing{i}" for i in range(5)}
+    ultralytics = _with_props(plain[1], tmp_path / "u.onnx", names=repr(names))  # a Python dict literal
+    assert convlens.load(ultralytics, preprocess="raw").labels == list(names.values())
+    listed = _with_props(plain[1], tmp_path / "j.onnx", classes=json.dumps(["a", "b", "c", "d", "e"]))
+    assert convlens.load(listed, preprocess="raw").labels == ["a", "b", "c", "d", "e"]
+    wrong = _with_props(plain[1], tmp_path / "w.onnx", labels=json.dumps(["a", "b"]))  # names something else
+    assert convlens.load(wrong, preprocess="raw").labels is None
+    with pytest.raises(convlens.ConvlensError) as err:
+        convlens.load(plain[1], preprocess="raw", labels="imagenet")
+    assert str(err.value) == ("--labels gives the 1000 ImageNet names, but plain.onnx scores 5 classes; give a list "
+                              "with one name per class.")
+
+
+def test_an_opset_11_file_is_upgraded_and_checked(tmp_path, monkeypatch):
+    net = _net(head=torch.nn.Softmax(dim=1), seed=6)
+    path = _export(net, tmp_path / "old.onnx", opset=11, output="probs")
+    x = _package_input(PIXELS)
+    logits = net[:-1](x)
+    cls = int(logits.argmax())
+    model = convlens.load(path, preprocess="raw")
+    maps, _ = convlens.cam(model, PIXELS)
+    assert maps[0][0].class_index == cls and abs(maps[0][0].score - float(logits[0, cls])) < 1e-4
+    (result,) = convlens.saliency(model, PIXELS)
+    (grad,) = torch.autograd.grad(logits[0, cls], x)
+    np.testing.assert_allclose(result.attribution.reshape(SIZE, SIZE, 3), grad[0].numpy().transpose(1, 2, 0),
+                               rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+    # an upgrade that changes what the graph computes is refused, never used
+    from onnx import version_converter
+
+    real = version_converter.convert_version
+
+    def broken(proto, version):
+        out = real(proto, version)
+        weight = next(t for t in out.graph.initializer if len(t.dims) == 4)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+        return out
+
+    monkeypatch.setattr(version_converter, "convert_version", broken)
+    with pytest.raises(convlens.ConvlensError) as err:
+        convlens.load(path, preprocess="raw")
+    assert str(err.value) == ("old.onnx uses ONNX opset 11, and onnx's version converter changed what its output "
+                              "'probs' computes when upgrading it to opset 16; re-export the model at opset 13 or newer.")
+
+
+def test_annotate_describes_a_file_once(tmp_path, plain, capsys):
+    net, path = plain
+    original = path.read_bytes()
+    labels = tmp_path / "names.txt"
+    labels.write_text("\n".join(f"class {c}" for c in "vwxyz"))
+    out = tmp_path / "described.onnx"
+    assert main(["annotate", str(path), "--channel-order", "bgr", "--scale", "1/255", "--mean", "0.5", "--labels",
+                 str(labels), "-o", str(out)]) == 0
+    assert path.read_bytes() == original  # the original is never touched
+    capsys.readouterr()
+    model = convlens.load(out)  # nothing stated now: the file says it
+    assert "no convlens metadata" not in capsys.readouterr().err
+    assert model.labels == [f"class {c}" for c in "vwxyz"]
+    x = _package_input(PIXELS, bgr=True, scale=1 / 255, mean=[0.5] * 3)
+    with torch.no_grad():
+        logits = net(x)[0].numpy()
+    maps, top5 = convlens.cam(model, PIXELS)
+    assert top5[0][0][1] == f"class {'vwxyz'[int(logits.argmax())]}"
+    assert abs(maps[0][0].score - logits.max()) < 1e-4
+    # weights unchanged: the copy's initializers are the original's
+    a, b = onnx.load(str(path)), onnx.load(str(out))
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {t.name: t.raw_data for t in b.graph.initializer}
+    assert main(["annotate", str(path), "-o", str(path), "--force"]) == 1
+    assert "annotate writes a copy" in capsys.readouterr().err
+    assert main(["annotate", str(path), "-o", str(out)]) == 1  # never overwritten without --force
+    assert "already exists; pass --force" in capsys.readouterr().err
+
+
+def test_annotate_keeps_external_data_and_fixes_a_dynamic_size(tmp_path):
+    net = _net(seed=7)
+    source = tmp_path / "src"
+    source.mkdir()
+    path = source / "dyn.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["scores"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    proto = onnx.load(str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, location="dyn.data", size_threshold=0)
+    assert convlens.load(path, preprocess="raw").input_spec.size is None
+    out = tmp_path / "described" / "dyn.onnx"
+    model = convlens.annotate(path, out, preprocess="raw", input_size="24x40")
+    assert (tmp_path / "described" / "dyn.data").read_bytes() == (source / "dyn.data").read_bytes()
+    assert model.input_spec.size == (24, 40)
+    x = _package_input(np.ascontiguousarray(np.resize(PIXELS, (24, 40, 3))))
+    with torch.no_grad():
+        expected = net(x)[0].numpy()
+    _, top5 = convlens.cam(model, np.resize(PIXELS, (24, 40, 3)))
+    assert top5[0][0][0] == int(expected.argmax())
+
+
+def test_a_session_onnx_runtime_cannot_make_names_the_node(tmp_path, plain):
+    model = onnx.load(str(plain[1]))
+    node = model.graph.node[1]
+    node.domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(convlens.ConvlensError) as err:
+        convlens.cam(path, PIXELS, preprocess="raw")
+    assert f"ONNX Runtime cannot run node {node.name!r} (op {node.op_type} of the custom domain 'com.example')" \
+        in str(err.value)
+
+
+def test_a_refused_evaluate_writes_nothing(tmp_path, capsys):
+    path = _export(DenseMap().eval(), tmp_path / "map.onnx")
+    image = tmp_path / "x.png"
+    import cv2
+
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8))
+    run = tmp_path / "run"
+    assert main(["evaluate", str(path), str(image), "--preprocess", "raw", "-o", str(run)]) == 1
+    assert "is not a vector of class scores" in capsys.readouterr().err
+    assert not run.exists()  # no run.json to lock the folder
+    assert main(["evaluate", str(path), str(tmp_path / "missing.png"), "-o", str(run)]) == 1
+    assert f"Image file not found: {tmp_path / 'missing.png'}" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_an_edge_pad_before_the_first_pool_is_differentiated_as_torch_does(tmp_path):
+    """A Caffe ResNet converted through torch.onnx pads its first pool's input by replication."""
+    torch.manual_seed(8)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.ReplicationPad2d((0, 1, 0, 1)),
+                              torch.nn.MaxPool2d(3, 2), torch.nn.ReflectionPad2d(1), torch.nn.Conv2d(8, 4, 3),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    path = _export(net, tmp_path / "edge.onnx")
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} >= {"Pad"}
+    x = _package_input(PIXELS)
+    logits = net(x)
+    cls = int(logits.argmax())
+    (grad,) = torch.autograd.grad(logits[0, cls], x)
+    (result,) = convlens.saliency(path, PIXELS, preprocess="raw")
+    assert result.class_index == cls
+    np.testing.assert_allclose(result.attribution.reshape(SIZE, SIZE, 3), grad[0].numpy().transpose(1, 2, 0),
+                               rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
