@@ -16,23 +16,35 @@ from .engine.model import Model
 
 
 def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None,
-         scale=None, mean=None, std=None, layout: str | None = None, scores: str | None = None,
-         labels: str | None = None, device: str = "cpu", threads: int = 0) -> Model:
+         scale=None, mean=None, std=None, resize: str | None = None, crop_fraction=None, pad_value=None,
+         layout: str | None = None, scores: str | None = None, labels: str | None = None, device: str = "cpu",
+         threads: int = 0) -> Model:
     """Open an .onnx file. The input is (pixels[channel_order] * scale - mean) / std, pixels 0..255:
     `preprocess` (caffe, torch, tf, raw) names a preset and `channel_order` (rgb, bgr), `scale` (a number or
-    "1/255"), `mean` and `std` (three numbers, or "A,B,C") refine it; `layout` describes a file without
-    convlens metadata, `scores` names the class-score output where a file has several."""
+    "1/255"), `mean` and `std` (three numbers, or "A,B,C") refine it. `resize` (stretch, center-crop with
+    `crop_fraction`, letterbox with `pad_value`) says how a photo becomes the input's size. `layout`
+    describes a file without convlens metadata, `scores` names the class-score output where a file has several."""
     from .engine.metadata import InputRecipe
     from .engine.model import load as load_model
     from .engine.runtime import configure
 
     configure(device, threads)
-    recipe = InputRecipe(preprocess, channel_order, scale, mean, std)
+    recipe = InputRecipe(preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)
     return load_model(path, layout=layout, scores=scores, labels=labels, recipe=recipe)
 
 
-LOAD_OPTIONS = ("preprocess", "channel_order", "scale", "mean", "std", "layout", "scores", "labels", "device",
-                "threads")
+RECIPE_OPTIONS = ("preprocess", "channel_order", "scale", "mean", "std", "resize", "crop_fraction", "pad_value")
+LOAD_OPTIONS = (*RECIPE_OPTIONS, "layout", "scores", "labels", "device", "threads")
+
+
+def _recipe(options: dict):
+    """An InputRecipe from keyword options (load's recipe options); a misspelt one is refused, not dropped."""
+    from .engine.metadata import InputRecipe
+
+    unknown = sorted(set(options) - set(RECIPE_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    return InputRecipe(**options)
 
 
 def _model(model, **load_options) -> Model:
@@ -45,8 +57,7 @@ def _check_load_options(model, load_options: dict) -> None:
     if unknown:  # a misspelt option would otherwise vanish here
         raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
     if isinstance(model, Model) and any(v is not None for v in load_options.values()):
-        raise ConvlensError("Load options (preprocess, channel_order, scale, mean, std, layout, scores, labels) apply "
-                            "to a file path; this model "
+        raise ConvlensError("Load options (the input recipe, layout, scores, labels) apply to a file path; this model "
                             "is loaded already: pass them to convlens.load.")
 
 
@@ -62,31 +73,29 @@ def _pixels_or_paths(images) -> list:
 
 
 def convert(source: str, output: str | os.PathLike, *, weights: str | None = None, no_top: bool = False,
-            input_size=None, preprocess: str | None = None, channel_order: str | None = None, scale=None, mean=None,
-            std=None, labels: str | None = None, force: bool = False, verbose: bool = False) -> Path:
+            input_size=None, labels: str | None = None, force: bool = False, verbose: bool = False, **recipe) -> Path:
     """Convert keras:NAME, torch:NAME, timm:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written.
-    The recipe options (as for `load`) refine the preprocessing recorded; `labels` names the classes."""
+    `recipe`: load's input options (preprocess, channel_order, scale, mean, std, resize, ...), which refine the
+    preprocessing recorded; `labels` names the classes (imagenet or a file)."""
     from .converters import convert as convert_source
     from .converters.quiet import quiet_frameworks
-    from .engine.metadata import InputRecipe
 
-    recipe = InputRecipe(preprocess, channel_order, scale, mean, std)
+    recipe = _recipe(recipe)
     with quiet_frameworks(verbose):
         return convert_source(source, output, weights=weights, include_top=not no_top, input_size=input_size,
                               recipe=recipe, labels=labels, force=force)
 
 
-def annotate(model: str | os.PathLike, output: str | os.PathLike, *, preprocess: str | None = None,
-             channel_order: str | None = None, scale=None, mean=None, std=None, layout: str | None = None,
-             scores: str | None = None, labels: str | None = None, input_size=None, force: bool = False) -> Model:
+def annotate(model: str | os.PathLike, output: str | os.PathLike, *, layout: str | None = None,
+             scores: str | None = None, labels: str | None = None, input_size=None, force: bool = False,
+             **recipe) -> Model:
     """Write a copy of an .onnx file with convlens's metadata (input recipe, layout, scores, labels, input size),
-    so every later command reads the description instead of assuming; returns the copy, loaded."""
+    so every later command reads the description instead of assuming; returns the copy, loaded. `recipe`:
+    load's input options (preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)."""
     from .converters.common import input_size_arg
     from .engine.annotate import annotate as write_annotated
-    from .engine.metadata import InputRecipe
 
-    recipe = InputRecipe(preprocess, channel_order, scale, mean, std)
-    return write_annotated(model, output, recipe=recipe, layout=layout, scores=scores, labels=labels,
+    return write_annotated(model, output, recipe=_recipe(recipe), layout=layout, scores=scores, labels=labels,
                            input_size=input_size_arg(input_size), force=force)
 
 

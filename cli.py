@@ -56,6 +56,10 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", help="pixels (0..255) are multiplied by this first: a number or a fraction, e.g. 1/255")
     p.add_argument("--mean", help="subtracted after scaling: A,B,C in the model's channel order (or one number)")
     p.add_argument("--std", help="divided by after the mean: A,B,C in the model's channel order (or one number)")
+    p.add_argument("--resize", choices=["stretch", "center-crop", "letterbox"],
+                   help="how a photo becomes the input's size (default stretch); maps are drawn back on the photo")
+    p.add_argument("--crop-fraction", help="center-crop: the short side is resized to size / this (default 0.875)")
+    p.add_argument("--pad-value", help="letterbox: the padding's pixel value, 0..255 (default 0)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

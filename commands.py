@@ -12,7 +12,8 @@ from . import api
 
 def _recipe(args) -> dict:
     return {"preprocess": args.preprocess, "channel_order": args.channel_order, "scale": args.scale,
-            "mean": args.mean, "std": args.std}
+            "mean": args.mean, "std": args.std, "resize": args.resize, "crop_fraction": args.crop_fraction,
+            "pad_value": args.pad_value}
 
 
 def _load(args):
@@ -136,11 +137,14 @@ def _image_batches(items: list[str], size: int, free_size: bool):
 def cmd_cam(args) -> dict:
     from convlens.engine.errors import ConvlensError
     from convlens.engine.images import image_paths
+    from convlens.engine.images import fit_image, to_photo
     from convlens.engine.render import jet_overlay, progress, write_npy, write_png
+    from convlens.engine.techniques.common import model_size
 
     if args.batch < 1:
         raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
     model = _load(args)
+    spec = model.input_spec
     out = Path(args.output)
     files, report = [], []
     total = len(image_paths(args.images))
@@ -151,9 +155,11 @@ def cmd_cam(args) -> dict:
                              method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
         for (path, original), results, top in zip(batch, maps, tops):
             entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
+            size = model_size(model, original)
+            place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
             for r in results:
                 stem = f"{path.stem}_{r.method}_{r.class_index}"
-                heat = __import__("cv2").resize(r.cam, (original.shape[1], original.shape[0]))
+                heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
                 files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
                 files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
                 files.append(str(write_png(out / f"{stem}_overlay.png", jet_overlay(original, heat), args.force)))

@@ -101,16 +101,20 @@ def finish(model: onnx.ModelProto, *, source: str, source_name: str, spec: Input
 
 
 def input_size_arg(size) -> tuple[int, int] | None:
-    """Accept 224, '224', '224x160' or (224, 160)."""
+    """Accept 224, '224', '224x160', '224,160' or (224, 160): (height, width)."""
     if size is None:
         return None
     if isinstance(size, (tuple, list)):
         return int(size[0]), int(size[1])
-    text = str(size).lower()
+    text = str(size).lower().replace(",", "x")
     try:
         if "x" in text:
             h, w = text.split("x")
-            return int(h), int(w)
-        return int(text), int(text)
+            hw = int(h), int(w)
+        else:
+            hw = int(text), int(text)
     except ValueError:
-        raise ConvlensError(f"--input-size must look like 224 or 224x160, not {size!r}.") from None
+        raise ConvlensError(f"--input-size must look like 224, 224x160 or 224,160, not {size!r}.") from None
+    if min(hw) < 1:
+        raise ConvlensError(f"--input-size must be positive, not {size!r}.")
+    return hw

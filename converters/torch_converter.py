@@ -242,11 +242,24 @@ def convert_torchvision(name: str, weights: str | None = "none", input_size=None
     input (BGR minus the ImageNet mean), torchvision's on torch input (RGB, /255, mean and std)."""
     torch = torch_module()
     model = torchvision_model(name, weights)
-    h, w = input_size or (224, 224)
+    h, w = input_size or _weights_crop_size(name)
     example = torch.zeros(1, 3, h, w)
     keras_weights = str(weights or "").lower().endswith(".h5")
     return convert_module(model, example, name=f"torchvision.{name}",
                           preprocess=preprocess or ("caffe" if keras_weights else "torch"))
+
+
+def _weights_crop_size(name: str) -> tuple[int, int]:
+    """The input size torchvision's weights for `name` were trained at (their transforms' crop: 299 for
+    inception_v3, 300 for efficientnet_b3), read without downloading anything; 224 where none is recorded."""
+    import torchvision
+
+    try:
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return 224, 224
+    crop = list(crop)
+    return (int(crop[0]), int(crop[-1])) if crop else (224, 224)
 
 
 def convert_exported_program(path: str, preprocess: str | None = None, input_size=None):

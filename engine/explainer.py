@@ -55,8 +55,14 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
         exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
         raise ConvlensError(f"{method!r} cannot be exported; choose from {', '.join(exportable)}.")
     if model.input_spec.size is None:
-        raise ConvlensError("The model records no input size, so the explainer cannot resize images to it; "
-                            "convert it again with --input-size.")
+        advice = ("describe it once with `convlens annotate MODEL.onnx --input-size H,W -o OUT.onnx` and export that"
+                  if model.meta.source == "onnx" else "convert it again with --input-size")
+        raise ConvlensError(f"The model records no input size, so the explainer cannot resize images to it; {advice}.")
+    if model.input_spec.resize != "stretch":
+        raise ConvlensError(f"An exported explainer stretches each image to the model's size inside its graph; this "
+                            f"model's input is described with --resize {model.input_spec.resize}, which the graph "
+                            "does not do: resize the images that way before feeding the explainer, and export with "
+                            "--resize stretch.")
     for name, value in (("--steps", steps), ("--samples", samples)):
         if value < 1:
             raise ConvlensError(f"{name} must be 1 or more, not {value}.")

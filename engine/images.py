@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -84,6 +85,61 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return img
     shrink = h < img.shape[0] or w < img.shape[1]
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's input lies on the photo: input pixel = photo pixel * scale + offset, per axis (y, x).
+    `box` is the part of the input the photo covers (y0, x0, y1, x1): the whole input unless letterboxed."""
+
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    box: tuple[int, int, int, int]
+
+
+def fit_image(img: np.ndarray, size: tuple[int, int], policy: str = "stretch", crop_fraction: float = 0.875,
+              pad_value: float = 0.0) -> tuple[np.ndarray, Placement]:
+    """The photo at the input's (height, width), and where it lies there. stretch: both sides resized;
+    center-crop: the short side resized to its target / crop_fraction (torchvision's Resize(256) then
+    CenterCrop(224)), then the center cut out; letterbox: resized to fit inside, centred, padded with pad_value."""
+    h, w = size
+    H, W = img.shape[:2]
+    if policy == "stretch":
+        return resize(img, (h, w)), Placement((h / H, w / W), (0.0, 0.0), (0, 0, h, w))
+    if policy == "center-crop":
+        s = max(min(h, w) / crop_fraction / min(H, W), h / H, w / W)
+        nh, nw = max(h, round(H * s)), max(w, round(W * s))
+        top, left = (nh - h) // 2, (nw - w) // 2
+        out = resize(img, (nh, nw))[top:top + h, left:left + w]
+        return out, Placement((nh / H, nw / W), (-top, -left), (0, 0, h, w))
+    if policy == "letterbox":
+        s = min(h / H, w / W)
+        nh, nw = min(h, max(1, round(H * s))), min(w, max(1, round(W * s)))
+        top, left = (h - nh) // 2, (w - nw) // 2
+        out = np.full((h, w, 3), pad_value, np.float32)
+        out[top:top + nh, left:left + nw] = resize(img, (nh, nw))
+        return out, Placement((nh / H, nw / W), (top, left), (top, left, top + nh, left + nw))
+    raise ConvlensError(f"Unknown resize policy {policy!r}; use stretch, center-crop or letterbox.")
+
+
+def to_photo(heat: np.ndarray, photo_shape: tuple[int, int], input_size: tuple[int, int], place: Placement) -> np.ndarray:
+    """A map over the model's input (at any grid resolution) drawn on the photo: bilinear, half-pixel centres.
+    Photo pixels the input never saw (outside a center crop) get 0; letterbox padding is cut away."""
+    H, W = photo_shape
+    gh, gw = heat.shape[:2]
+    h, w = input_size
+    if place.offset == (0.0, 0.0) and place.box == (0, 0, h, w) and place.scale == (h / H, w / W):  # stretch
+        return cv2.resize(heat.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+    # photo pixel x (centre x + 0.5) -> input coordinate (x + 0.5) * s + t -> map coordinate (input * g / size) - 0.5
+    ky, kx = gh / h, gw / w
+    matrix = np.array([[place.scale[1] * kx, 0, (0.5 * place.scale[1] + place.offset[1]) * kx - 0.5],
+                       [0, place.scale[0] * ky, (0.5 * place.scale[0] + place.offset[0]) * ky - 0.5]], np.float64)
+    out = cv2.warpAffine(heat.astype(np.float32), matrix, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    ys = (np.arange(H) + 0.5) * place.scale[0] + place.offset[0]
+    xs = (np.arange(W) + 0.5) * place.scale[1] + place.offset[1]
+    seen = ((ys >= 0) & (ys <= h))[:, None] & ((xs >= 0) & (xs <= w))[None, :]
+    return np.where(seen, out, 0.0).astype(np.float32)
 
 
 def image_paths(items: list[str]) -> list[Path]:

@@ -36,6 +36,11 @@ class InputSpec:
     preset: str | None = None
     channels: int = 3  # 1 for grayscale models: the adapter turns RGB pixels into one gray channel
     stated: bool = True  # False when nothing (metadata, a flag) said what the input is and raw RGB is assumed
+    # how a photo becomes the input's size: stretch (both sides), center-crop (short side to size / crop_fraction,
+    # then the center), letterbox (fit the long side, pad with pad_value pixels): see images.fit_image
+    resize: str = "stretch"
+    crop_fraction: float = 0.875
+    pad_value: float = 0.0
 
     @classmethod
     def from_preset(cls, name: str, preset: str, size=None, layout="NCHW", channels: int = 3) -> "InputSpec":
@@ -56,6 +61,9 @@ class InputSpec:
             spec.mean = list(recipe.mean)
         if recipe.std is not None:
             spec.std = list(recipe.std)
+        for name in ("resize", "crop_fraction", "pad_value"):
+            if getattr(recipe, name) is not None:
+                setattr(spec, name, getattr(recipe, name))
         if recipe.numbers_given():  # a preset refined by a number is no longer that preset
             spec.preset = None
         spec.stated = spec.stated or recipe.given()
@@ -84,6 +92,9 @@ class InputRecipe:
     scale: float | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
+    resize: str | None = None  # stretch, center-crop or letterbox
+    crop_fraction: float | None = None
+    pad_value: float | None = None
 
     def __post_init__(self):
         if self.preprocess is not None and self.preprocess not in PRESETS:
@@ -97,15 +108,32 @@ class InputRecipe:
         self.std = parse_channels(self.std, "--std") if self.std is not None else None
         if self.std is not None and any(v == 0 for v in self.std):
             raise ConvlensError(f"--std must not hold a zero (it divides): {self.std}.")
+        if self.resize is not None and self.resize not in RESIZE_POLICIES:
+            raise ConvlensError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, not {self.resize!r}.")
+        if self.crop_fraction is not None:
+            self.crop_fraction = parse_scale(self.crop_fraction, "--crop-fraction")
+            if not 0 < self.crop_fraction <= 1:
+                raise ConvlensError(f"--crop-fraction must be in (0, 1] (torchvision's is 0.875), not "
+                                    f"{self.crop_fraction:g}.")
+        if self.pad_value is not None:
+            try:
+                self.pad_value = float(self.pad_value)
+            except (TypeError, ValueError):
+                raise ConvlensError(f"--pad-value must be a number of pixel units (0..255), not "
+                                    f"{self.pad_value!r}.") from None
 
     def numbers_given(self) -> bool:
+        """Whether the recipe changes the preset's numbers (the resize policy is not part of a preset)."""
         return any(v is not None for v in (self.channel_order, self.scale, self.mean, self.std))
 
     def given(self) -> bool:
         return self.preprocess is not None or self.numbers_given()
 
 
-def parse_scale(value) -> float:
+RESIZE_POLICIES = ("stretch", "center-crop", "letterbox")
+
+
+def parse_scale(value, flag: str = "--scale") -> float:
     """--scale: a number (0.0039215) or a fraction (1/255, 2/255)."""
     if isinstance(value, (int, float)):
         result = float(value)
@@ -118,9 +146,9 @@ def parse_scale(value) -> float:
             else:
                 result = float(text)
         except (ValueError, ZeroDivisionError):
-            raise ConvlensError(f"--scale must be a number or a fraction such as 1/255, not {value!r}.") from None
+            raise ConvlensError(f"{flag} must be a number or a fraction such as 1/255, not {value!r}.") from None
     if not result or result != result:
-        raise ConvlensError(f"--scale must be a nonzero number, not {value!r}.")
+        raise ConvlensError(f"{flag} must be a nonzero number, not {value!r}.")
     return result
 
 

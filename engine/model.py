@@ -50,6 +50,11 @@ class Model:
 
         dims = input_dims(graph_input(proto)) if len(proto.graph.input) else []
         self.single_image = bool(dims) and dims[0] == 1
+        # a foreign graph's fixed (H, W): its reshapes may hold that size (convlens's own files declare the
+        # export's example size there, which binds nothing: every program feeds pixels through the adapter)
+        hw = (dims[1:3] if meta.input.layout == "NHWC" else dims[2:4]) if len(dims) == 4 else []
+        fixed = len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) and meta.source == "onnx"
+        self.fixed_size = tuple(hw) if fixed else None
         self.classes: int | None = None  # the class count, where the graph fixes it (set by load)
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (program.py)

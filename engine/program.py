@@ -61,8 +61,11 @@ class Program:
             values = self._run(inputs)
         except Exception as exc:  # ORT raises its own types; say what was asked
             what = f"a {self.size[0]}x{self.size[1]} image"
-            raise ConvlensError(f"ONNX Runtime could not run the model on {what}: "
-                                f"{str(exc).splitlines()[0][:300]}") from None
+            reason = " ".join(str(exc).split())
+            if len(reason) > 300:  # cut at a word, never mid-word
+                reason = reason[:300].rsplit(" ", 1)[0] + " ..."
+            raise ConvlensError(f"ONNX Runtime could not run the model on {what} ({reason}); if the model takes only "
+                                "its own input size, run it at that size (--size for filters).") from None
         return dict(zip(self.fetch, values))
 
     def _run(self, inputs: dict) -> list:

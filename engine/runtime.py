@@ -55,7 +55,7 @@ def external_placeholder(name: str, array: np.ndarray) -> onnx.TensorProto:
 def make_session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
     """A session for `model`, whose placeholder initializers are filled from `weights`."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as exceptions (one sentence), not as ORT's log lines
     # pre-packed copies of the weights cost memory (a second VGG16 fc1) and bought no speed here
     options.add_session_config_entry("session.disable_prepacking", "1")
     # techniques alternate between sessions (forward, then a head's backward); each session's own pool

@@ -343,3 +343,94 @@ def test_an_edge_pad_before_the_first_pool_is_differentiated_as_torch_does(tmp_p
     assert result.class_index == cls
     np.testing.assert_allclose(result.attribution.reshape(SIZE, SIZE, 3), grad[0].numpy().transpose(1, 2, 0),
                                rtol=1e-4, atol=1e-6 * float(grad.abs().max()))
+
+
+def test_filters_run_a_fixed_size_graph_at_its_own_size(tmp_path, plain, capsys):
+    """A foreign graph that holds its input size (a Flatten into a Linear layer): filters default to that size,
+    and another --size is refused in a sentence instead of ONNX Runtime's error."""
+    torch.manual_seed(9)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 12 * 12, 3)).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(tmp_path / "fixed.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["scores"])
+    model = convlens.load(tmp_path / "fixed.onnx", preprocess="raw")
+    layer = next(l.name for l in model.layers if l.kind == "dense")
+    result = convlens.filters(model, layer, filters="0-1", steps=2)
+    assert result.images[0].shape[:2] == (24, 24)
+    with pytest.raises(convlens.ConvlensError) as err:
+        convlens.filters(model, layer, filters="0", steps=2, size=150)
+    assert str(err.value) == ("--size 150 does not apply: this model runs at its own input size 24x24 (the graph "
+                              "fixes its input size); leave --size out.")
+
+
+def test_torchvision_models_convert_at_their_weights_own_size():
+    from convlens.converters.torch_converter import _weights_crop_size
+
+    assert _weights_crop_size("inception_v3") == (299, 299)  # its transforms crop 299, not 224
+    assert _weights_crop_size("vgg16") == (224, 224)
+
+
+def _blocky(shape, seed=12):
+    """A photo of 6-pixel blocks: a misplaced crop shows at every block edge."""
+    blocks = np.random.default_rng(seed).uniform(0, 255, (shape[0] // 6 + 1, shape[1] // 6 + 1, 3))
+    return np.repeat(np.repeat(blocks, 6, 0), 6, 1)[:shape[0], :shape[1]].astype(np.float32)
+
+
+def test_center_crop_is_torchvisions_resize_then_center_crop():
+    import torchvision.transforms.v2 as T
+
+    from convlens.engine.images import fit_image
+
+    photo = _blocky((60, 90))
+    fitted, _ = fit_image(photo, (28, 28), "center-crop", 0.875)  # short side to 28 / 0.875 = 32, then the centre
+    ref = T.Compose([T.Resize(32, antialias=True), T.CenterCrop(28)])(torch.from_numpy(photo.transpose(2, 0, 1)))
+    ref = ref.numpy().transpose(1, 2, 0)
+    error = np.abs(fitted - ref).mean()
+    shifted = np.abs(fitted[:, 2:] - ref[:, :-2]).mean()  # the same crop two pixels off
+    assert error < 6 and shifted > 2 * error, (error, shifted)
+
+
+def test_letterbox_is_the_detectors_padding():
+    from convlens.engine.images import fit_image
+
+    photo = _blocky((30, 60))
+    fitted, place = fit_image(photo, (32, 32), "letterbox", pad_value=114)
+    assert np.all(fitted[:8] == 114) and np.all(fitted[24:] == 114)  # 16 rows of photo, centred
+    assert np.abs(fitted[8:24] - cv2_resize(photo, (16, 32))).max() < 1e-3
+    assert place.box == (8, 0, 24, 32)
+
+
+def cv2_resize(img, size):
+    import cv2
+
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("policy, visible", [("center-crop", (30, 90)), ("letterbox", (0, 120)), ("stretch", (0, 120))])
+def test_maps_are_drawn_back_on_the_photo_given(tmp_path, policy, visible, capsys):
+    """A hand-weighted model whose Grad-CAM is the brightness: on a dark photo with one bright square, the map
+    written at the photo's size lights the square where it is in the photo, whatever the resize policy."""
+    import cv2
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(1 / 3)
+        net[0].bias.fill_(-0.5)
+        net[4].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        net[4].bias.zero_()
+    path = _export(net, tmp_path / "bright.onnx")
+    photo = np.zeros((60, 120, 3), np.uint8)
+    photo[20:32, 50:66] = 255
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), photo)
+    out = tmp_path / "cam"
+    assert main(["cam", str(path), str(image), "--scale", "1/255", "--resize", policy, "--crop-fraction", "1",
+                 "--class", "0", "--layer", next(l.name for l in convlens.load(path, scale="1/255").layers
+                                                 if l.kind == "activation"), "-o", str(out)]) == 0
+    heat = np.load(out / "photo_gradcam_0_image.npy")
+    assert heat.shape == (60, 120)
+    assert heat[23:29, 54:62].min() > 0.5  # the square, where it is in the photo
+    assert heat[45:, :].max() < 0.1 and heat[:, visible[0]:40].max() < 0.1
+    if policy == "center-crop":  # never seen by the model: nothing drawn there
+        assert np.all(heat[:, :visible[0] - 1] == 0) and np.all(heat[:, visible[1] + 1:] == 0)

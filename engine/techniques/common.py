@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConvlensError
-from ..images import load_image, resize, to_rgb
+from ..images import fit_image, load_image, to_rgb
 from ..model import Model
 
 
@@ -18,7 +18,8 @@ def model_size(model: Model, image: np.ndarray | None = None) -> tuple[int, int]
 
 
 def prepare(model: Model, images, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A batch (N, H, W, 3) of RGB pixels at the model's size from paths, arrays or a mix."""
+    """A batch (N, H, W, 3) of RGB pixels at the model's size from paths, arrays or a mix, each fitted to it
+    by the input's resize policy (stretch, center-crop, letterbox)."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         batch = [images[i] for i in range(images.shape[0])]
     elif isinstance(images, (list, tuple)):
@@ -26,9 +27,10 @@ def prepare(model: Model, images, size: tuple[int, int] | None = None) -> np.nda
     else:
         batch = [images]
     out = []
+    spec = model.input_spec
     for item in batch:
         img = load_image(item) if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__") else to_rgb(item)
-        out.append(resize(img, size or model_size(model, img)))
+        out.append(fit_image(img, size or model_size(model, img), spec.resize, spec.crop_fraction, spec.pad_value)[0])
     shapes = {a.shape for a in out}
     if len(shapes) != 1:
         raise ConvlensError(f"Images in one batch must share a size; got {sorted(shapes)}.")

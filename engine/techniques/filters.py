@@ -68,11 +68,13 @@ def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 
 
 
 
-def own_size(model: Model) -> tuple[int, int] | None:
-    """The input size a transformer must run at (its position embeddings are learned for one patch grid);
-    None for models that take any size."""
+def own_size(model: Model) -> tuple[tuple[int, int], str] | None:
+    """(the input size a model must run at, why): a graph that fixes its input size, or a transformer (its
+    position embeddings are learned for one patch grid); None for models that take any size."""
+    if model.fixed_size:
+        return model.fixed_size, "the graph fixes its input size"
     if model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
-        return tuple(model.input_spec.size)
+        return tuple(model.input_spec.size), "a transformer's position embeddings are learned for one patch grid"
     return None
 
 
@@ -93,11 +95,15 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
     own = own_size(model)
-    if init is None and own is not None:
-        if size is not None and (size, size) != own:
-            raise ConvlensError(f"--size {size} does not apply: this transformer runs at its own input size "
-                                f"{own[0]}x{own[1]} (its position embeddings are learned for that grid).")
-        hw = own
+    if own is not None and (init is None or tuple(init.shape[:2]) != own[0]):
+        (h, w), why = own
+        if init is not None:
+            raise ConvlensError(f"--init is {init.shape[0]}x{init.shape[1]}, but this model runs at {h}x{w} only "
+                                f"({why}); give an image of that size.")
+        if size is not None and (size, size) != (h, w):
+            raise ConvlensError(f"--size {size} does not apply: this model runs at its own input size {h}x{w} "
+                                f"({why}); leave --size out.")
+        hw = (h, w)
     spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
     step = FilterStep(model, info.name, hw, spec, selected=selected)
     channels = step.channels
