@@ -164,6 +164,7 @@ def cmd_cam(args) -> dict:
                 files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
                 files.append(str(write_png(out / f"{stem}_overlay.png", jet_overlay(original, heat), args.force)))
                 entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
+                                      "layer_rule": r.layer_rule,
                                       "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
             report.append(entry)
         done += len(paths)
@@ -174,10 +175,8 @@ def cmd_cam(args) -> dict:
         for m in e["maps"]:
             lines.append(f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}" + (" (zero map: nothing to show)" if m["zero"] else ""))
     lines.append(f"wrote {len(files)} files to {out}")
-    from convlens.engine.techniques.cam_layer import AUTO_RULE
-
     layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
-    rule = AUTO_RULE if args.layer in (None, "auto") else "given by --layer"
+    rule = report[0]["maps"][0]["layer_rule"] if report and report[0]["maps"] else None
     return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines)}
 
 

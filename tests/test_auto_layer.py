@@ -75,3 +75,37 @@ def test_auto_skips_a_convolution_after_the_global_pool(tmp_path):
     maps, _ = convlens.cam(path, PIXELS)
     assert maps[0][0].layer == "3" and maps[0][0].class_index == cls
     assert np.abs(maps[0][0].cam - ref).max() < 1e-4
+
+
+def test_a_class_map_head_steps_back_to_the_features(tmp_path, capsys):
+    """SqueezeNet's head is a 1x1 convolution to one map per class, pooled into the scores: its map would be the
+    prediction itself, so auto takes the features before it (the layer pytorch-grad-cam's users pick there)."""
+    import torchvision
+
+    from convlens.engine.techniques.cam_layer import CLASS_MAP_RULE
+
+    torch.manual_seed(2)
+    net = torchvision.models.squeezenet1_1(weights=None, num_classes=12).eval()
+    path = _converted(tmp_path, net)
+    ref, cls = torch_gradcam(net, net.features, torch.from_numpy(PIXELS.transpose(2, 0, 1)[None].copy()))
+    maps, _ = convlens.cam(path, PIXELS)
+    assert maps[0][0].class_index == cls and maps[0][0].layer_rule == CLASS_MAP_RULE
+    assert np.abs(maps[0][0].cam - ref).max() < 1e-4
+
+
+def test_auto_keeps_a_text_recognizers_flat_grid(tmp_path):
+    """A text recognizer strides height far more than width (a 1x16 grid from a 32x64 input): that grid is the
+    last feature layer, not a reason to pick an early block."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=(4, 2), padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 8, 3, stride=(8, 2), padding=1), torch.nn.ReLU(),
+                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 32, 64), name="text", preprocess="raw"), tmp_path / "t.onnx")
+    pixels = PIXELS[:32]
+    ref, cls = torch_gradcam(net, net[3], torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy()))
+    maps, _ = convlens.cam(path, pixels)
+    assert ref.shape == (1, 16) and maps[0][0].cam.shape == (1, 16) and maps[0][0].class_index == cls
+    assert np.abs(maps[0][0].cam - ref).max() < 1e-4

@@ -360,7 +360,7 @@ def test_filters_run_a_fixed_size_graph_at_its_own_size(tmp_path, plain, capsys)
     with pytest.raises(convlens.ConvlensError) as err:
         convlens.filters(model, layer, filters="0", steps=2, size=150)
     assert str(err.value) == ("--size 150 does not apply: this model runs at its own input size 24x24 (the graph "
-                              "fixes its input size); leave --size out.")
+                              "holds its input size: it does not run at 150x150); leave --size out.")
 
 
 def test_torchvision_models_convert_at_their_weights_own_size():

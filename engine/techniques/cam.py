@@ -18,7 +18,7 @@ from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from .activations import rank_predictions
 from .attention_maps import attention_run
-from .cam_layer import auto_cam_layer, check_cam_layer, grid_view
+from .cam_layer import auto_cam_layer, auto_layer_and_rule, check_cam_layer, grid_view
 from .cam_methods import CAM_METHODS, GRADIENT_METHODS
 from .layers import with_probed_shapes
 from .common import class_probabilities, prepare
@@ -47,13 +47,20 @@ class CamResult:
     layer: str
     method: str
     zero: bool  # True when the map is zero everywhere (nothing to show, never divided by zero)
+    layer_rule: str = "given by --layer"  # how the layer was chosen (cam_layer.py's rules)
 
 
 def resolve_layer(model: Model, layer: str | None, size) -> str:
     """The user's layer (checked: a readable grid larger than 1x1), or the one `auto` picks (cam_layer.py)."""
+    return resolve_layer_and_rule(model, layer, size)[0]
+
+
+def resolve_layer_and_rule(model: Model, layer: str | None, size) -> tuple[str, str]:
+    """(resolve_layer's layer, the rule that chose it)."""
     if layer in (None, "auto"):
-        return auto_layer(model, size).name
-    return check_cam_layer(model, layer, grid_shapes(model, size)).name
+        info, rule = auto_layer_and_rule(model, grid_shapes(model, size))
+        return info.name, rule
+    return check_cam_layer(model, layer, grid_shapes(model, size)).name, "given by --layer"
 
 
 def auto_layer(model: Model, size):
@@ -111,10 +118,10 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
             raise ConvlensError(f"{method} explains one class per image; use --class top, an index or a label.")
         scores, classes, raw, fetched = attention_run(model, pixels, grid_shapes(model, size), method, target,
                                                       score, head_fusion, discard, extra)
-        name = "attention blocks"
+        name, rule = "attention blocks", "every attention block"
         classes, maps = classes[:, None], raw[:, None]
     else:
-        name = resolve_layer(model, layer, size)
+        name, rule = resolve_layer_and_rule(model, layer, size)
         scores, classes, maps, fetched = _layer_maps(model, pixels, model.layer(name), target, method, score, extra)
     results: list[list[CamResult]] = [[] for _ in pixels]
     for i, (row, raws) in enumerate(zip(classes, maps)):
@@ -122,7 +129,7 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
             cam, zero = normalize(raw)
             heat = cv2.resize(cam, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
             results[i].append(CamResult(cam, np.clip(heat, 0, 1), int(idx), model.label(int(idx)),
-                                        float(scores[i, idx]), name, method, zero))
+                                        float(scores[i, idx]), name, method, zero, rule))
     preds = rank_predictions(model, ranked, fetched[ranked], top) if extra else []
     return results, preds
 

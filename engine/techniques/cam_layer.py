@@ -32,7 +32,11 @@ from .common import to_nchw
 AUTO_RULE = ("auto: the last layer on the path to the scores with a spatial grid larger than 1x1, after the "
              "activation or residual add that follows the last convolution, before any pooling; on a class-token "
              "transformer, the output of the last block's first norm")
+CLASS_MAP_RULE = ("auto, class-map head: the model's last convolution makes one channel per class and is pooled "
+                  "straight into the scores (its map would be the prediction itself), so the layer is the last one "
+                  "before that convolution, by the convnet rule")
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+DENSE_OPS = ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Einsum")
 
 
 def check_cam_layer(model: Model, name: str, shapes: dict) -> LayerInfo:
@@ -68,9 +72,14 @@ def grid_view(model: Model, info: LayerInfo, shapes: dict) -> Callable[[np.ndarr
 
 def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     """The layer the rule in this module's docstring picks."""
+    return auto_layer_and_rule(model, shapes)[0]
+
+
+def auto_layer_and_rule(model: Model, shapes: dict) -> tuple[LayerInfo, str]:
+    """(the layer `auto` picks, the rule that picked it: AUTO_RULE or CLASS_MAP_RULE)."""
     chosen = _class_token_layer(model, shapes)
     if chosen is not None:
-        return chosen
+        return chosen, AUTO_RULE
     path = needed_nodes(model.nodes, [model.scores_tensor()])
     layer_of = {l.tensor: l for l in model.layers}
     ranks = {name: len(shape) for name, shape in shapes.items() if shape is not None}
@@ -84,10 +93,15 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
         if g is None or height is None:
             return g
         # a layout guessed for a 4-D tensor that is not an image (MaxViT's (N, windows, tokens, C) partitions)
-        # gives a "grid" no image could have: larger than the input, or of another shape
-        plausible = g[0] <= height and g[1] <= width and 0.5 <= (g[0] / g[1]) / (height / width) <= 2
-        return g if plausible else None
+        # can give a "grid" no image could have: larger than the input. Its aspect ratio is no test: text
+        # recognizers stride height 24x and width 2x
+        return g if g[0] <= height and g[1] <= width else None
 
+    return _walk_from_last_conv(model, path, grid, layer_of, shapes)
+
+
+def _walk_from_last_conv(model: Model, path: list, grid, layer_of: dict, shapes: dict) -> tuple[LayerInfo, str]:
+    """The convnet rule on `path` (nodes in graph order ending at the scores), `grid(tensor)` reading grids."""
     last_conv = None
     for k, node in enumerate(path):
         g = grid(node.output[0]) if node.op_type in CONV_OPS else None
@@ -96,6 +110,9 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     if last_conv is None:
         raise ConvlensError("The model has no convolution with a spatial grid larger than 1x1 on the path to its "
                             "scores; name a layer with --layer.")
+    if _makes_class_maps(model, path, last_conv, shapes) and any(n.op_type in CONV_OPS for n in path[:last_conv]):
+        # step back: explain the features the class maps are made of
+        return _walk_from_last_conv(model, path[:last_conv], grid, layer_of, shapes)[0], CLASS_MAP_RULE
     # a layer may expose a layout transpose of a tensor on the path rather than the tensor itself: tf2onnx
     # pools a Keras model's NCHW activation directly, leaving the NHWC layer output as a side branch
     beside = {n.input[0]: layer_of[n.output[0]] for n in model.nodes
@@ -120,7 +137,16 @@ def auto_cam_layer(model: Model, shapes: dict) -> LayerInfo:
     if chosen is None:
         raise ConvlensError("No exposed layer follows the model's last convolution before its pooling; "
                             "name a layer with --layer.")
-    return chosen
+    return chosen, AUTO_RULE
+
+
+def _makes_class_maps(model: Model, path: list, last_conv: int, shapes: dict) -> bool:
+    """Whether the last convolution makes one map per class that reaches the scores with no dense layer
+    between (SqueezeNet's classifier, fully convolutional heads). A Conv's output is NCHW by definition."""
+    shape = shapes.get(path[last_conv].output[0])
+    channels = shape[1] if shape and len(shape) == 4 else None
+    return bool(model.classes and model.classes > 1 and channels == model.classes
+                and not any(n.op_type in DENSE_OPS + CONV_OPS for n in path[last_conv + 1:]))
 
 
 def _class_token_layer(model: Model, shapes: dict) -> LayerInfo | None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model import Model
+from ..program import program
 from ..render import progress
 from .filter_objective import FilterStep
 from .layers import layer_shapes
@@ -69,12 +70,22 @@ def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 
 
 
 def own_size(model: Model) -> tuple[tuple[int, int], str] | None:
-    """(the input size a model must run at, why): a graph that fixes its input size, or a transformer (its
-    position embeddings are learned for one patch grid); None for models that take any size."""
-    if model.fixed_size:
-        return model.fixed_size, "the graph fixes its input size"
+    """(the input size a transformer must run at, why: its position embeddings are learned for one patch grid);
+    None for models that take other sizes."""
     if model.input_spec.size and any(l.layout == "tokens" for l in model.layers):
         return tuple(model.input_spec.size), "a transformer's position embeddings are learned for one patch grid"
+    return None
+
+
+def fixed_size_needed(model: Model, tensor: str, hw: tuple[int, int]) -> tuple[tuple[int, int], str] | None:
+    """(the size a foreign graph declares, why) when the layer cannot be computed at `hw` (a reshape holds the
+    declared size); None when it can, or the graph declares none. One forward run of the cut graph decides."""
+    if model.fixed_size is None or tuple(hw) == model.fixed_size:
+        return None
+    try:
+        program(model, [tensor], tuple(hw)).run(np.zeros((1, *hw, 3), np.float32))
+    except ConvlensError:
+        return model.fixed_size, f"the graph holds its input size: it does not run at {hw[0]}x{hw[1]}"
     return None
 
 
@@ -94,7 +105,7 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         raise ConvlensError(f"--size must be 8 pixels or more, not {size}.")
     px = size or (150 if recipe == "chollet" else 224)
     hw = (px, px) if init is None else init.shape[:2]
-    own = own_size(model)
+    own = own_size(model) or (fixed_size_needed(model, info.tensor, hw) if init is None else None)
     if own is not None and (init is None or tuple(init.shape[:2]) != own[0]):
         (h, w), why = own
         if init is not None:
