@@ -3,8 +3,8 @@
 A transformer layer's output is (N, T, C): T = P + h * w tokens, the P prefix tokens (class, distillation,
 register) first and the h x w patches after them, row by row, as the patch embedding flattens its grid
 (torchvision, timm, Hugging Face and Keras ViTs all put the prefix first). The grid is read from the graph,
-never asked of the user: it is the output grid of the last convolution on the path to the scores, which
-in a ViT is the patch embedding (a convolution whose stride is its kernel).
+never asked of the user: it is the output grid of the patch embedding (a convolution whose stride is its
+kernel), the convolution whose output becomes the token sequence.
 """
 from __future__ import annotations
 
@@ -48,14 +48,24 @@ def scores_path(model) -> list:
 
 
 def patch_grid(model, shapes: dict) -> tuple[int, int] | None:
-    """(h, w) of the last convolution's output on the path to the scores (ONNX Conv outputs are NCHW)."""
-    for node in reversed(scores_path(model)):
+    """(h, w) of the patch embedding: the convolution whose output the graph first flattens into a sequence
+    (a rank-3 tensor) on the path to the scores. A model with no such sequence (a convnet, Swin's 4-D stages)
+    gets its last convolution's grid. A conv decoder after the tokens (a DINOv2-style backbone with a dense
+    head) is never the patch grid. ONNX Conv outputs are NCHW."""
+    def grid(node):
+        shape = shapes.get(node.output[0])
+        if shape and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
+            return int(shape[2]), int(shape[3])
+        return None
+
+    path = scores_path(model)
+    last_conv = None
+    for node in path:
         if node.op_type in CONV_OPS:
-            shape = shapes.get(node.output[0])
-            if shape and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):
-                return int(shape[2]), int(shape[3])
-            return None
-    return None
+            last_conv = node
+        elif last_conv is not None and any(len(shapes.get(o) or ()) == 3 for o in node.output):
+            return grid(last_conv)  # the tokens are made here: their grid is the conv's before them
+    return grid(last_conv) if last_conv is not None else None
 
 
 def token_grid(model, tensor: str, shapes: dict) -> TokenGrid | None:

@@ -434,3 +434,62 @@ def test_maps_are_drawn_back_on_the_photo_given(tmp_path, policy, visible, capsy
     assert heat[45:, :].max() < 0.1 and heat[:, visible[0]:40].max() < 0.1
     if policy == "center-crop":  # never seen by the model: nothing drawn there
         assert np.all(heat[:, :visible[0] - 1] == 0) and np.all(heat[:, visible[1] + 1:] == 0)
+
+
+class ConvDecoderViT(torch.nn.Module):
+    """A one-block ViT (a class token, 4x4 patches of 8 px) whose patch tokens go back onto their grid into a
+    convolutional decoder before the head, as DINOv2-style backbones with dense heads do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(13)
+        self.patch = torch.nn.Conv2d(3, 16, 8, stride=8)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16) * 0.5)
+        self.pos = torch.nn.Parameter(torch.randn(1, 17, 16) * 0.5)
+        self.norm1, self.norm2 = torch.nn.LayerNorm(16), torch.nn.LayerNorm(16)
+        self.qkv, self.proj = torch.nn.Linear(16, 48), torch.nn.Linear(16, 16)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16))
+        self.decoder = torch.nn.Sequential(torch.nn.ConvTranspose2d(16, 8, 2, stride=2), torch.nn.ReLU(),
+                                           torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        n = x.shape[0]
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(n, -1, -1), t], 1) + self.pos
+        q, k, v = self.qkv(self.norm1(t)).reshape(n, 17, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        attention = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1)
+        t = t + self.proj((attention @ v).transpose(1, 2).reshape(n, 17, 16))
+        t = t + self.mlp(self.norm2(t))
+        grid = t[:, 1:].transpose(1, 2).reshape(n, 16, 4, 4)
+        return self.head(self.decoder(grid).mean((2, 3)))
+
+
+def test_a_vit_with_a_conv_decoder_reads_its_patch_grid_off_the_patch_embedding(tmp_path, capsys):
+    import cv2
+
+    net = ConvDecoderViT().eval()
+    path = _export(net, tmp_path / "vit_decoder.onnx")
+    model = convlens.load(path, preprocess="raw")
+    token_layer = next(l for l in model.layers if l.kind == "norm" and l.layout == "tokens")
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8))
+    assert main(["activations", str(path), str(image), "--preprocess", "raw", "--layers", token_layer.name,
+                 "-o", str(tmp_path / "acts")]) == 0  # the 4x4 patch grid, not the decoder's 8x8
+    # token Grad-CAM at norm1 against torch: class token dropped, patches on the 4x4 grid
+    kept = {}
+    hook = net.norm1.register_forward_hook(lambda _m, _i, out: kept.__setitem__("A", out))
+    x = _package_input(PIXELS)
+    logits = net(x)
+    hook.remove()
+    for cls in range(5):  # a class whose map is not all zero after the ReLU
+        (grad,) = torch.autograd.grad(logits[0, cls], kept["A"], retain_graph=True)
+        a, g = kept["A"][0, 1:].detach().numpy(), grad[0, 1:].numpy()
+        ref = np.maximum((a * g.mean(0)).sum(1).reshape(4, 4), 0)
+        if ref.max() > 0:
+            break
+    maps, _ = convlens.cam(model, PIXELS, layer=token_layer.name, target=cls)
+    assert maps[0][0].cam.shape == (4, 4)
+    np.testing.assert_allclose(maps[0][0].cam, ref / ref.max(), atol=1e-4)
+    rollout, _ = convlens.cam(model, PIXELS, method="rollout")  # the global attention is found: 17 = 1 + 4x4 keys
+    assert rollout[0][0].cam.shape == (4, 4)

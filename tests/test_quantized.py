@@ -103,3 +103,50 @@ def test_onnx_runtime_fused_ops_run_forward_and_refuse_gradients_in_one_sentence
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(convlens.ConvlensError, match=r"is com\.microsoft\.FusedConv, an op outside standard ONNX"):
         convlens.saliency(model, pixels)
+
+
+def _fake_dynamic_quant(x):
+    """DynamicQuantizeLinear's uint8 rounding as torch's straight-through fake quantization: the forward value
+    ONNX Runtime computes, the gradient of the identity (the scale a constant)."""
+    lo, hi = torch.clamp(x.min(), max=0).detach(), torch.clamp(x.max(), min=0).detach()
+    scale = (hi - lo) / 255
+    zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+    q = torch.clamp(torch.round(x.detach() / scale) + zero, 0, 255)
+    return x + ((q - zero) * scale - x.detach())
+
+
+def test_dynamic_int8_files_differentiate_straight_through(tmp_path):
+    """A file from onnxruntime.quantization.quantize_dynamic (DynamicQuantizeLinear, ConvInteger, MatMulInteger):
+    convlens's input gradient against torch autograd through the same rounding with straight-through estimators
+    and the file's dequantized weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 5)).eval()
+    plain, quantized = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(plain), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["scores"])
+    quantize_dynamic(str(plain), str(quantized), weight_type=QuantType.QUInt8)
+    ops = {n.op_type for n in onnx.load(str(quantized)).graph.node}
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops
+    w = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(quantized)).graph.initializer}
+
+    def real(prefix):
+        return torch.tensor((w[f"{prefix}_quantized"].astype(np.float32) - w[f"{prefix}_zero_point"])
+                            * w[f"{prefix}_scale"])
+
+    pixels = np.random.default_rng(3).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    x = torch.tensor(pixels.transpose(2, 0, 1)[None].copy(), requires_grad=True)
+    f = torch.nn.functional
+    h = f.relu(f.conv2d(_fake_dynamic_quant(x), real("0.weight"), net[0].bias, padding=1))
+    h = f.relu(f.conv2d(_fake_dynamic_quant(h), real("2.weight"), net[2].bias, stride=2))
+    logits = _fake_dynamic_quant(h.mean((2, 3))) @ real("6.weight_Transposed") + net[6].bias
+    cls = int(logits.argmax())
+    (grad,) = torch.autograd.grad(logits[0, cls], x)
+    model = convlens.load(quantized, preprocess="raw")
+    (result,) = convlens.saliency(model, pixels)
+    assert result.class_index == cls
+    got = result.attribution.reshape(32, 32, 3)
+    np.testing.assert_allclose(got, grad[0].numpy().transpose(1, 2, 0), rtol=1e-3, atol=1e-4 * float(grad.abs().max()))
