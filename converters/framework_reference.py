@@ -141,4 +141,6 @@ def framework_reference(source: str, weights: str | None, spec):
     if kind == "keras-file":
         keras, _, _ = keras_modules()
         return KerasReference(keras.saving.load_model(name, compile=False, safe_mode=True), spec)
-    raise ConvlensError(f"verify supports keras:NAME, torch:NAME, timm:NAME and .keras sources, not {source!r}.")
+    from .torch_converter import exported_program_module
+
+    return TorchReference(exported_program_module(name)[0], spec)  # a .pt2 file (parse_source knows no other kind)

@@ -262,8 +262,9 @@ def _weights_crop_size(name: str) -> tuple[int, int]:
     return (int(crop[0]), int(crop[-1])) if crop else (224, 224)
 
 
-def convert_exported_program(path: str, preprocess: str | None = None, input_size=None):
-    """A torch.export .pt2 file: loaded without running pickled code, then exported like a module."""
+def exported_program_module(path: str):
+    """(the module, its example input) of a torch.export .pt2 file, loaded without running pickled code.
+    unflatten restores the module tree (ep.module() is one flat graph), so layers keep their module paths."""
     torch = torch_module()
     try:
         ep = torch.export.load(path)
@@ -272,8 +273,13 @@ def convert_exported_program(path: str, preprocess: str | None = None, input_siz
     example = ep.example_inputs[0][0] if ep.example_inputs else None
     if example is None:
         raise ConvlensError(f"{path} carries no example input; re-export it with torch.export.export(model, (x,)).")
+    return torch.export.unflatten(ep), example
+
+
+def convert_exported_program(path: str, preprocess: str | None = None, input_size=None):
+    """A torch.export .pt2 file, exported like a module."""
+    module, example = exported_program_module(path)
     if input_size is not None:
         raise ConvlensError(f"--input-size does not apply to {path}: a torch.export program is traced at the "
                             f"size of its example input {tuple(example.shape)}; export it again at the size you want.")
-    # unflatten restores the module tree (ep.module() is one flat graph), so layers keep their module paths
-    return convert_module(torch.export.unflatten(ep), example, name=Path(path).stem, preprocess=preprocess or "torch")
+    return convert_module(module, example, name=Path(path).stem, preprocess=preprocess or "torch")

@@ -161,7 +161,9 @@ def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str
     weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                     for n, a in model.weights.items()]
     w_info = float_info(OBJECTIVE_WEIGHTS, ["M", None])
-    cut = needed_nodes(a_nodes + nodes + objective, [OBJECTIVE, scores], stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
+    # the layer too: a Keras file exposes it as a relayout beside the path, which the walker follows back
+    cut = needed_nodes(a_nodes + nodes + objective, [OBJECTIVE, scores] + ([info.tensor] if info else []),
+                       stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
     opsets = [helper.make_opsetid("", EXPORT_OPSET)]
     shapes = static_shapes(cut, inits, size, [w_info] + weight_infos, opsets)
     unknown = unknown_shapes(cut, shapes)

@@ -74,3 +74,29 @@ def test_a_seven_class_keras_file_never_reads_as_imagenet(tmp_path, keras_seven,
     assert capsys.readouterr().err.strip().endswith(
         "--labels gives the 1000 ImageNet names, but x.onnx scores 7 classes; give a list with one name per class.")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_keras_file_exports_an_explainer_at_its_nhwc_layer(tmp_path):
+    """convlens's Keras files expose each layer as an NHWC relayout beside the NCHW path; export follows it back
+    as cam does, and the explainer's map equals `convlens cam` at that layer."""
+    import keras
+    import onnxruntime as ort
+
+    from convlens.converters.keras_converter import convert_keras_model
+    from convlens.engine.onnx_file import save_onnx
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    net = keras.Model(inputs, keras.layers.Dense(6, activation="softmax", name="head")(x))
+    path = save_onnx(convert_keras_model(net, name="small", preprocess="tf", labels=None), tmp_path / "k.onnx")
+    explainer = convlens.export(path, tmp_path / "k_gradcam.onnx", method="gradcam")
+    assert explainer.layer == "c2"
+    image = np.round(PIXELS).astype(np.uint8)
+    outputs = ort.InferenceSession(str(tmp_path / "k_gradcam.onnx")).run(["explained_class", "cam"], {"image": image[None]})
+    maps, _ = convlens.cam(path, image.astype(np.float32), layer="c2")
+    assert int(outputs[0][0]) == maps[0][0].class_index
+    np.testing.assert_allclose(outputs[1][0], maps[0][0].cam, atol=1e-5)

@@ -78,3 +78,25 @@ def test_verify_keras_file(tmp_path, capsys):
     out = convert(str(path), tmp_path / "small.onnx")
     rc, result = _verify(capsys, [str(out), "--source", str(path)])
     assert rc == 0 and result["passed"], result["rows"]
+
+
+def test_verify_a_pt2_file(tmp_path, capsys):
+    """A torch.export program: the file converted from it against the program's own module and autograd; a file
+    of other weights fails."""
+    from convlens.converters import convert
+
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 4)).eval()
+    pt2 = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 48, 48),)), str(pt2))
+    out = convert(str(pt2), tmp_path / "net.onnx")
+    rc, result = _verify(capsys, [str(out), "--source", str(pt2)])
+    assert rc == 0 and result["passed"], result["rows"]
+    with torch.no_grad():
+        net[0].weight.mul_(1.5)
+    other = tmp_path / "other.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(1, 3, 48, 48),)), str(other))
+    rc, result = _verify(capsys, [str(out), "--source", str(other)])
+    assert rc == 3 and not result["passed"]
