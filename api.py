@@ -180,13 +180,15 @@ def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = N
     return compare_models(_model(model_a), _model(model_b), image, layers, target, tolerances)
 
 
-def verify(model, *, source: str, weights: str | None = "none", image=None, **load_options) -> list[dict]:
-    """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd."""
-    from .converters.framework_reference import framework_reference
+def verify(model, *, source: str, weights: str | None = None, image=None, **load_options) -> list[dict]:
+    """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd.
+    `weights`: none, imagenet or a file; by default the ones the file records (convert's seeded random ones)."""
+    from .converters.framework_reference import framework_reference, reference_weights
     from .engine.images import sample_image
     from .engine.techniques.verification import verify as verify_against
 
     m = _model(model, **load_options)
+    weights = reference_weights(m.meta, source, weights, Path(m.path).name if m.path else "the model")
     reference = framework_reference(source, weights, m.input_spec)  # the framework's side, as arrays
     return verify_against(m, reference, sample_image() if image is None else image)
 

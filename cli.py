@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", "Check the engine against the source framework's own forward pass and autograd.")
     _model_args(p)
     p.add_argument("--source", required=True, help="keras:NAME, torch:NAME, timm:NAME or FILE.keras, as converted")
-    p.add_argument("--weights", default="none", help="the same weights the file was converted with")
+    p.add_argument("--weights", help="the weights the file was converted with: none, imagenet or a file (default: "
+                   "the ones the file records)")
     p.add_argument("--image", help="an image (default: the bundled photo)")
 
     p = add("sanity", "Cascading weight randomization (Adebayo et al. 2018): does the map depend on the model?")

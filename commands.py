@@ -147,7 +147,8 @@ def cmd_cam(args) -> dict:
     spec = model.input_spec
     out = Path(args.output)
     files, report = [], []
-    total = len(image_paths(args.images))
+    stems = unique_stems(image_paths(args.images))
+    total = len(stems)
     done = 0
     for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
         paths = [p for p, _ in batch]
@@ -158,7 +159,7 @@ def cmd_cam(args) -> dict:
             size = model_size(model, original)
             place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
             for r in results:
-                stem = f"{path.stem}_{r.method}_{r.class_index}"
+                stem = f"{stems[path]}_{r.method}_{r.class_index}"
                 heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
                 files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
                 files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
@@ -180,6 +181,18 @@ def cmd_cam(args) -> dict:
     return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines)}
 
 
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """A name per image for its outputs: its stem, or where stems repeat in one run its parent folder and stem,
+    then its position, so one run's outputs never collide."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    names = {p: p.stem if counts[p.stem] == 1 else f"{p.parent.name}_{p.stem}" for p in paths}
+    if len(set(names.values())) < len(names):
+        names = {p: f"{k:03d}_{p.stem}" if counts[p.stem] > 1 else p.stem for k, p in enumerate(paths)}
+    return names
+
+
 def cmd_saliency(args) -> dict:
     from convlens.engine.images import image_paths
     from convlens.engine.render import write_npy, write_png
@@ -188,14 +201,16 @@ def cmd_saliency(args) -> dict:
     model = _load(args)
     out = Path(args.output)
     files, report = [], []
-    for path in image_paths(args.images):
-        r = api.saliency(model, str(path), target=args.target, method=args.method, score=args.score,
-                         samples=args.samples, steps=args.steps, seed=args.seed)[0]
-        stem = f"{path.stem}_{args.method}_{r.class_index}"
-        files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
-        files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
-        report.append({"image": str(path), "class": r.class_index, "label": r.label,
-                       "completeness_error": r.completeness_error})
+    paths = image_paths(args.images)
+    stems = unique_stems(paths)
+    for path in paths:
+        for r in api.saliency(model, str(path), target=args.target, method=args.method, score=args.score,
+                              samples=args.samples, steps=args.steps, seed=args.seed):  # K maps for topK
+            stem = f"{stems[path]}_{args.method}_{r.class_index}"
+            files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
+            files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
+            report.append({"image": str(path), "class": r.class_index, "label": r.label,
+                           "completeness_error": r.completeness_error})
     summary = "\n".join(f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
                          + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
                          for e in report)
@@ -241,19 +256,21 @@ def cmd_demo(args) -> dict:
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
     from convlens.engine.images import sample_image
-    from convlens.engine.onnx_file import save_onnx, write_atomic
+    from convlens.engine.onnx_file import check_writable, save_onnx, write_atomic
     from convlens.engine.render import write_png
     from convlens.engine.report import build_report
 
     out = Path(args.output)
     onnx_path = out / "efficientnet_lite0.onnx"
+    report_path = check_writable(out / "report.html", args.force)  # a second demo never overwrites without --force
     start = time.perf_counter()
-    if onnx_path.exists() and not args.force:
+    if onnx_path.exists():  # the same conversion every time: reused, with --force too (it rewrites the report)
         note = f"reused {onnx_path}"
     else:
-        import torch
-
+        from convlens.converters.frameworks import torch_module
         from convlens.converters.quiet import quiet_frameworks
+
+        torch = torch_module("convlens demo converts EfficientNet-Lite0 with PyTorch, so it", "torch,demo")
 
         with quiet_frameworks(args.verbose):
             net = efficientnet_lite0()
@@ -266,7 +283,7 @@ def cmd_demo(args) -> dict:
         write_png(photo, sample_image().astype("uint8"))
     page, results = build_report(model, [str(photo)], "convlens demo: EfficientNet-Lite0 on Chelsea the cat",
                                  filter_steps=args.filter_steps)
-    report = write_atomic(out / "report.html", page.encode(), True)
+    report = write_atomic(report_path, page.encode(), args.force)
     top = results["images"][0]["top5"][0]
     return {"files": [str(onnx_path), str(report)], **results,
             "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\nwrote {report} in {time.perf_counter() - start:.0f} s"}

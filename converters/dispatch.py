@@ -44,7 +44,7 @@ def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, 
     if kind in ("keras-file", "torch-file"):
         if not Path(name).exists():
             raise ConvlensError(f"Model file not found: {name}")
-        if weights not in (None, "none"):
+        if weights is not None:  # "none" too: a saved file's weights are what they are
             raise ConvlensError(f"--weights does not apply to {name}: a saved model file carries its own weights.")
         if not include_top:
             raise ConvlensError(f"--no-top does not apply to {name}: a saved model file is converted as it was saved.")
@@ -75,5 +75,6 @@ def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, 
         from .torch_converter import convert_exported_program
 
         model = convert_exported_program(name, preprocess, size)
-    restate(model, recipe, labels, out.name)
+    zoo = kind in ("keras", "torch", "timm")
+    restate(model, recipe, labels, out.name, weights=(weights or "none") if zoo else None)
     return save_onnx(model, out, force)

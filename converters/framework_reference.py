@@ -123,9 +123,33 @@ class KerasReference:
                 g_pix.numpy() if g_pix is not None else None, g_layer)
 
 
+def reference_weights(meta, source: str, weights: str | None, file_name: str) -> str | None:
+    """The weights to build `source` with for a file: the ones given, else the ones its metadata records (seeded
+    random weights are rebuilt exactly). A file converted from another model, or whose weights cannot be known,
+    is refused in a sentence."""
+    kind, name = parse_source(source)
+    if kind in ("keras-file", "torch-file"):
+        return None  # a saved model carries its weights
+    expected = {"torch": f"torchvision.{name}", "timm": f"timm.{name}", "keras": name}[kind]
+    from_zoo = meta.weights is not None or meta.source_name.startswith(("torchvision.", "timm."))
+    if meta.source in ("torch", "keras") and from_zoo and meta.source_name != expected:
+        raise ConvlensError(f"{file_name} was converted from {meta.source_name}, not from {source}; verify it against "
+                            "the source it was converted from.")
+    if weights is not None:
+        return weights
+    if meta.weights is None:
+        raise ConvlensError(f"{file_name} does not record the weights it was made with, so verify cannot rebuild "
+                            "them; pass --weights none, imagenet or the weights file.")
+    return meta.weights
+
+
 def framework_reference(source: str, weights: str | None, spec):
     """The source framework's model with `weights`, wrapped to run like the engine (see verification.py)."""
     kind, name = parse_source(source)
+    if kind in ("torch", "timm", "torch-file"):
+        from .frameworks import torch_module
+
+        torch_module(f"Verifying against {source} (PyTorch's own autograd)")
     if kind == "torch":
         from .torch_converter import torchvision_model
 

@@ -30,9 +30,23 @@ def keras_modules():
     return keras, tf, tf2onnx
 
 
-def torch_module():
+# `--weights none` builds the model's own random initialization from this seed, so `verify` (or anyone) can
+# build the very same weights again; the seed is recorded in the converted file's metadata
+RANDOM_WEIGHTS_SEED = 0
+
+
+def seeded_torch(build):
+    """build() with torch's generator seeded by RANDOM_WEIGHTS_SEED, the caller's generator state kept."""
+    torch = torch_module()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return build()
+
+
+def torch_module(what: str = "Converting a PyTorch model", extras: str = "torch"):
+    """torch, or one sentence saying that `what` needs it and what to install."""
     try:
         import torch
     except ImportError:
-        raise ConvlensError("Converting a PyTorch model needs torch: pip install 'convlens[torch]'.") from None
+        raise ConvlensError(f"{what} needs torch: pip install 'convlens[{extras}]'.") from None
     return torch

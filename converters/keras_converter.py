@@ -18,7 +18,7 @@ from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish, fold_constants, rename_tensor
-from .frameworks import keras_modules
+from .frameworks import RANDOM_WEIGHTS_SEED, keras_modules
 
 # keras.applications preprocessing modes (keras/src/applications/*: preprocess_input)
 PREPROCESS_BY_FAMILY = {
@@ -228,6 +228,8 @@ def applications_model(name: str, weights: str | None = "none", include_top: boo
         except Exception as exc:
             raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
                                 "pass --weights FILE.weights.h5 or --weights none.") from None
+    if w == "none":  # seeded: the same random weights every time (frameworks.RANDOM_WEIGHTS_SEED)
+        keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)
     model = ctor(weights=None, **kwargs)
     if w == "none":
         return model

@@ -7,7 +7,7 @@ from pathlib import Path
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import PRESETS, InputSpec
 
-from .frameworks import torch_module
+from .frameworks import seeded_torch, torch_module
 from .torch_converter import convert_module, read_state_dict
 
 
@@ -30,7 +30,10 @@ def timm_model(name: str, weights: str | None = "none", input_size=None):
     w = (weights or "none").lower()
     kwargs = {"img_size": tuple(input_size)} if input_size else {}
     try:
-        model = _create(timm, name, w == "imagenet", kwargs)
+        if w == "imagenet":
+            model = _create(timm, name, True, kwargs)
+        else:  # seeded: the same random weights every time (before any weights file replaces them)
+            model = seeded_torch(lambda: _create(timm, name, False, kwargs))
     except ConvlensError:
         raise
     except Exception as exc:  # offline machines cannot download

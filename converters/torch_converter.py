@@ -11,7 +11,7 @@ from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
 from .common import finish
-from .frameworks import torch_module
+from .frameworks import seeded_torch, torch_module
 
 
 
@@ -183,8 +183,8 @@ def torchvision_model(name: str, weights: str | None):
         except Exception as exc:  # offline machines cannot download
             raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
                                 "pass --weights FILE.pth or --weights none.") from None
-    if w == "none":
-        return torchvision.models.get_model(name, weights=None).eval()
+    if w == "none":  # seeded: the same random weights every time (frameworks.RANDOM_WEIGHTS_SEED)
+        return seeded_torch(lambda: torchvision.models.get_model(name, weights=None)).eval()
     path = Path(weights)
     if not path.exists():
         raise ConvlensError(f"Weights file not found: {path}")

@@ -18,10 +18,12 @@ from .onnx_file import check_writable, load_onnx, save_large_onnx
 from .scores import class_count
 
 
-def restate(proto: onnx.ModelProto, recipe: InputRecipe, labels: str | None, name: str) -> None:
-    """A converter's metadata refined by what the user stated (convert's recipe flags and --labels); ImageNet
-    names are kept only on a head of 1000 classes."""
+def restate(proto: onnx.ModelProto, recipe: InputRecipe, labels: str | None, name: str,
+            weights: str | None = None) -> None:
+    """A converter's metadata refined by what the user stated (convert's recipe flags and --labels) and the
+    weights it was given; ImageNet names are kept only on a head of 1000 classes."""
     meta = read_meta(proto)
+    meta.weights = weights
     meta.input = meta.input.refined(recipe)
     classes = class_count(tensor_shapes(proto).get(meta.logits or meta.probabilities or ""))
     if labels:

@@ -190,6 +190,9 @@ class ModelMeta:
     labels: str | list[str] | None = None  # "imagenet" (shipped) or an explicit list
     # how the scores become probabilities: softmax over classes, or sigmoid per class (multi-label, binary)
     activation: str = "softmax"
+    # the weights a converter was given: "none" (random, seeded: converters/frameworks.RANDOM_WEIGHTS_SEED),
+    # "imagenet" or a file's path; None when not known (a foreign file, a saved model file)
+    weights: str | None = None
     inferred: bool = False  # True when read from the graph rather than written by a converter
 
     def to_json(self) -> str:

@@ -1,6 +1,7 @@
 """The technique commands end to end: files written, JSON results, folders of images."""
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -46,3 +47,27 @@ def test_saliency_and_filters_cli(tmp_path, torch_vgg16, capsys):
     assert np.load(out / "features.3.npy").shape == (4, 48, 48, 3)
     assert main(["filters", str(torch_vgg16["path"]), "--layer", "features.3", "--filters", "999", "-o", str(out), "--force"]) == 1
     assert "Filter 999 is out of range" in capsys.readouterr().err
+
+
+def test_one_runs_outputs_never_collide_and_topk_saliency_gives_k_maps(tmp_path, tiny_torch, capsys):
+    """Two images with the same stem in one run get two sets of files; saliency --class top3 writes three maps per
+    image; attribution PNGs are scaled by a high percentile, not the max (nearly black)."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "cat.png"), rng.uniform(0, 255, (32, 32, 3)).astype(np.uint8))
+    images = [str(tmp_path / "a" / "cat.png"), str(tmp_path / "b" / "cat.png")]
+    assert main(["cam", str(tiny_torch["path"]), *images, "-o", str(tmp_path / "cam"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    overlays = sorted(p for p in result["files"] if p.endswith("_overlay.png"))
+    assert len(overlays) == 2 and len(set(overlays)) == 2 and all(Path(p).exists() for p in overlays)
+    assert main(["saliency", str(tiny_torch["path"]), *images, "--class", "top3", "-o", str(tmp_path / "sal"),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["images"]) == 6 and len({(e["image"], e["class"]) for e in result["images"]}) == 6
+    pngs = [p for p in result["files"] if p.endswith(".png")]
+    assert len(pngs) == 6
+    brightness = cv2.imread(pngs[0]).max(axis=2)
+    assert np.percentile(brightness, 99) > 200  # the brightest 2 % saturate: the map is readable

@@ -27,6 +27,7 @@ def saved_models(tmp_path_factory):
 
 REFUSED = [
     ("keras-file", ["--weights", "w.h5"], "--weights does not apply to"),
+    ("keras-file", ["--weights", "none"], "--weights does not apply to"),  # as every other value is
     ("keras-file", ["--no-top"], "--no-top does not apply to"),
     ("keras-file", ["--input-size", "64"], "--input-size does not apply to"),
     ("torch-file", ["--weights", "w.pth"], "--weights does not apply to"),

@@ -59,9 +59,13 @@ def test_demo_and_report_cli(tmp_path, capsys):
     page = (out / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) >= 12 and "http" not in page.replace("http-equiv", "")  # self-contained, no network
-    # a second run reuses the converted model and never overwrites it
+    # a second run never overwrites the report without --force, and reuses the converted model
     before = (out / "efficientnet_lite0.onnx").stat().st_mtime_ns
-    assert main(["demo", "-o", str(out), "--filter-steps", "2", "--quiet"]) == 0
+    report = (out / "report.html").stat().st_mtime_ns
+    assert main(["demo", "-o", str(out), "--filter-steps", "2", "--quiet"]) == 1
+    assert f"Output {out / 'report.html'} already exists; pass --force to overwrite it." in capsys.readouterr().err
+    assert (out / "report.html").stat().st_mtime_ns == report
+    assert main(["demo", "-o", str(out), "--filter-steps", "2", "--quiet", "--force"]) == 0
     assert (out / "efficientnet_lite0.onnx").stat().st_mtime_ns == before
 
 

@@ -100,3 +100,22 @@ def test_verify_a_pt2_file(tmp_path, capsys):
     torch.export.save(torch.export.export(net, (torch.randn(1, 3, 48, 48),)), str(other))
     rc, result = _verify(capsys, [str(out), "--source", str(other)])
     assert rc == 3 and not result["passed"]
+
+
+def test_verify_rebuilds_the_seeded_random_weights_a_file_records(tmp_path, capsys):
+    """`convert --weights none` draws seeded weights and records it: verify with no --weights passes, as the
+    README's commands run it; another source, or a file that records no weights, is refused in a sentence."""
+    from convlens.converters import convert
+
+    path = convert("torch:resnet18", tmp_path / "r18.onnx", weights="none")
+    rc, result = _verify(capsys, [str(path), "--source", "torch:resnet18"])
+    assert rc == 0 and result["passed"], result["rows"]
+    assert main(["verify", str(path), "--source", "torch:vgg16"]) == 1
+    assert capsys.readouterr().err.strip() == ("convlens: r18.onnx was converted from torchvision.resnet18, not from "
+                                               "torch:vgg16; verify it against the source it was converted from.")
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten()), (torch.zeros(1, 3, 8, 8),),
+                      str(foreign), dynamo=False, opset_version=17)
+    assert main(["verify", str(foreign), "--source", "torch:resnet18", "--preprocess", "torch"]) == 1
+    assert "does not record the weights it was made with, so verify cannot rebuild them; pass --weights" \
+        in capsys.readouterr().err

@@ -123,28 +123,37 @@ METHODS = tuple(SALIENCY_METHODS)
 
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
              noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0) -> list[Attribution]:
-    """One attribution per image for its target class (the top class by default)."""
+    """One attribution per image for its target class (the top class by default); with 'topK', K per image, in
+    image order and within an image by rank."""
     row = SALIENCY_METHODS.get(method)
     if row is None:
         raise ConvlensError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}.")
     pixels = prepare(model, images)
     direct = row.plain_gradient is not None and single_class(model, target) == "top"
     if direct:  # the top class and its gradient in one run, no forward pass beforehand
-        classes, direct_grads = top_class_gradients(model, pixels, score, row.plain_gradient)
+        top, direct_grads = top_class_gradients(model, pixels, score, row.plain_gradient)
+        classes = [[c] for c in top]
     else:
-        classes = [c[0] for c in class_targets(model, class_scores(model, pixels, score), target)]
+        classes = class_targets(model, class_scores(model, pixels, score), target)
     ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed))
     results = []
     for i, x in enumerate(pixels):
-        c = classes[i]
-        attr, err = (direct_grads[i], None) if direct else row.attribute(ctx, x, c)
-        mag = np.abs(attr).max(axis=2)
-        peak = mag.max()
-        sal = (mag / peak).astype(np.float32) if peak > 0 else np.zeros_like(mag, np.float32)
-        results.append(Attribution(attr.astype(np.float32), sal, int(c), model.label(int(c)), method, err))
+        for c in classes[i]:
+            attr, err = (direct_grads[i], None) if direct else row.attribute(ctx, x, c)
+            mag = np.abs(attr).max(axis=2)
+            peak = mag.max()
+            sal = (mag / peak).astype(np.float32) if peak > 0 else np.zeros_like(mag, np.float32)
+            results.append(Attribution(attr.astype(np.float32), sal, int(c), model.label(int(c)), method, err))
     return results
 
 
+# attribution maps are dominated by a few pixels: as Captum's visualization does, the brightest 2 % saturate
+DISPLAY_PERCENTILE = 98.0
+
+
 def saliency_image(sal: np.ndarray) -> np.ndarray:
-    """A saliency map as an RGB picture (inferno colormap)."""
-    return cv2.applyColorMap(np.uint8(np.clip(sal, 0, 1) * 255), cv2.COLORMAP_INFERNO)[..., ::-1]
+    """A saliency map as an RGB picture (inferno colormap), scaled so its 98th percentile is full brightness
+    (scaled by the max, a map is nearly black); the arrays stay raw."""
+    top = float(np.percentile(sal, DISPLAY_PERCENTILE)) if sal.size else 0.0
+    scaled = sal / top if top > 0 else sal
+    return cv2.applyColorMap(np.uint8(np.clip(scaled, 0, 1) * 255), cv2.COLORMAP_INFERNO)[..., ::-1]
