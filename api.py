@@ -24,13 +24,11 @@ def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_orde
     "1/255"), `mean` and `std` (three numbers, or "A,B,C") refine it. `resize` (stretch, center-crop with
     `crop_fraction`, letterbox with `pad_value`) says how a photo becomes the input's size. `layout`
     describes a file without convlens metadata, `scores` names the class-score output where a file has several."""
-    from .engine.metadata import InputRecipe
     from .engine.model import load as load_model
-    from .engine.runtime import configure
 
-    configure(device, threads)
-    recipe = InputRecipe(preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)
-    return load_model(path, layout=layout, scores=scores, labels=labels, recipe=recipe)
+    return load_model(path, preprocess=preprocess, channel_order=channel_order, scale=scale, mean=mean, std=std,
+                      resize=resize, crop_fraction=crop_fraction, pad_value=pad_value, layout=layout, scores=scores,
+                      labels=labels, device=device, threads=threads)
 
 
 RECIPE_OPTIONS = ("preprocess", "channel_order", "scale", "mean", "std", "resize", "crop_fraction", "pad_value")
@@ -73,17 +71,22 @@ def _pixels_or_paths(images) -> list:
 
 
 def convert(source: str, output: str | os.PathLike, *, weights: str | None = None, no_top: bool = False,
-            input_size=None, labels: str | None = None, force: bool = False, verbose: bool = False, **recipe) -> Path:
+            input_size=None, labels: str | None = None, force: bool = False, verbose: bool = False, quiet: bool = True,
+            **recipe) -> Path:
     """Convert keras:NAME, torch:NAME, timm:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written.
     `recipe`: load's input options (preprocess, channel_order, scale, mean, std, resize, ...), which refine the
     preprocessing recorded; `labels` names the classes (imagenet or a file)."""
     from .converters import convert as convert_source
     from .converters.quiet import quiet_frameworks
 
+    from .engine.progress import Progress
+
     recipe = _recipe(recipe)
-    with quiet_frameworks(verbose):
-        return convert_source(source, output, weights=weights, include_top=not no_top, input_size=input_size,
+    with Progress(1, "conversion", quiet) as progress, quiet_frameworks(verbose):
+        path = convert_source(source, output, weights=weights, include_top=not no_top, input_size=input_size,
                               recipe=recipe, labels=labels, force=force)
+        progress.advance()
+    return path
 
 
 def annotate(model: str | os.PathLike, output: str | os.PathLike, *, layout: str | None = None,
@@ -180,32 +183,40 @@ def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = N
     return compare_models(_model(model_a), _model(model_b), image, layers, target, tolerances)
 
 
-def verify(model, *, source: str, weights: str | None = None, image=None, **load_options) -> list[dict]:
+def verify(model, *, source: str, weights: str | None = None, image=None, quiet: bool = True, verbose: bool = False,
+           **load_options) -> list[dict]:
     """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd.
     `weights`: none, imagenet or a file; by default the ones the file records (convert's seeded random ones)."""
     from .converters.framework_reference import framework_reference, reference_weights
+    from .converters.quiet import quiet_frameworks
     from .engine.images import sample_image
+    from .engine.progress import Progress
     from .engine.techniques.verification import verify as verify_against
 
     m = _model(model, **load_options)
     weights = reference_weights(m.meta, source, weights, Path(m.path).name if m.path else "the model")
-    reference = framework_reference(source, weights, m.input_spec)  # the framework's side, as arrays
-    return verify_against(m, reference, sample_image() if image is None else image)
+    with Progress(2, "verify steps", quiet) as progress, quiet_frameworks(verbose):
+        reference = framework_reference(source, weights, m.input_spec)  # the framework's side, as arrays
+        progress.advance()
+        rows = verify_against(m, reference, sample_image() if image is None else image)
+        progress.advance()
+    return rows
 
 
-def sanity(model, image, *, method: str = "gradcam", steps: int = 6, **load_options) -> list[dict]:
+def sanity(model, image, *, method: str = "gradcam", steps: int = 6, quiet: bool = True, **load_options) -> list[dict]:
     """Cascading weight randomization (Adebayo et al.): Spearman correlation with the original map per step."""
     from .engine.techniques.sanity import cascading_randomization
 
-    return cascading_randomization(_model(model, **load_options), image, method, steps)
+    return cascading_randomization(_model(model, **load_options), image, method, steps, quiet=quiet)
 
 
-def report(model, images, *, title: str | None = None, **load_options) -> tuple[str, dict]:
+def report(model, images, *, title: str | None = None, quiet: bool = True, **load_options) -> tuple[str, dict]:
     """(the report's self-contained HTML, its key results)."""
     from .engine.report import build_report
 
     m = _model(model, **load_options)
-    return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}")
+    return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}",
+                        quiet=quiet)
 
 
 def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion,insertion", boxes=None,

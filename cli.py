@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout: how heads are fused")
     p.add_argument("--discard", type=float, default=0.0, help="rollout: fraction of the weakest attention set to zero")
     p.add_argument("--batch", type=int, default=8, help="images per run")
+    p.add_argument("--overlay", default="blend", choices=["blend", "additive"],
+                   help="blend: the map mixed half and half with the photo, visible on any background; additive: "
+                        "the lesson's recipe (map x 0.4 added onto the photo), which washes out on white pages")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
     p = add("attention", "Per-head attention maps of a transformer's class token (or one patch) in one block.")

@@ -24,7 +24,7 @@ def _load(args):
 def cmd_convert(args) -> dict:
     path = api.convert(args.source, args.output, weights=args.weights, no_top=args.no_top,
                        input_size=args.input_size, **_recipe(args), labels=args.labels, force=args.force,
-                       verbose=args.verbose)
+                       verbose=args.verbose, quiet=args.quiet or args.json)
     model = api.load(path)
     spec = model.input_spec
     size = f"{spec.size[0]}x{spec.size[1]}" if spec.size else "of any size"
@@ -138,7 +138,8 @@ def cmd_cam(args) -> dict:
     from convlens.engine.errors import ConvlensError
     from convlens.engine.images import image_paths
     from convlens.engine.images import fit_image, to_photo
-    from convlens.engine.render import jet_overlay, progress, write_npy, write_png
+    from convlens.engine.progress import Progress
+    from convlens.engine.render import overlay, write_npy, write_png
     from convlens.engine.techniques.common import model_size
 
     if args.batch < 1:
@@ -149,27 +150,26 @@ def cmd_cam(args) -> dict:
     files, report = [], []
     stems = unique_stems(image_paths(args.images))
     total = len(stems)
-    done = 0
-    for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
-        paths = [p for p, _ in batch]
-        maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
-                             method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
-        for (path, original), results, top in zip(batch, maps, tops):
-            entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
-            size = model_size(model, original)
-            place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
-            for r in results:
-                stem = f"{stems[path]}_{r.method}_{r.class_index}"
-                heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
-                files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
-                files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
-                files.append(str(write_png(out / f"{stem}_overlay.png", jet_overlay(original, heat), args.force)))
-                entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
-                                      "layer_rule": r.layer_rule,
-                                      "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
-            report.append(entry)
-        done += len(paths)
-        progress(done, total, "images", args.quiet or args.json)
+    with Progress(total, "images", args.quiet or args.json) as progress:
+        for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
+            paths = [p for p, _ in batch]
+            maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
+                                 method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
+            for (path, original), results, top in zip(batch, maps, tops):
+                entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
+                size = model_size(model, original)
+                place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+                for r in results:
+                    stem = f"{stems[path]}_{r.method}_{r.class_index}"
+                    heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
+                    files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
+                    files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
+                    files.append(str(write_png(out / f"{stem}_overlay.png", overlay(original, heat, args.overlay), args.force)))
+                    entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
+                                          "layer_rule": r.layer_rule,
+                                          "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
+                report.append(entry)
+            progress.advance(len(paths))
     lines = []
     for e in report:
         lines.append(f"{e['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in e["top5"]))
@@ -194,23 +194,32 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
 
 
 def cmd_saliency(args) -> dict:
-    from convlens.engine.images import image_paths
+    from convlens.engine.images import fit_image, image_paths, load_image, to_photo
+    from convlens.engine.progress import Progress
     from convlens.engine.render import write_npy, write_png
+    from convlens.engine.techniques.common import model_size
     from convlens.engine.techniques.saliency import saliency_image
 
     model = _load(args)
+    spec = model.input_spec
     out = Path(args.output)
     files, report = [], []
     paths = image_paths(args.images)
     stems = unique_stems(paths)
-    for path in paths:
-        for r in api.saliency(model, str(path), target=args.target, method=args.method, score=args.score,
-                              samples=args.samples, steps=args.steps, seed=args.seed):  # K maps for topK
-            stem = f"{stems[path]}_{args.method}_{r.class_index}"
-            files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))
-            files.append(str(write_png(out / f"{stem}.png", saliency_image(r.saliency), args.force)))
-            report.append({"image": str(path), "class": r.class_index, "label": r.label,
-                           "completeness_error": r.completeness_error})
+    with Progress(len(paths), "images", args.quiet or args.json) as progress:
+        for path in paths:
+            original = load_image(path)
+            size = model_size(model, original)
+            place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+            for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
+                                  samples=args.samples, steps=args.steps, seed=args.seed):  # K maps for topK
+                stem = f"{stems[path]}_{args.method}_{r.class_index}"
+                files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
+                picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
+                files.append(str(write_png(out / f"{stem}.png", picture, args.force)))
+                report.append({"image": str(path), "class": r.class_index, "label": r.label,
+                               "completeness_error": r.completeness_error})
+            progress.advance()
     summary = "\n".join(f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
                          + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
                          for e in report)
@@ -243,7 +252,8 @@ def cmd_report(args) -> dict:
     from convlens.engine.onnx_file import check_writable, write_atomic
     check_writable(args.output, args.force)
     model = _load(args)
-    page, results = api.report(model, [str(p) for p in image_paths(args.images)], title=f"convlens: {Path(args.model).name}")
+    page, results = api.report(model, [str(p) for p in image_paths(args.images)], title=f"convlens: {Path(args.model).name}",
+                               quiet=args.quiet or args.json)
     path = write_atomic(args.output, page.encode(), args.force)
     return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
 
@@ -282,7 +292,7 @@ def cmd_demo(args) -> dict:
     if not photo.exists():
         write_png(photo, sample_image().astype("uint8"))
     page, results = build_report(model, [str(photo)], "convlens demo: EfficientNet-Lite0 on Chelsea the cat",
-                                 filter_steps=args.filter_steps)
+                                 filter_steps=args.filter_steps, quiet=args.quiet or args.json)
     report = write_atomic(report_path, page.encode(), args.force)
     top = results["images"][0]["top5"][0]
     return {"files": [str(onnx_path), str(report)], **results,
@@ -296,7 +306,7 @@ class ComparisonFailed(Exception):
 def cmd_compare(args) -> dict:
 
     from convlens.engine.onnx_file import write_atomic
-    from convlens.engine.render import filter_grid, jet_overlay, write_png
+    from convlens.engine.render import filter_grid, overlay, write_png
     from convlens.engine.techniques.common import prepare
     from convlens.engine.techniques.compare import markdown
 
@@ -320,7 +330,7 @@ def cmd_compare(args) -> dict:
     if "gradcam" in c.pictures:
         ha, hb = c.pictures["gradcam"]
         files.append(str(write_png(out / "gradcam_side_by_side.png",
-                                   np.concatenate([jet_overlay(shown, ha), jet_overlay(shown, hb)], axis=1), args.force)))
+                                   np.concatenate([overlay(shown, ha), overlay(shown, hb)], axis=1), args.force)))
     if "filters" in c.pictures:
         fa, fb = c.pictures["filters"]
         files.append(str(write_png(out / "filters_side_by_side.png", filter_grid(np.concatenate([fa, fb]), per_row=len(fa)), args.force)))
@@ -337,7 +347,7 @@ def cmd_sanity(args) -> dict:
     from convlens.engine.techniques.sanity import markdown as sanity_markdown
 
     model = _load(args)
-    rows = api.sanity(model, args.image, method=args.method, steps=args.steps)
+    rows = api.sanity(model, args.image, method=args.method, steps=args.steps, quiet=args.quiet or args.json)
     out = Path(args.output)
     table = sanity_markdown(rows)
     files = [str(write_atomic(out / f"sanity_{args.method}.md", table.encode(), args.force)),
@@ -347,12 +357,11 @@ def cmd_sanity(args) -> dict:
 
 
 def cmd_verify(args) -> dict:
-    from convlens.converters.quiet import quiet_frameworks
     from convlens.engine.techniques.verification import markdown as verification_markdown
 
     model = _load(args)
-    with quiet_frameworks(args.verbose):
-        rows = api.verify(model, source=args.source, weights=args.weights, image=args.image)
+    rows = api.verify(model, source=args.source, weights=args.weights, image=args.image,
+                      quiet=args.quiet or args.json, verbose=args.verbose)
     passed = all(r["ok"] for r in rows)
     result = {"rows": rows, "passed": passed, "files": [],
               "summary": verification_markdown(rows) + ("\nPASSED" if passed else "\nFAILED")}

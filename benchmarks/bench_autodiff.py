@@ -22,12 +22,10 @@ def rss_child(path, threads):
     from convlens.engine import load
     from convlens.engine.adapter import PIXELS
     from convlens.engine.objectives import one_hot
-    from convlens.engine.runtime import configure
     from convlens.engine.techniques.gradients import gradient_program, run_gradient
     from convlens.engine.techniques.targets import Target
 
-    configure(threads=threads)
-    model = load(path)
+    model = load(path, threads=threads)
     prog, c = gradient_program(model, Target(), (224, 224))
     run_gradient(prog, np.random.rand(1, 224, 224, 3).astype(np.float32) * 255, one_hot([386], c))[prog.grads[PIXELS]]
     # VmHWM, not ru_maxrss: the latter can carry the parent's size across fork+exec
@@ -125,7 +123,7 @@ def main():
     from convlens.engine.adapter import adapter_nodes
     from convlens.engine.graph import needed_nodes
     from convlens.engine.objectives import channel_objective
-    from convlens.engine.program import static_shapes
+    from convlens.engine.shapes import static_shapes
 
     a_nodes, a_inits = adapter_nodes(model.input_spec)
     extra = channel_objective(model.meta.logits, "flat", 2, 1000)

@@ -40,18 +40,16 @@ def main():
     from convlens.engine.evaluation.sample_set import build
     from convlens.engine.images import load_image
     from convlens.engine.onnx_file import save_onnx
-    from convlens.engine.runtime import configure
     from convlens.engine.techniques.common import prepare
 
     from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     torch.set_num_threads(args.threads)
-    configure(threads=args.threads)
     torch.manual_seed(0)
     net = torchvision.models.resnet50(weights=None).eval().requires_grad_(False)
     folder = scratch_dir()
     path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), folder / "resnet50.onnx")
-    model = load(path)
+    model = load(path, threads=args.threads)
     listing, _ = build(folder / "set")
     image = str(folder / "set" / "cat.png")
     peak = matmul_peak(torch)
@@ -66,7 +64,7 @@ def main():
     target = 281
 
     # 1. deletion + insertion
-    ev = Evaluator(model, Settings(("random",), ("deletion", "insertion"), 50, "auto", 0.0), args.threads)
+    ev = Evaluator(model, Settings(("random",), ("deletion", "insertion"), 50, "auto", 0.0))
 
     def ours_curves():
         return ev._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image)
@@ -95,7 +93,7 @@ def main():
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    road = Evaluator(model, Settings(("random",), ("road",), 50, "auto", 0.01), args.threads)
+    road = Evaluator(model, Settings(("random",), ("road",), 50, "auto", 0.01))
     t_road = median_time(lambda: road._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image), args.repeat)
     xt = torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
     t0 = time.perf_counter()

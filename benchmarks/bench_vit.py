@@ -29,7 +29,6 @@ def main():
     from convlens.engine.adapter import PIXELS
     from convlens.engine.objectives import TOP_CLASS
     from convlens.engine.onnx_file import save_onnx
-    from convlens.engine.runtime import configure
     from convlens.engine.techniques.cam import gradcam
     from convlens.engine.techniques.gradients import gradient_program
     from convlens.engine.techniques.targets import Target
@@ -37,12 +36,12 @@ def main():
     from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     torch.set_num_threads(args.threads)
-    configure(threads=args.threads)
     torch.manual_seed(0)
     net = torchvision.models.vit_b_16(weights=None).eval()
     torch.nn.init.normal_(net.heads.head.weight, std=0.02)  # torchvision initializes the head to zero
     net.requires_grad_(False)  # the baselines compute only the gradients convlens computes
-    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), scratch_dir() / "vit_b_16.onnx"))
+    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), scratch_dir() / "vit_b_16.onnx"),
+                 threads=args.threads)
     torch.backends.mha.set_fastpath_enabled(False)  # eager autograd through the same explicit attention
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

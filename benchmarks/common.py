@@ -29,9 +29,8 @@ def matmul_peak(torch, repeat=5) -> float:
 
 def forward_flops(model, size) -> float:
     """FLOPs of one image's forward pass: 2 * multiply-adds of MatMul, Gemm and Conv, from inferred shapes."""
-    from convlens.engine.techniques.layers import layer_shapes
 
-    shapes = layer_shapes(model, size)
+    shapes = model.shapes.static(size)
     total = 0.0
     for node in model.nodes:
         out = shapes.get(node.output[0])
@@ -67,10 +66,8 @@ def vgg16_pair(threads: int):
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
     from convlens.engine.onnx_file import save_onnx
-    from convlens.engine.runtime import configure
 
     torch.set_num_threads(threads)
-    configure(threads=threads)
     torch.manual_seed(0)
     net = torchvision.models.vgg16(weights=None).eval()
     for m in net.modules():
@@ -79,4 +76,4 @@ def vgg16_pair(threads: int):
     # the baselines compute only the gradients convlens computes: none for the weights
     net.requires_grad_(False)
     path = save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224)), scratch_dir() / "vgg16.onnx")
-    return net, load(path), path
+    return net, load(path, threads=threads), path

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
+from .downloads import check_imagenet_download, failure_cause
 from .common import finish, fold_constants, rename_tensor
 from .frameworks import RANDOM_WEIGHTS_SEED, keras_modules
 
@@ -222,11 +223,13 @@ def applications_model(name: str, weights: str | None = "none", include_top: boo
         kwargs["input_shape"] = (input_size[0], input_size[1], 3)
     elif not include_top:
         kwargs["input_shape"] = (None, None, 3)
+    if w == "imagenet":  # offline: one sentence now, not after the framework's retries
+        check_imagenet_download("keras", name, "--weights FILE.weights.h5 or --weights none")
     if w == "imagenet":
         try:
             return ctor(weights="imagenet", **kwargs)
         except Exception as exc:
-            raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
+            raise ConvlensError(f"Could not get ImageNet weights for {name} ({failure_cause(exc)}); "
                                 "pass --weights FILE.weights.h5 or --weights none.") from None
     if w == "none":  # seeded: the same random weights every time (frameworks.RANDOM_WEIGHTS_SEED)
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)

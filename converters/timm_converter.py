@@ -7,6 +7,7 @@ from pathlib import Path
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import PRESETS, InputSpec
 
+from .downloads import check_imagenet_download, failure_cause
 from .frameworks import seeded_torch, torch_module
 from .torch_converter import convert_module, read_state_dict
 
@@ -29,6 +30,8 @@ def timm_model(name: str, weights: str | None = "none", input_size=None):
         raise ConvlensError(f"Unknown timm model {name!r}" + (f"; closest: {', '.join(close)}." if close else "."))
     w = (weights or "none").lower()
     kwargs = {"img_size": tuple(input_size)} if input_size else {}
+    if w == "imagenet":  # offline: one sentence now, not after the framework's retries
+        check_imagenet_download("timm", name, "--weights FILE (.pth or .safetensors) or --weights none")
     try:
         if w == "imagenet":
             model = _create(timm, name, True, kwargs)
@@ -38,7 +41,7 @@ def timm_model(name: str, weights: str | None = "none", input_size=None):
         raise
     except Exception as exc:  # offline machines cannot download
         if w == "imagenet":
-            raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
+            raise ConvlensError(f"Could not get ImageNet weights for {name} ({failure_cause(exc)}); "
                                 "pass --weights FILE (.pth or .safetensors) or --weights none.") from None
         raise
     if w not in ("none", "imagenet"):

@@ -10,6 +10,7 @@ import onnx
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
+from .downloads import check_imagenet_download, failure_cause
 from .common import finish
 from .frameworks import seeded_torch, torch_module
 
@@ -177,11 +178,13 @@ def torchvision_model(name: str, weights: str | None):
         close = difflib.get_close_matches(name, available, n=3)
         raise ConvlensError(f"Unknown torchvision model {name!r}" + (f"; closest: {', '.join(close)}." if close else "."))
     w = (weights or "none").lower()
+    if w == "imagenet":  # offline: one sentence now, not after the framework's retries
+        check_imagenet_download("torch", name, "--weights FILE.pth or --weights none")
     if w == "imagenet":
         try:
             return torchvision.models.get_model(name, weights="DEFAULT").eval()
         except Exception as exc:  # offline machines cannot download
-            raise ConvlensError(f"Could not get ImageNet weights for {name} ({exc.__class__.__name__}); "
+            raise ConvlensError(f"Could not get ImageNet weights for {name} ({failure_cause(exc)}); "
                                 "pass --weights FILE.pth or --weights none.") from None
     if w == "none":  # seeded: the same random weights every time (frameworks.RANDOM_WEIGHTS_SEED)
         return seeded_torch(lambda: torchvision.models.get_model(name, weights=None)).eval()

@@ -29,7 +29,8 @@ from .autodiff.emitter import Emitter
 from .errors import ConvlensError
 from .graph import float_info, needed_nodes
 from .model import Model
-from .render import OVERLAY_ALPHA, colorize
+from .render import BLEND_ALPHA, colorize
+from .shapes import probe_shapes, static_shapes, unknown_shapes
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
@@ -149,7 +150,6 @@ OBJECTIVE_WEIGHTS, OBJECTIVE = "explainer_objective_weights", "explainer_objecti
 def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str, size):
     """(nodes: adapter, model (opset 18) and backward; gradient names; small inits; weights)."""
     from .autodiff import build_backward
-    from .program import probe_shapes, static_shapes, unknown_shapes
 
     nodes, small = _model_at_export_opset(model)
     a_nodes, a_inits = adapter_nodes(model.input_spec)
@@ -168,7 +168,7 @@ def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str
     shapes = static_shapes(cut, inits, size, [w_info] + weight_infos, opsets)
     unknown = unknown_shapes(cut, shapes)
     if unknown:
-        shapes.update(probe_shapes(cut, inits, model.weights, size, [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
+        shapes.update(probe_shapes(model.runtime, cut, inits, model.weights, size, [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
                                    opsets, unknown))
     wrt = [info.tensor] if info is not None else [PIXELS]
     overrides = ("guided",) if method == "guided-backprop" else ()
@@ -243,11 +243,10 @@ def _objective_weights(e: Emitter, target: str, copies: int):
 # --- maps -------------------------------------------------------------------------------------------
 def _cam_map(e: Emitter, model: Model, info, grad: str, method: str, size) -> str:
     """The method's raw map (N, h, w) from the layer's activations and gradient, viewed as NCHW."""
-    from .techniques.cam import grid_shapes
     from .techniques.cam_methods import CAM_METHODS
     from .tokens import token_grid
 
-    tokens = token_grid(model, info.tensor, grid_shapes(model, size))
+    tokens = token_grid(model, info.tensor, model.shapes.complete(size))
 
     def nchw(t):
         if tokens is not None:
@@ -292,11 +291,13 @@ def _heatmap(e: Emitter, grid: str) -> str:
 
 
 def _overlay(e: Emitter, heatmap: str) -> None:
-    """render.jet_overlay in ONNX: uint8(heat * 255) through OpenCV's JET table, x 0.4, + image, clipped."""
+    """render.overlay (blend) in ONNX: uint8(heat * 255) through OpenCV's JET table, mixed half and half with the
+    image, floored."""
     table = colorize(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0]
     index = e.op("Cast", e.op("Floor", e.op("Mul", heatmap, e.const(255.0))), to=TensorProto.INT64)
     colored = e.op("Gather", e.const(table.astype(np.float32)), index, axis=0)
-    blended = e.op("Add", e.op("Mul", colored, e.const(OVERLAY_ALPHA)), e.op("Cast", IMAGE, to=TensorProto.FLOAT))
+    image = e.op("Cast", IMAGE, to=TensorProto.FLOAT)
+    blended = e.op("Add", e.op("Mul", colored, e.const(BLEND_ALPHA)), e.op("Mul", image, e.const(1 - BLEND_ALPHA)))
     clipped = e.op("Floor", e.op("Clip", blended, e.const(0.0), e.const(255.0)))
     e.op("Cast", clipped, out="overlay", to=TensorProto.UINT8)
 

@@ -18,7 +18,9 @@ from .metadata import METADATA_KEY, InputRecipe, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
 from .opset import upgrade_opset
 from .precision import widen_float16
+from .runtime import Runtime
 from .scores import choose_scores
+from .shapes import ShapeService
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime.py).
 _BIG = 1024
@@ -27,9 +29,11 @@ _BIG = 1024
 class Model:
     """An .onnx file ready for the techniques: graph, weights, metadata, compiled-program cache."""
 
-    def __init__(self, proto: onnx.ModelProto, meta: ModelMeta, path: str | None = None):
+    def __init__(self, proto: onnx.ModelProto, meta: ModelMeta, path: str | None = None,
+                 runtime: Runtime | None = None):
         self.path = path
         self.meta = meta
+        self.runtime = runtime or Runtime()  # this model's device and threads, for every program it compiles
         # messages kept from the proto are copies: a part of a parsed proto keeps the whole parse alive
         # (the weights' bytes too), which would hold a second copy of every weight in memory
         self.opset_imports = [_detached(o) for o in proto.opset_import]
@@ -58,7 +62,7 @@ class Model:
         self.classes: int | None = None  # the class count, where the graph fixes it (set by load)
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (program.py)
-        self.shapes: dict = {}  # tensor shapes, by image size and input adapter (techniques/gradients.py)
+        self.shapes = ShapeService(self)  # tensor shapes, by image size and input adapter (shapes.py)
 
     def _fold_constant_nodes(self) -> None:
         """Constant nodes and Identity-of-initializer nodes (exporters dedupe equal buffers that way)
@@ -89,7 +93,7 @@ class Model:
 
         view = copy.copy(self)
         view.meta = dataclasses.replace(self.meta, input=spec)
-        view.programs, view.shapes = {}, {}
+        view.programs, view.shapes = {}, ShapeService(view)
         return view
 
     @property
@@ -98,7 +102,8 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-             scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None) -> "Model":
+             scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None,
+             runtime: Runtime | None = None) -> "Model":
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
         `recipe` states the input (a preset refined by numbers); `scores` names the class-score tensor where
         the graph does not say it unambiguously (scores.py)."""
@@ -127,7 +132,7 @@ class Model:
         meta.labels = check_label_count(meta.labels, choice.classes, "--labels" if labels else None, path)
         if not meta.input.stated:
             _say_assumed_input(path, meta.input)
-        model = cls(proto, meta, str(path))
+        model = cls(proto, meta, str(path), runtime)
         model.classes = choice.classes
         model.scores_refusal = None if (meta.logits or meta.probabilities) else choice.refusal
         return model
@@ -222,9 +227,16 @@ def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     entry.key, entry.value = METADATA_KEY, meta.to_json()
 
 
-def load(path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
-         scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None) -> Model:
-    return Model.load(path, preprocess, layout, scores, labels, recipe)
+def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None, scale=None,
+         mean=None, std=None, resize: str | None = None, crop_fraction=None, pad_value=None, layout: str | None = None,
+         scores: str | None = None, labels: str | None = None, device: str = "cpu", threads: int = 0,
+         recipe: InputRecipe | None = None) -> Model:
+    """Open an .onnx file with the input stated by a recipe (a preset refined by numbers, or `recipe` whole),
+    its programs run on `device` with `threads` (convlens.load documents each option)."""
+    runtime = Runtime(device or "cpu", threads or 0)  # checked before the file is read
+    if recipe is None:
+        recipe = InputRecipe(preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)
+    return Model.load(path, layout=layout, scores=scores, labels=labels, recipe=recipe, runtime=runtime)
 
 
 def _say_assumed_input(path, spec: InputSpec) -> None:

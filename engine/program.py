@@ -12,10 +12,11 @@ from onnx import TensorProto, helper
 
 from .adapter import PIXELS, adapter_nodes
 from .errors import ConvlensError
-from .graph import float_info, infer_shapes, needed_nodes
+from .graph import float_info, needed_nodes
 from .metadata import InputSpec
 from .model import Model
-from .runtime import external_placeholder, make_session
+from .runtime import external_placeholder
+from .shapes import probe_shapes, static_shapes, unknown_shapes
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
         shapes = static_shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
         unknown = unknown_shapes(cut, shapes)
         if unknown:
-            shapes.update(probe_shapes(cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
+            shapes.update(probe_shapes(model.runtime, cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
         # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
         # they replaced (see the ReLU rule), so keep only what the fetched tensors need
@@ -138,56 +139,8 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
                               initializer=initializers)
     proto = helper.make_model(graph, opset_imports=model.opset_imports)
     proto.ir_version = 8
-    session = make_session(proto, {n: weights[n] for n in weights if n in used})
+    session = model.runtime.session(proto, {n: weights[n] for n in weights if n in used})
     return Program(session, fetch, grads, size, extra.inputs, needs_pixels, model.single_image)
-
-
-def static_shapes(nodes, inits, size, more_inputs, opsets) -> dict:
-    """Shapes with a symbolic batch; where shapes computed from Shape() get lost with a symbolic batch
-    (exporters' dynamic padding), a batch-1 inference fills them in, batch dimension marked symbolic."""
-    symbolic = infer_shapes(nodes, inits, [float_info(PIXELS, ["N", size[0], size[1], 3])] + more_inputs, opsets)
-    if all(all(isinstance(d, int) for d in shape[1:]) for shape in symbolic.values()) and \
-            all(o in symbolic for n in nodes for o in n.output if o):
-        return symbolic
-    concrete = infer_shapes(nodes, inits, [float_info(PIXELS, [1, size[0], size[1], 3])] + more_inputs, opsets)
-    for name, shape in concrete.items():
-        known = symbolic.get(name)
-        if known is None or any(not isinstance(d, int) for d in known[1:]):
-            symbolic[name] = (["N"] + shape[1:]) if shape and shape[0] == 1 else shape
-    return symbolic
-
-
-def unknown_shapes(nodes, shapes: dict) -> list[str]:
-    """The nodes' outputs whose sizes (past the batch) static inference did not find."""
-    return [o for n in nodes for o in n.output
-            if o and (o not in shapes or any(not isinstance(d, int) for d in shapes[o][1:]))]
-
-
-def probe_shapes(nodes, inits, weights, size, extra_inputs, opsets, names) -> dict:
-    """Shapes that static inference could not find, read off one forward run at batch 1."""
-    from .graph import elem_types
-
-    inputs = [float_info(PIXELS, [1, size[0], size[1], 3])] + list(extra_inputs)
-    weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
-                    for n, a in weights.items()]
-    types = elem_types(nodes, inits, inputs + weight_infos, opsets)
-    used = {i for n in nodes for i in n.input}
-    names = [n for n in names if types.get(n, TensorProto.FLOAT) == TensorProto.FLOAT]
-    if not names:
-        return {}
-    graph = helper.make_graph(nodes, "probe", inputs,
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
-                              initializer=[t for t in inits.values()] +
-                              [external_placeholder(n, a) for n, a in weights.items() if n in used])
-    proto = helper.make_model(graph, opset_imports=opsets)
-    proto.ir_version = 8
-    feeds = {PIXELS: np.zeros((1, size[0], size[1], 3), np.float32)}
-    for info in extra_inputs:
-        dims = [1 if not d.HasField("dim_value") else d.dim_value for d in info.type.tensor_type.shape.dim]
-        feeds[info.name] = np.zeros(dims, helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type or 1))
-    session = make_session(proto, {n: a for n, a in weights.items() if n in used})
-    values = session.run(names, feeds)
-    return {n: ["N"] + list(v.shape[1:]) for n, v in zip(names, values)}
 
 
 def _check_known(targets, nodes, inits, weights):

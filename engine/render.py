@@ -44,15 +44,29 @@ def upscale(img: np.ndarray, min_side: int = 256) -> np.ndarray:
     return cv2.resize(img, (img.shape[1] * factor, img.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
 
 
-OVERLAY_ALPHA = 0.4  # the heatmap's weight over the image (exported explainers draw with it too)
+OVERLAY_STYLES = ("blend", "additive")
+BLEND_ALPHA = 0.5  # blend: the colored map's share of each pixel (exported explainers draw with it too)
+ADDITIVE_ALPHA = 0.4  # additive (the lesson's recipe): the colored map's weight added onto the image
 
 
-def jet_overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The lesson's overlay: heatmap (0..1) resized to the image, JET colormap, x alpha + image."""
+def jet_colors(image_rgb: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The heatmap (0..1) resized to the image (bilinear) through the JET colormap, as float RGB."""
     h, w = image_rgb.shape[:2]
     hm = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    colored = colorize(np.uint8(np.clip(hm, 0, 1) * 255), cv2.COLORMAP_JET).astype(np.float32)
-    return np.clip(colored * alpha + image_rgb.astype(np.float32), 0, 255).astype(np.uint8)
+    return colorize(np.uint8(np.clip(hm, 0, 1) * 255), cv2.COLORMAP_JET).astype(np.float32)
+
+
+def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, style: str = "blend") -> np.ndarray:
+    """The map over the photo. `blend` mixes colors and image half and half, so the map shows on any
+    background (a white page included); `additive` is the lesson's recipe (map x 0.4 + image, clipped), which
+    saturates bright backgrounds to white."""
+    colored = jet_colors(image_rgb, heatmap)
+    image = image_rgb.astype(np.float32)
+    if style == "additive":
+        return np.clip(colored * ADDITIVE_ALPHA + image, 0, 255).astype(np.uint8)
+    if style != "blend":
+        raise ValueError(f"overlay style must be one of {OVERLAY_STYLES}, not {style!r}")
+    return np.clip(colored * BLEND_ALPHA + image * (1 - BLEND_ALPHA), 0, 255).astype(np.uint8)
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -106,16 +120,3 @@ def line_plot(values, width: int = 480, height: int = 240, margin: int = 30) -> 
     for i, v in enumerate(values):
         cv2.circle(img, point(i, v), 4, (200, 60, 30), -1)
     return img
-
-
-def progress(done: int, total: int, what: str, quiet: bool = False) -> None:
-    """A one-line progress bar on a terminal's stderr (nothing when quiet or not a terminal)."""
-    import sys
-
-    if quiet or not sys.stderr.isatty():
-        return
-    filled = int(30 * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {what}")
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()

@@ -6,18 +6,31 @@ import html
 
 import numpy as np
 
+from .images import fit_image, load_image, to_photo
 from .model import Model
-from .render import channel_grid, colorize, encode_png, filter_grid, jet_overlay, upscale
+from .progress import Progress
+from .render import channel_grid, colorize, encode_png, filter_grid, overlay, upscale
 from .techniques.activations import activations, as_channels, predictions
 from .techniques.cam import gradcam
-from .techniques.common import prepare
+from .techniques.common import model_size, prepare
 from .techniques.filters import own_size, visualize_filters
 from .techniques.layers import layer_table
 from .techniques.saliency import saliency, saliency_image
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-img{max-width:100%;border:1px solid #ccc}figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}
-figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 8px;border-bottom:1px solid #eee}"""
+img{max-width:100%;border:1px solid #ccc;cursor:zoom-in}figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}
+figure.wide{display:block;max-width:100%;width:100%}figure.wide img{width:100%;image-rendering:pixelated}
+figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 8px;border-bottom:1px solid #eee}
+#full{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;cursor:zoom-out;z-index:9}
+#full img{max-width:none;border:0;margin:1em auto;display:block;background:#fff;image-rendering:pixelated}"""
+WIDE = 2.0  # a figure at least this many times wider than high takes the page's width
+
+# a click on any picture shows it at its full size over the page; a click on that closes it
+ZOOM = ("<div id='full'><img id='full-img' alt='full size'></div><script>"
+        "document.addEventListener('click',e=>{const f=document.getElementById('full');"
+        "if(e.target.closest('#full')){f.style.display='none';return;}"
+        "if(e.target.tagName==='IMG'){document.getElementById('full-img').src=e.target.src;f.style.display='block';}});"
+        "</script>")
 
 
 def img_tag(arr: np.ndarray, alt: str) -> str:
@@ -27,7 +40,13 @@ def img_tag(arr: np.ndarray, alt: str) -> str:
 
 
 def figure(arr, caption: str) -> str:
-    return f"<figure>{img_tag(arr, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    kind = " class='wide'" if arr.shape[1] >= WIDE * arr.shape[0] else ""
+    return (f"<figure{kind}>{img_tag(arr, caption)}"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def channels_caption(name: str, shown: int, total: int) -> str:
+    return f"{name}: all {total} channels" if shown == total else f"{name}: first {shown} of {total} channels"
 
 
 def pick_layers(model: Model, count: int = 3) -> list[str]:
@@ -40,8 +59,10 @@ def pick_layers(model: Model, count: int = 3) -> list[str]:
 
 
 def build_report(model: Model, images: list, title: str = "convlens report", filter_layer: str | None = None,
-                 methods=("gradcam", "gradcam++", "layercam"), filter_steps: int = 48) -> tuple[str, dict]:
-    """The report's HTML, and a dict of its key results (predictions, CAM peaks)."""
+                 methods=("gradcam", "gradcam++", "layercam"), filter_steps: int = 48,
+                 quiet: bool = True) -> tuple[str, dict]:
+    """The report's HTML, and a dict of its key results (predictions, CAM peaks). Maps are drawn on each photo
+    at its own shape (through the input's resize policy), as `cam` draws them."""
     spec = model.input_spec
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
@@ -49,38 +70,50 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
              f"{spec.size}, {spec.color}, preprocessing {html.escape(str(spec.preset))}; {len(model.layers)} layers.</p>"]
     results = {"images": []}
     layers = pick_layers(model)
-    for path in images:
-        pixels = prepare(model, path)
-        shown = pixels[0]
-        top = predictions(model, pixels)[0]
-        parts.append(f"<h2>{html.escape(str(path))}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
-                     + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top) + "</table>")
-        entry = {"image": str(path), "top5": top, "cams": []}
-        parts.append("<h3>Class activation maps</h3>")
-        for method in methods:
-            for r in gradcam(model, pixels, "top2", "auto", method)[0]:
-                parts.append(figure(jet_overlay(shown, r.heatmap), f"{method}: {r.label} at {r.layer}"))
-                peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
-                entry["cams"].append({"method": method, "class": r.class_index, "peak_yx": [int(peak[0]), int(peak[1])]})
-        parts.append("<h3>Attributions</h3>")
-        for method in ("vanilla", "smoothgrad", "guided-backprop"):
-            a = saliency(model, pixels, "top", method, samples=12)[0]
-            parts.append(figure(saliency_image(a.saliency), f"{method} for {a.label}"))
-        parts.append("<h3>Intermediate activations</h3>")
-        acts = activations(model, pixels, layers)
-        for name in layers:
-            grid = upscale(colorize(channel_grid(as_channels(model, model.layer(name), acts[name])[0][:64])))
-            parts.append(figure(grid, f"{name}: first 64 channels"))
-        results["images"].append(entry)
     if filter_layer is None and layers:
         filter_layer = layers[len(layers) // 2]
-    if filter_layer:
-        res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps,
-                                size=None if own_size(model) else 128)  # transformers run at their own size
-        parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + figure(filter_grid(res.images),
-                     f"filters 0-7, lucid recipe, {filter_steps} steps"))
+    with Progress(3 * len(images) + bool(filter_layer), "report sections", quiet) as progress:
+        for path in images:
+            photo = load_image(path) if isinstance(path, str) else np.asarray(path)
+            size = model_size(model, photo)
+            place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+            pixels = prepare(model, [photo])
+            top = predictions(model, pixels)[0]
+            name = path if isinstance(path, str) else "image"
+            parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
+                         + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top) + "</table>")
+            entry = {"image": name, "top5": top, "cams": []}
+            parts.append("<h3>Class activation maps</h3>")
+            for method in methods:
+                for r in gradcam(model, pixels, "top2", "auto", method)[0]:
+                    heat = to_photo(r.heatmap, photo.shape[:2], size, place)
+                    parts.append(figure(overlay(photo, heat), f"{method}: {r.label} at {r.layer}"))
+                    peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
+                    entry["cams"].append({"method": method, "class": r.class_index, "peak_yx": [int(peak[0]), int(peak[1])]})
+            progress.advance()
+            parts.append("<h3>Attributions</h3>")
+            for method in ("vanilla", "smoothgrad", "guided-backprop"):
+                a = saliency(model, pixels, "top", method, samples=12)[0]
+                parts.append(figure(saliency_image(to_photo(a.saliency, photo.shape[:2], size, place)),
+                                    f"{method} for {a.label}"))
+            progress.advance()
+            parts.append("<h3>Intermediate activations</h3>")
+            acts = activations(model, pixels, layers)
+            for layer in layers:
+                channels = as_channels(model, model.layer(layer), acts[layer])[0]
+                grid = upscale(colorize(channel_grid(channels[:64])))
+                parts.append(figure(grid, channels_caption(layer, min(len(channels), 64), len(channels))))
+            progress.advance()
+            results["images"].append(entry)
+        if filter_layer:
+            res = visualize_filters(model, filter_layer, "0-7", "lucid", steps=filter_steps,
+                                    size=None if own_size(model) else 128)  # transformers run at their own size
+            parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + figure(filter_grid(res.images),
+                         f"filters {', '.join(map(str, res.filters))}, lucid recipe, {filter_steps} steps"))
+            progress.advance()
+    parts.append(ZOOM)
     # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"
-    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"
+    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images].filter(x=>x.id!=='full-img');"
                  "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});</script>")
     parts.append("</body></html>")
     return "\n".join(parts), results

@@ -6,24 +6,47 @@ session receives the numpy arrays directly (add_external_initializers), so build
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from .errors import ConvlensError
 
-_settings = {"device": "cpu", "threads": 0}
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a model's programs run: its device (cpu or cuda) and ONNX Runtime's thread count (0:
+    ONNX Runtime's choice). Each loaded model owns one; nothing else changes it."""
+    device: str = "cpu"
+    threads: int = 0
 
-def configure(device: str | None = None, threads: int | None = None) -> None:
-    """Set the default device (cpu or cuda) and thread count for new sessions."""
-    if device is not None:
-        providers_for(device)  # validate now, with a clear sentence
-        _settings["device"] = device
-    if threads is not None:
-        if threads < 0:
-            raise ConvlensError(f"--threads must be 0 (automatic) or a positive number, not {threads}.")
-        _settings["threads"] = threads
+    def __post_init__(self):
+        providers_for(self.device)  # an unknown or unavailable device: one sentence now, not at the first run
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ConvlensError(f"--threads must be 0 (automatic) or a positive number, not {self.threads}.")
+
+    def session(self, model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
+        """A session for `model`, whose placeholder initializers are filled from `weights`."""
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # errors reach the user as exceptions (one sentence), not ORT's log lines
+        # pre-packed copies of the weights cost memory (a second VGG16 fc1) and bought no speed here
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        # techniques alternate between sessions (forward, then a head's backward); each session's own pool
+        # spinning after its run starves the next one (Grad-CAM of one VGG16 image: 144 ms with spinning,
+        # 87 ms without); single-session loops measured no slower
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        names = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        if names:
+            options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
+        try:
+            return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(self.device))
+        except Exception as exc:  # a custom-domain op, a missing kernel: name the node, the op and what to do
+            raise ConvlensError(session_failure(model, exc)) from None
 
 
 def providers_for(device: str) -> list[str]:
@@ -50,28 +73,6 @@ def external_placeholder(name: str, array: np.ndarray) -> onnx.TensorProto:
     e = t.external_data.add()
     e.key, e.value = "location", "convlens-memory"
     return t
-
-
-def make_session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
-    """A session for `model`, whose placeholder initializers are filled from `weights`."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # errors reach the user as exceptions (one sentence), not as ORT's log lines
-    # pre-packed copies of the weights cost memory (a second VGG16 fc1) and bought no speed here
-    options.add_session_config_entry("session.disable_prepacking", "1")
-    # techniques alternate between sessions (forward, then a head's backward); each session's own pool
-    # spinning after its run starves the next one (Grad-CAM of one VGG16 image: 144 ms with spinning,
-    # 87 ms without); single-session loops measured no slower
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if _settings["threads"]:
-        options.intra_op_num_threads = _settings["threads"]
-        options.inter_op_num_threads = 1
-    names = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if names:
-        options.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(weights[n]) for n in names])
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers_for(_settings["device"]))
-    except Exception as exc:  # a custom-domain op, a missing kernel: name the node, the op and what to do
-        raise ConvlensError(session_failure(model, exc)) from None
 
 
 def session_failure(model: onnx.ModelProto, exc: Exception) -> str:

@@ -4,7 +4,7 @@ The main check runs every explainer in a fresh virtual environment holding only 
 (made here with pip from the registry), on images written to .npy files, and compares what comes back with
 `convlens cam` / `convlens saliency` computed in this process on the same .onnx files:
 - at the model's own input size, cam and heatmap equal convlens's within 1e-5, the overlay equals
-  render.jet_overlay, and a batch can mix a fed class with -1 (its top class);
+  render.overlay, and a batch can mix a fed class with -1 (its top class);
 - on a non-square image of another size, the heatmap has that size and correlates >= 0.99 with convlens's map
   resized to it (the explainer resizes the image with ONNX's antialiased bilinear filter, convlens with
   OpenCV's area filter, so they agree closely but not exactly);
@@ -29,7 +29,7 @@ import torch
 import convlens
 from convlens.engine.errors import ConvlensError
 from convlens.engine.images import resize, sample_image
-from convlens.engine.render import jet_overlay
+from convlens.engine.render import overlay
 
 pytestmark = pytest.mark.slow
 OTHER = (180, 300)  # a non-square image of another size (H, W)
@@ -148,9 +148,9 @@ def test_at_the_models_size_the_maps_equal_convlens_cam(sources, runs, name, met
         ref = convlens.cam(model, batch[i].astype(np.float32), target=target, method=method)[0][0][0]
         assert np.abs(out["cam"][i] - ref.cam).max() <= 1e-5
         assert np.abs(out["heatmap"][i] - ref.heatmap).max() <= 1e-5
-        overlay = jet_overlay(batch[i], ref.heatmap).astype(int)
+        expected = overlay(batch[i], ref.heatmap).astype(int)
         # equal but where float rounding puts heat * 255 on the other side of an integer (one colormap step)
-        assert np.mean(np.abs(out["overlay"][i].astype(int) - overlay) > 0) < 1e-3
+        assert np.mean(np.abs(out["overlay"][i].astype(int) - expected) > 0) < 1e-3
     probabilities = out["probabilities"]
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     assert list(np.argmax(probabilities, axis=1)) == list(top)

@@ -13,15 +13,14 @@ import pickle
 import numpy as np
 
 from ..errors import ConvlensError
+from ..model import load
+from .evaluator import Evaluator, Settings
 
 
 class _Worker:
-    def __init__(self, model_path: str, load_options: dict, settings: dict, threads: int):
-        from ...api import load
-        from .evaluator import Evaluator, Settings
-
+    def __init__(self, model_path: str, load_options: dict, settings: dict):
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-        self.evaluator = Evaluator(load(model_path, threads=threads, **load_options), Settings(**settings), threads)
+        self.evaluator = Evaluator(load(model_path, **load_options), Settings(**settings))
 
     def __call__(self, batch: dict) -> dict:
         out = []
@@ -65,8 +64,10 @@ def connect(address: str) -> None:
 
 
 def run_on_ray(address: str, model_path: str, load_options: dict, settings: dict, items, workers: int | None,
-               threads: int, batch: int, on_finished, quiet: bool) -> None:
-    """Evaluate `items` on the cluster; `on_finished(list of image results)` runs on the driver per batch."""
+               batch: int, on_finished, quiet: bool) -> None:
+    """Evaluate `items` on the cluster; `on_finished(list of image results)` runs on the driver per batch. Each
+    actor loads the model with `load_options`, whose `threads` (at least 1) is also the CPUs Ray gives it."""
+    threads = load_options["threads"]
     connect(address)
     import ray
 
@@ -80,7 +81,7 @@ def run_on_ray(address: str, model_path: str, load_options: dict, settings: dict
     explained = dataset.map_batches(_Worker, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=workers),
                                     num_cpus=threads,
                                     fn_constructor_kwargs={"model_path": model_path, "load_options": load_options,
-                                                           "settings": settings, "threads": threads},
+                                                           "settings": settings},
                                     batch_format="numpy")
     for finished in explained.iter_batches(batch_size=None, batch_format="numpy"):
         results = [pickle.loads(p) for p in finished["payload"]]

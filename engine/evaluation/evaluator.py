@@ -89,7 +89,7 @@ def _seed(*parts) -> int:
 class Evaluator:
     """Holds a model and its programs; `evaluate(path, label, boxes)` scores one image."""
 
-    def __init__(self, model: Model, settings: Settings, threads: int = 0):
+    def __init__(self, model: Model, settings: Settings):
         spec = model.input_spec
         if spec.channels != 3:
             raise ConvlensError("evaluate works on RGB models; this model takes one (gray) channel.")
@@ -99,7 +99,8 @@ class Evaluator:
         self.identity = InputSpec(name=spec.name, size=spec.size, layout=spec.layout, color="RGB", scale=1.0,
                                   mean=[0.0] * 3, std=[1.0] * 3, channels=3)
         self.numpy_spec = dataclasses.replace(spec, layout="NHWC")
-        self.threads = threads or os.cpu_count() or 1
+        # the model's own thread count (its runtime) also sizes the pool that solves ROAD's systems
+        self.threads = model.runtime.threads or os.cpu_count() or 1
         self._zero: dict = {}
 
     # --- model runs ---------------------------------------------------------------------------------

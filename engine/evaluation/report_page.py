@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..images import load_image, resize
-from ..render import jet_overlay
+from ..render import overlay
 from ..report import figure
 from .metrics import HIGHER_IS_BETTER, METRICS
 
@@ -100,7 +100,7 @@ def _disagreements(folder: Path, rows, methods, column: str, count: int = 4) -> 
             if heat is None:
                 continue
             caption = f"{m}: {column} {r[column]:.3f}"
-            figures.append(figure(jet_overlay(picture, heat / 255.0), caption))
+            figures.append(figure(overlay(picture, heat / 255.0), caption))
         parts.append(f"<h3>{html.escape(Path(path).name)}: class {html.escape(first['target_label'])}, "
                      f"spread {gap:.3f}</h3>" + "".join(figures))
     return "".join(parts) or "<p>Fewer than two methods scored the same images.</p>"

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConvlensError
+from ..model import Model, load
 from ..onnx_file import write_atomic
+from ..progress import Progress
 from .evaluator import Evaluator, Settings, check_settings, file_sha256
 from .inputs import image_items, read_boxes
-from .progress import Progress
 from .store import RunFolder
 from .summary import mean_curves, summarize
 
@@ -28,8 +29,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
              steps: int = 50, layer: str = "auto", road_noise: float = 0.01, ray: str | None = None,
              workers: int | None = None, batch: int = 4, quiet: bool = True, load_options: dict | None = None,
              ) -> EvaluationRun:
-    from ..model import Model
-
     load_options = {k: v for k, v in (load_options or {}).items() if v is not None}
     if workers is not None and ray is None:
         raise ConvlensError("--workers applies to Ray runs (--ray auto|ADDRESS); without --ray the run uses this "
@@ -47,8 +46,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
         loaded, model_path = model, model.path
     else:
         model_path = str(Path(model).resolve())
-        from ...api import load
-
         loaded = load(model_path, **load_options)
     items = image_items([str(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])])
     box_table = read_boxes(boxes) if boxes is not None else {}
@@ -60,27 +57,28 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
     record = {**settings.to_dict(), "model_sha256": file_sha256(model_path) if model_path else None,
               "boxes_sha256": file_sha256(str(boxes)) if boxes is not None else None,
               "load_options": {k: v for k, v in sorted(load_options.items()) if k not in ("threads", "device")}}
-    evaluator = Evaluator(loaded, settings, load_options.get("threads", 0))  # refuses unusable models: nothing written yet
+    evaluator = Evaluator(loaded, settings)  # refuses unusable models: nothing written yet
     folder = RunFolder(out, json.loads(json.dumps(record)))  # as run.json will read back (tuples as lists)
     folder.open()
     done = folder.done()
     todo = [it for it in items if done.get(it.path) is None or done[it.path] != file_sha256(it.path)]
-    progress = Progress(len(todo), quiet=quiet)
+    with Progress(len(todo), "images", quiet) as progress:
 
-    def finished(images):
-        folder.write(images)
-        progress.advance(len(images))
+        def finished(images):
+            folder.write(images)
+            progress.advance(len(images))
 
-    if todo and ray is None:
-        for start in range(0, len(todo), batch):
-            finished([evaluator.evaluate(it.path, it.label, it.boxes) for it in todo[start:start + batch]])
-    elif todo:
-        from .distributed import run_on_ray
+        if todo and ray is None:
+            for start in range(0, len(todo), batch):
+                finished([evaluator.evaluate(it.path, it.label, it.boxes) for it in todo[start:start + batch]])
+        elif todo:
+            from .distributed import run_on_ray
 
-        if not model_path:
-            raise ConvlensError("A Ray run needs the model as a file.")
-        threads = load_options.pop("threads", 0) or 1
-        run_on_ray(ray, model_path, load_options, settings.to_dict(), todo, workers, threads, batch, finished, quiet)
+            if not model_path:
+                raise ConvlensError("A Ray run needs the model as a file.")
+            # each actor: the model's thread count (1 when automatic), which is also the CPUs Ray gives it
+            actor_options = {**load_options, "threads": loaded.runtime.threads or 1}
+            run_on_ray(ray, model_path, actor_options, settings.to_dict(), todo, workers, batch, finished, quiet)
     return _finish(folder, settings, len(items), len(todo), len(items) - len(todo), loaded)
 
 

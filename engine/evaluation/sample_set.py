@@ -83,5 +83,8 @@ def build(folder) -> tuple[Path, Path]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m convlens.engine.evaluation.sample_set OUT_FOLDER")
-    listing, box_file = build(sys.argv[1])
+    try:
+        listing, box_file = build(sys.argv[1])
+    except ConvlensError as exc:  # one sentence, as the convlens commands say it
+        sys.exit(f"error: {exc}")
     print(f"wrote {listing} and {box_file}")

@@ -20,11 +20,10 @@ def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]
 def as_channels(model: Model, info, arr: np.ndarray) -> np.ndarray:
     """A layer's output as (N, C, h, w) for channel grids: 4-D by its layout, a token layer through its patch
     grid (transformers run at their own input size)."""
-    from .cam import grid_shapes
     from .cam_layer import grid_view
 
     if arr.ndim == 3:
-        return grid_view(model, info, grid_shapes(model, model_size(model)))(arr)
+        return grid_view(model, info, model.shapes.complete(model_size(model)))(arr)
     return to_nchw(arr, info.layout)
 
 

@@ -115,11 +115,10 @@ def attention_run(model: Model, pixels: np.ndarray, shapes: dict, method: str, t
 def head_maps(model: Model, image, block: int, patch: tuple[int, int] | None = None) -> np.ndarray:
     """(heads, h, w): how much the class token (or the patch at (row, col)) attends to each patch, per head,
     in one block (0-based, in graph order)."""
-    from .cam import grid_shapes
     from .common import prepare
 
     pixels = prepare(model, image)[:1]
-    maps, tokens = attention_blocks(model, grid_shapes(model, pixels.shape[1:3]),
+    maps, tokens = attention_blocks(model, model.shapes.complete(pixels.shape[1:3]),
                                     "there are no class-token attention maps to show; use convlens cam")
     if not 0 <= block < len(maps):
         raise ConvlensError(f"--block {block} is out of range; the model has {len(maps)} attention blocks (0 to "

@@ -20,15 +20,9 @@ from .activations import rank_predictions
 from .attention_maps import attention_run
 from .cam_layer import auto_cam_layer, auto_layer_and_rule, check_cam_layer, grid_view
 from .cam_methods import CAM_METHODS, GRADIENT_METHODS
-from .layers import with_probed_shapes
 from .common import class_probabilities, prepare
-from .gradients import cached_shapes, gradient_program, on_path_source
+from .gradients import gradient_program, on_path_source
 from .targets import Target, class_targets, score_values, single_class
-
-
-def layer_shapes_cached(model: Model, size) -> dict:
-    """Batch-1 shapes of every tensor at this image size (inferred once per model and size)."""
-    return cached_shapes(model, tuple(size), model.input_spec)
 
 
 def _static(shape) -> bool:
@@ -58,23 +52,14 @@ def resolve_layer(model: Model, layer: str | None, size) -> str:
 def resolve_layer_and_rule(model: Model, layer: str | None, size) -> tuple[str, str]:
     """(resolve_layer's layer, the rule that chose it)."""
     if layer in (None, "auto"):
-        info, rule = auto_layer_and_rule(model, grid_shapes(model, size))
+        info, rule = auto_layer_and_rule(model, model.shapes.complete(size))
         return info.name, rule
-    return check_cam_layer(model, layer, grid_shapes(model, size)).name, "given by --layer"
+    return check_cam_layer(model, layer, model.shapes.complete(size)).name, "given by --layer"
 
 
 def auto_layer(model: Model, size):
     """The layer `--layer auto` picks at this image size (cam_layer.py)."""
-    return auto_cam_layer(model, grid_shapes(model, size))
-
-
-def grid_shapes(model: Model, size) -> dict:
-    """Batch-1 shapes with every grid readable: static inference, completed by a forward run where it cannot
-    follow the sizes (EfficientNet's computed pads); cached per size and input adapter."""
-    key = ("probed", tuple(size), model.input_spec.layout, model.input_spec.channels)
-    if key not in model.shapes:
-        model.shapes[key] = with_probed_shapes(model, size, layer_shapes_cached(model, size))
-    return model.shapes[key]
+    return auto_cam_layer(model, model.shapes.complete(size))
 
 
 def cam_maps(acts: np.ndarray, grads: np.ndarray | None, method: str) -> np.ndarray:
@@ -116,7 +101,7 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
             raise ConvlensError(f"--layer does not apply to {method}: it reads every attention block.")
         if single_class(model, target) is None:
             raise ConvlensError(f"{method} explains one class per image; use --class top, an index or a label.")
-        scores, classes, raw, fetched = attention_run(model, pixels, grid_shapes(model, size), method, target,
+        scores, classes, raw, fetched = attention_run(model, pixels, model.shapes.complete(size), method, target,
                                                       score, head_fusion, discard, extra)
         name, rule = "attention blocks", "every attention block"
         classes, maps = classes[:, None], raw[:, None]
@@ -158,7 +143,7 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, e
     feeds = {} if top else {OBJECTIVE_WEIGHTS: one_hot([one] * len(pixels), channels)}
     out = prog.run(pixels, **feeds)
     classes = out[TOP_CLASS].astype(np.int64) if top else np.full(len(pixels), one)
-    view = grid_view(model, info, grid_shapes(model, size))
+    view = grid_view(model, info, model.shapes.complete(size))
     raw = cam_maps(view(out[info.tensor]), view(out[prog.grads[info.tensor]]), method)
     scores = score_values(model, out[score_tensor], score_tensor, tgt.score)
     return scores, classes[:, None], raw[:, None], out
@@ -170,12 +155,12 @@ def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str
     size = pixels.shape[1:3]
     score_tensor, _ = tgt.tensor(model)
     source = on_path_source(model, info.tensor, score_tensor)
-    source_shape = layer_shapes_cached(model, size).get(source)
+    source_shape = model.shapes.static(size).get(source)
     fetch = list(dict.fromkeys([score_tensor, info.tensor, source, *extra]))
     forward = program(model, fetch, size).run(pixels)
     scores = score_values(model, forward[score_tensor], score_tensor, tgt.score)
     classes = class_targets(model, scores, target)
-    view = grid_view(model, info, grid_shapes(model, size))
+    view = grid_view(model, info, model.shapes.complete(size))
     maps: list[list[np.ndarray]] = [[] for _ in pixels]
     for k in range(max(len(c) for c in classes)):
         items = [i for i, c in enumerate(classes) if k < len(c)]

@@ -20,7 +20,7 @@ from .activations import activations, rank_predictions
 from .cam import gradcam
 from .common import class_probabilities, prepare, to_nchw
 from .filters import own_size, visualize_filters
-from .gradients import cached_shapes, gradient_program, run_gradient
+from .gradients import gradient_program, run_gradient
 from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "probabilities_atol": 1e-4, "cam_max_abs": 1e-3,
@@ -61,7 +61,7 @@ def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = No
 def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
     pixels = prepare(a, image)
     size = tuple(pixels.shape[1:3])
-    pairs = layers or align(a, b, cached_shapes(a, size, a.input_spec), cached_shapes(b, size, b.input_spec))
+    pairs = layers or align(a, b, a.shapes.static(size), b.shapes.static(size))
     if not pairs:
         raise ConvlensError("No layers of the two models could be aligned; pass --layers A1:B1,A2:B2.")
     out = Comparison()

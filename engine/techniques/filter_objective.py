@@ -19,7 +19,7 @@ from ..adapter import PIXELS
 from ..model import Model
 from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, one_hot
 from ..program import Extra, GradRequest, program
-from .gradients import cached_shapes, gradient_program, objective_source
+from .gradients import gradient_program, objective_source
 from .targets import Target
 
 FILTER_INDEX = "filter_index"
@@ -116,7 +116,7 @@ class FilterStep:
         self.model, self.size, self.spec = model, tuple(size), spec
         self.target = Target(layer=layer)
         self.tensor, _, _, self.channels = objective_source(model, self.target, self.size, spec)
-        self.shapes = cached_shapes(model, self.size, spec)
+        self.shapes = model.shapes.static(self.size, spec)
         self.selected = selected and _conv_chain(model, self.tensor) is not None
         self._general = None
 

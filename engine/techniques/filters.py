@@ -12,9 +12,8 @@ import numpy as np
 from ..errors import ConvlensError
 from ..model import Model
 from ..program import program
-from ..render import progress
+from ..progress import Progress
 from .filter_objective import FilterStep
-from .layers import layer_shapes
 
 
 @dataclass
@@ -56,7 +55,7 @@ def parse_filters(text: str, channels: int) -> list[int]:
 
 def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 2e9) -> int:
     """Items per batch so that forward + backward activations stay within the budget."""
-    shapes = layer_shapes(model, tuple(size))
+    shapes = model.shapes.static(size)
     total = 0
     for name, shape in shapes.items():
         if shape and all(isinstance(d, int) for d in shape) and len(shape) == 4:
@@ -124,18 +123,19 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     batch = 1 if model.single_image else (batch or batch_size_for(model, info.tensor, hw))
     rng = np.random.default_rng(seed)
     raws, objs, alive = [], [], []
-    for s in range(0, len(chosen), batch):
-        part = chosen[s:s + batch]
-        if recipe == "chollet":
-            raw, obj, live = _chollet(step, part, hw, 40 if steps is None else steps, step_size, rng, init)
-        else:
-            from .lucid import lucid_ascent
+    with Progress(len(chosen), "filters", quiet) as progress:
+        for s in range(0, len(chosen), batch):
+            part = chosen[s:s + batch]
+            if recipe == "chollet":
+                raw, obj, live = _chollet(step, part, hw, 40 if steps is None else steps, step_size, rng, init)
+            else:
+                from .lucid import lucid_ascent
 
-            raw, obj, live = lucid_ascent(step, part, hw, 512 if steps is None else steps, rng)
-        raws.append(raw)
-        alive.append(live)
-        objs.append(obj)
-        progress(min(s + batch, len(chosen)), len(chosen), "filters", quiet)
+                raw, obj, live = lucid_ascent(step, part, hw, 512 if steps is None else steps, rng)
+            raws.append(raw)
+            alive.append(live)
+            objs.append(obj)
+            progress.advance(len(part))
     raw = np.concatenate(raws)
     obj = np.concatenate(objs)
     live = np.concatenate(alive)

@@ -9,7 +9,6 @@ from ..model import Model
 from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, channel_objective
 from ..program import GradRequest, program
 from ..tokens import token_grid
-from .layers import layer_shapes
 from .targets import Target
 
 
@@ -22,7 +21,7 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
     to_probability = target.layer is None and target.score == "prob" and tensor == model.meta.logits
     activation = ("Sigmoid" if model.meta.activation == "sigmoid" else "Softmax") if to_probability else None
-    tokens = token_grid(model, tensor, cached_shapes(model, size, spec)) if len(shape) == 3 else None
+    tokens = token_grid(model, tensor, model.shapes.static(size, spec)) if len(shape) == 3 else None
     extra = channel_objective(tensor, layout, len(shape), int(channels), activation=activation, opset=model.opset, top=top,
                               token_prefix=None if tokens is None else tokens.prefix)
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
@@ -40,24 +39,10 @@ def on_path_source(model: Model, tensor: str, objective: str) -> str:
 def objective_source(model: Model, target: Target, size, spec: InputSpec) -> tuple[str, str, list, int]:
     """(tensor, layout, batch-1 shape, channel count) of the tensor the objective reads."""
     tensor, layout = target.tensor(model)
-    shapes = cached_shapes(model, size, spec)
-    shape = shapes.get(tensor)
-    if shape is None or any(not isinstance(d, int) for d in shape[1:]):
-        # static inference gave up (dynamic reshapes): run the forward graph once and look
-        probe = program(model, [tensor], size, spec).run(np.zeros((1, size[0], size[1], 3), np.float32))[tensor]
-        shape = [1, *probe.shape[1:]]
-        shapes[tensor] = shape
+    shape = model.shapes.of(tensor, size, spec)  # probed where static inference gave up (dynamic reshapes)
     # channels: NCHW's axis 1, NHWC's axis 3, a token layer's (N, T, C) last axis
     channels = shape[3] if (len(shape) == 4 and layout.upper() == "NHWC") else shape[2] if len(shape) == 3 else shape[1]
     return tensor, layout, shape, int(channels)
-
-
-def cached_shapes(model: Model, size, spec):
-    """Batch-1 shapes of every tensor for this image size and input layout, inferred once per model."""
-    key = ("static", tuple(size), spec.layout, spec.channels)
-    if key not in model.shapes:
-        model.shapes[key] = layer_shapes(model, tuple(size), spec)
-    return model.shapes[key]
 
 
 def run_gradient(prog, pixels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:

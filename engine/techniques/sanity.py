@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 from ..errors import ConvlensError
 from ..model import Model
+from ..progress import Progress
 from .cam import gradcam
 from .cam_methods import CAM_METHODS
 from .common import prepare
@@ -70,7 +71,8 @@ def _map(model: Model, pixels, method: str, cls: int) -> np.ndarray:
     return saliency(model, pixels, cls, method, samples=8)[0].saliency
 
 
-def cascading_randomization(model: Model, image, method: str = "gradcam", steps: int = 6, seed: int = 0) -> list[dict]:
+def cascading_randomization(model: Model, image, method: str = "gradcam", steps: int = 6, seed: int = 0,
+                            quiet: bool = True) -> list[dict]:
     """Rows (layers randomized so far, correlation with the original map), starting from the original."""
     if steps < 1:
         raise ConvlensError(f"--steps must be 1 or more, not {steps}.")
@@ -83,9 +85,12 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
     cuts = sorted(set(np.linspace(1, len(layers), min(steps, len(layers))).round().astype(int)))
     rng = np.random.default_rng(seed)
     rows = [{"randomized": 0, "top_layer": None, "spearman": 1.0}]
-    for k in cuts:
-        clone = _randomized(model, [w for _, w in layers[:k]], rng)
-        rows.append({"randomized": int(k), "top_layer": layers[k - 1][0], "spearman": spearman(original, _map(clone, pixels, method, cls))})
+    with Progress(len(cuts), "randomization steps", quiet) as progress:
+        for k in cuts:
+            clone = _randomized(model, [w for _, w in layers[:k]], rng)
+            rows.append({"randomized": int(k), "top_layer": layers[k - 1][0],
+                         "spearman": spearman(original, _map(clone, pixels, method, cls))})
+            progress.advance()
     return rows
 
 

@@ -13,7 +13,7 @@ from ..errors import ConvlensError
 from ..model import Model
 from ..objectives import one_hot
 from ..program import program
-from .cam import auto_layer, cam_maps, gradcam, grid_shapes, normalize
+from .cam import auto_layer, cam_maps, gradcam, normalize
 from .cam_layer import grid_view
 from .common import prepare, to_nchw
 from .gradients import gradient_program, run_gradient
@@ -76,7 +76,7 @@ def verify(model: Model, fw, image, tolerances: dict | None = None) -> list[dict
         figure += " (the framework's gradient is zero: nothing is explained by these weights)"
     row(figure, _rel_l2(mine, g_pix), tol["gradient_l2"], ok=bool(np.any(g_pix)) and _rel_l2(mine, g_pix) <= tol["gradient_l2"])
     if cam_layer is not None:
-        view = grid_view(model, cam_layer, grid_shapes(model, pixels.shape[1:3]))
+        view = grid_view(model, cam_layer, model.shapes.complete(pixels.shape[1:3]))
         ref, _ = normalize(cam_maps(view(values[cam_layer.name]), view(g_layer), "gradcam")[0])
         got = gradcam(model, pixels, cls, cam_layer.name)[0][0].cam
         row(f"Grad-CAM max abs difference ({cam_layer.name})", float(np.abs(got - ref).max()), tol["cam_max_abs"])
