@@ -10,8 +10,23 @@ The repository keeps `engine/`, `converters/` and `cli.py` at its root; setuptoo
 """
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from .api import (activations, annotate, attention, cam, compare, convert, evaluate, export, filters, layers, load, report,
-                  saliency, sanity, verify)
+from .api import (
+    activations,
+    annotate,
+    attention,
+    cam,
+    compare,
+    convert,
+    evaluate,
+    export,
+    filters,
+    layers,
+    load,
+    report,
+    saliency,
+    sanity,
+    verify,
+)
 from .engine.errors import ConvlensError
 from .engine.model import Model
 
@@ -20,5 +35,23 @@ try:
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["ConvlensError", "Model", "__version__", "activations", "annotate", "attention", "cam", "compare", "convert", "evaluate", "export", "filters", "layers",
-           "load", "report", "saliency", "sanity", "verify"]
+__all__ = [
+    "ConvlensError",
+    "Model",
+    "__version__",
+    "activations",
+    "annotate",
+    "attention",
+    "cam",
+    "compare",
+    "convert",
+    "evaluate",
+    "export",
+    "filters",
+    "layers",
+    "load",
+    "report",
+    "saliency",
+    "sanity",
+    "verify",
+]

@@ -11,8 +11,30 @@ from pathlib import Path
 
 import numpy as np
 
+from .converters import convert as convert_source
+from .converters.common import input_size_arg
+from .converters.framework_reference import framework_reference, reference_weights
+from .converters.quiet import quiet_frameworks
+from .engine.annotate import annotate as write_annotated
 from .engine.errors import ConvlensError
+from .engine.evaluation.run import evaluate as run_evaluation
+from .engine.explainer import export_explainer
+from .engine.images import image_paths, sample_image
+from .engine.metadata import InputRecipe
 from .engine.model import Model
+from .engine.model import load as load_model
+from .engine.onnx_file import check_writable, save_large_onnx
+from .engine.progress import Progress
+from .engine.report import build_report
+from .engine.techniques.activations import activations as layer_outputs
+from .engine.techniques.attention_maps import head_maps
+from .engine.techniques.cam import gradcam_with_predictions
+from .engine.techniques.compare import compare as compare_models
+from .engine.techniques.filters import visualize_filters
+from .engine.techniques.layers import layer_table
+from .engine.techniques.saliency import saliency as attribute
+from .engine.techniques.sanity import cascading_randomization
+from .engine.techniques.verification import verify as verify_against
 
 
 def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None,
@@ -24,7 +46,6 @@ def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_orde
     "1/255"), `mean` and `std` (three numbers, or "A,B,C") refine it. `resize` (stretch, center-crop with
     `crop_fraction`, letterbox with `pad_value`) says how a photo becomes the input's size. `layout`
     describes a file without convlens metadata, `scores` names the class-score output where a file has several."""
-    from .engine.model import load as load_model
 
     return load_model(path, preprocess=preprocess, channel_order=channel_order, scale=scale, mean=mean, std=std,
                       resize=resize, crop_fraction=crop_fraction, pad_value=pad_value, layout=layout, scores=scores,
@@ -37,7 +58,6 @@ LOAD_OPTIONS = (*RECIPE_OPTIONS, "layout", "scores", "labels", "device", "thread
 
 def _recipe(options: dict):
     """An InputRecipe from keyword options (load's recipe options); a misspelt one is refused, not dropped."""
-    from .engine.metadata import InputRecipe
 
     unknown = sorted(set(options) - set(RECIPE_OPTIONS))
     if unknown:
@@ -61,7 +81,6 @@ def _check_load_options(model, load_options: dict) -> None:
 
 def _pixels_or_paths(images) -> list:
     """Paths (files, and the images inside folders) stay paths; arrays pass through."""
-    from .engine.images import image_paths
 
     items = images if isinstance(images, (list, tuple)) else [images]
     out = []
@@ -76,10 +95,6 @@ def convert(source: str, output: str | os.PathLike, *, weights: str | None = Non
     """Convert keras:NAME, torch:NAME, timm:NAME, FILE.keras or FILE.pt2 to an .onnx file; returns the path written.
     `recipe`: load's input options (preprocess, channel_order, scale, mean, std, resize, ...), which refine the
     preprocessing recorded; `labels` names the classes (imagenet or a file)."""
-    from .converters import convert as convert_source
-    from .converters.quiet import quiet_frameworks
-
-    from .engine.progress import Progress
 
     recipe = _recipe(recipe)
     with Progress(1, "conversion", quiet) as progress, quiet_frameworks(verbose):
@@ -95,8 +110,6 @@ def annotate(model: str | os.PathLike, output: str | os.PathLike, *, layout: str
     """Write a copy of an .onnx file with convlens's metadata (input recipe, layout, scores, labels, input size),
     so every later command reads the description instead of assuming; returns the copy, loaded. `recipe`:
     load's input options (preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)."""
-    from .converters.common import input_size_arg
-    from .engine.annotate import annotate as write_annotated
 
     return write_annotated(model, output, recipe=_recipe(recipe), layout=layout, scores=scores, labels=labels,
                            input_size=input_size_arg(input_size), force=force)
@@ -104,14 +117,12 @@ def annotate(model: str | os.PathLike, output: str | os.PathLike, *, layout: str
 
 def layers(model, **load_options) -> list[dict]:
     """One row per exposed layer: name, kind, shape and layout."""
-    from .engine.techniques.layers import layer_table
 
     return layer_table(_model(model, **load_options))
 
 
 def activations(model, image, layers: str | list[str], **load_options) -> dict[str, np.ndarray]:
     """{layer name: its output for the image, in the layer's layout}."""
-    from .engine.techniques.activations import activations as layer_outputs
 
     names = [n.strip() for n in layers.split(",") if n.strip()] if isinstance(layers, str) else list(layers)
     return layer_outputs(_model(model, **load_options), image, names)
@@ -121,7 +132,6 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
         top: int = 5, head_fusion: str = "mean", discard: float = 0.0, **load_options):
     """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions.
     `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout."""
-    from .engine.techniques.cam import gradcam_with_predictions
 
     return gradcam_with_predictions(_model(model, **load_options), _pixels_or_paths(images), target, layer, method,
                                     score, top=top, head_fusion=head_fusion, discard=discard)
@@ -130,7 +140,6 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
 def attention(model, image, *, block: int, patch: tuple[int, int] | None = None, **load_options) -> np.ndarray:
     """(heads, h, w): per head, the attention of the class token (or of the patch at (row, col)) over the patch
     grid in one block of a transformer (0-based)."""
-    from .engine.techniques.attention_maps import head_maps
 
     return head_maps(_model(model, **load_options), image, block, patch)
 
@@ -139,8 +148,6 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
            seed: int = 0, force: bool = False, **load_options):
     """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
     the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given."""
-    from .engine.explainer import export_explainer
-    from .engine.onnx_file import check_writable, save_large_onnx
 
     if out is not None:
         out = check_writable(out, force)
@@ -154,7 +161,6 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
              steps: int = 32, seed: int = 0, **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points."""
-    from .engine.techniques.saliency import saliency as attribute
 
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
@@ -166,7 +172,6 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
 def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,
             size: int | None = None, seed: int = 0, init=None, quiet: bool = True, **load_options):
     """A FilterResult: one uint8 image per chosen filter of `layer` (`.images`), the float images, objectives."""
-    from .engine.techniques.filters import visualize_filters
 
     return visualize_filters(_model(model, **load_options), layer, filters, recipe, steps, size, seed, init,
                              quiet=quiet)
@@ -176,7 +181,6 @@ def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = N
             activation_rtol: float = 1e-4, logits_rtol: float = 1e-4, cam_tol: float = 1e-3,
             gradient_rtol: float = 1e-3, filter_psnr: float = 40.0):
     """A Comparison of two files on one image: rows per aligned layer, figures, passed, first_failure."""
-    from .engine.techniques.compare import compare as compare_models
 
     tolerances = {"activation_rtol": activation_rtol, "cam_max_abs": cam_tol, "gradient_rtol": gradient_rtol,
                   "filter_psnr": filter_psnr, "logits_rtol": logits_rtol, "probabilities_atol": logits_rtol}
@@ -187,11 +191,6 @@ def verify(model, *, source: str, weights: str | None = None, image=None, quiet:
            **load_options) -> list[dict]:
     """Rows (figure, value, limit, ok): the engine against the source framework's own forward pass and autograd.
     `weights`: none, imagenet or a file; by default the ones the file records (convert's seeded random ones)."""
-    from .converters.framework_reference import framework_reference, reference_weights
-    from .converters.quiet import quiet_frameworks
-    from .engine.images import sample_image
-    from .engine.progress import Progress
-    from .engine.techniques.verification import verify as verify_against
 
     m = _model(model, **load_options)
     weights = reference_weights(m.meta, source, weights, Path(m.path).name if m.path else "the model")
@@ -205,14 +204,12 @@ def verify(model, *, source: str, weights: str | None = None, image=None, quiet:
 
 def sanity(model, image, *, method: str = "gradcam", steps: int = 6, quiet: bool = True, **load_options) -> list[dict]:
     """Cascading weight randomization (Adebayo et al.): Spearman correlation with the original map per step."""
-    from .engine.techniques.sanity import cascading_randomization
 
     return cascading_randomization(_model(model, **load_options), image, method, steps, quiet=quiet)
 
 
 def report(model, images, *, title: str | None = None, quiet: bool = True, **load_options) -> tuple[str, dict]:
     """(the report's self-contained HTML, its key results)."""
-    from .engine.report import build_report
 
     m = _model(model, **load_options)
     return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}",
@@ -225,7 +222,6 @@ def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion
     """Score explanation methods over an image set (files, folders, CSV/Parquet lists) into the run folder `out`
     (results.parquet, curves.parquet, summary.json, report.html); a rerun into `out` resumes. Returns the
     EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors."""
-    from .engine.evaluation.run import evaluate as run_evaluation
 
     _check_load_options(model, load_options)
     return run_evaluation(model, images, out, methods=methods, metrics=metrics, boxes=boxes, steps=steps, layer=layer,

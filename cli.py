@@ -15,10 +15,11 @@ from .commands import COMMANDS, FOLDER_OUTPUTS, ComparisonFailed
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
     "convert-timm": "convlens convert timm:deit_tiny_patch16_224 --weights deit.safetensors -o deit.onnx",
-    "annotate": "convlens annotate model.onnx --channel-order bgr --scale 1/255 --labels classes.txt -o model_described.onnx",
+    "annotate": "convlens annotate model.onnx --channel-order bgr --scale 1/255 --labels classes.txt "
+    "-o model_described.onnx",
     "layers": "convlens layers vgg16.onnx",
     "activations": "convlens activations vgg16.onnx cat.jpg --layers features.1,features.29 -o acts/",
-    "cam": "convlens cam vgg16.onnx cat.jpg --class \"African elephant\" --method gradcam++ -o cam/",
+    "cam": 'convlens cam vgg16.onnx cat.jpg --class "African elephant" --method gradcam++ -o cam/',
     "attention": "convlens attention vit_b_16.onnx cat.jpg --block 11 -o attention/",
     "export": "convlens export vgg16.onnx --method gradcam -o vgg16_gradcam.onnx",
     "saliency": "convlens saliency vgg16.onnx cat.jpg --method smoothgrad -o saliency/",
@@ -28,8 +29,9 @@ EXAMPLES = {
     "sanity": "convlens sanity vgg16.onnx cat.jpg --method guided-backprop -o sanity/",
     "verify": "convlens verify vgg16_torch.onnx --source torch:vgg16 --weights vgg16.pth",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
-    "evaluate": "convlens evaluate lite0.onnx images/ --methods gradcam,gradcam++,vanilla --metrics deletion,insertion,road "
-                "-o run/",
+    "evaluate": "convlens evaluate lite0.onnx images/ --methods gradcam,gradcam++,vanilla "
+    "--metrics deletion,insertion,road "
+    "-o run/",
 }
 
 
@@ -76,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     from convlens.engine.techniques.cam_methods import CAM_METHODS
     from convlens.engine.techniques.saliency import SALIENCY_METHODS
 
-    parser = _Parser(prog="convlens", description="See what an image model (convnet or vision transformer) has learned, from an .onnx file.",
-                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()))
+    parser = _Parser(
+        prog="convlens",
+        description="See what an image model (convnet or vision transformer) has learned, from an .onnx file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"convlens {__version__}")
@@ -125,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "class-token transformer, the last block's first norm)")
     p.add_argument("--class", dest="target", default="top", help="an index, a label, top or top5")
     p.add_argument("--method", default="gradcam", choices=list(CAM_METHODS))
-    p.add_argument("--score", default="logit", choices=["logit", "prob"], help="differentiate the logit (paper) or the softmax (lesson)")
+    p.add_argument(
+        "--score",
+        default="logit",
+        choices=["logit", "prob"],
+        help="differentiate the logit (paper) or the softmax (lesson)",
+    )
     p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="rollout: how heads are fused")
     p.add_argument("--discard", type=float, default=0.0, help="rollout: fraction of the weakest attention set to zero")
     p.add_argument("--batch", type=int, default=8, help="images per run")
@@ -215,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated CAM and saliency methods (a random baseline is always added)")
     p.add_argument("--metrics", default="deletion,insertion",
                    help="comma-separated: deletion, insertion, road, pointing, energy-pointing, confidence")
-    p.add_argument("--boxes", help="CSV with the header path,class,x0,y0,x1,y1 (original pixels), for the pointing games")
+    p.add_argument(
+        "--boxes", help="CSV with the header path,class,x0,y0,x1,y1 (original pixels), for the pointing games"
+    )
     p.add_argument("--steps", type=int, default=50, help="deletion/insertion: equal steps from 0 to all pixels")
     p.add_argument("--layer", default="auto", help="the CAM methods' layer (auto: as convlens cam picks it)")
     p.add_argument("--road-noise", type=float, default=0.01, help="ROAD: std of the imputation noise (network input)")

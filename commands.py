@@ -8,6 +8,32 @@ from pathlib import Path
 import numpy as np
 
 from . import api
+from .converters.frameworks import torch_module
+from .converters.pretrained import efficientnet_lite0
+from .converters.quiet import quiet_frameworks
+from .converters.torch_converter import convert_module
+from .engine import load
+from .engine.errors import ConvlensError
+from .engine.images import fit_image, image_paths, load_image, sample_image, to_photo
+from .engine.onnx_file import check_writable, save_onnx, write_atomic
+from .engine.progress import Progress
+from .engine.render import (
+    channel_grid,
+    colorize,
+    filter_grid,
+    line_plot,
+    overlay,
+    upscale,
+    write_npy,
+    write_png,
+)
+from .engine.report import build_report
+from .engine.techniques.activations import as_channels
+from .engine.techniques.common import model_size, prepare
+from .engine.techniques.compare import markdown
+from .engine.techniques.saliency import saliency_image
+from .engine.techniques.sanity import markdown as sanity_markdown
+from .engine.techniques.verification import markdown as verification_markdown
 
 
 def _recipe(args) -> dict:
@@ -54,16 +80,17 @@ def cmd_layers(args) -> dict:
     lines += [f"{r['name']:<{width}}  {r['kind']:<10}  {str(tuple(r['shape'])):<20}  {r['layout']}" for r in rows]
     spec = model.input_spec
     attention = sum(r["kind"] == "attention" for r in rows)
-    lines.append(f"{len(rows) - attention} layers" + (f" and {attention} attention maps" if attention else "") +
-                 f"; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
-                 f"{spec.size}, {spec.color_name}, preset {spec.preset}" + (" (inferred: no convlens metadata)" if model.meta.inferred else ""))
+    lines.append(
+        f"{len(rows) - attention} layers"
+        + (f" and {attention} attention maps" if attention else "")
+        + f"; source {model.meta.source} ({model.meta.source_name}); input {spec.layout} "
+        f"{spec.size}, {spec.color_name}, preset {spec.preset}"
+        + (" (inferred: no convlens metadata)" if model.meta.inferred else "")
+    )
     return {"layers": rows, "source": model.meta.source, "input": vars(spec), "files": [], "summary": "\n".join(lines)}
 
 
 def cmd_activations(args) -> dict:
-    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
-    from convlens.engine.techniques.activations import as_channels
-
     model = _load(args)
     values = api.activations(model, args.image, args.layers)
     names = list(values)
@@ -93,9 +120,6 @@ def cmd_export(args) -> dict:
 
 
 def cmd_attention(args) -> dict:
-    from convlens.engine.errors import ConvlensError
-    from convlens.engine.render import channel_grid, colorize, upscale, write_npy, write_png
-
     patch = None
     if args.patch is not None:
         try:
@@ -107,8 +131,12 @@ def cmd_attention(args) -> dict:
     maps = api.attention(_load(args), args.image, block=args.block, patch=patch)
     out = Path(args.output)
     stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
-    files = [str(write_npy(out / f"{stem}.npy", maps, args.force)),
-             str(write_png(out / f"{stem}.png", upscale(colorize(channel_grid(maps, per_row=min(len(maps), 6)))), args.force))]
+    files = [
+        str(write_npy(out / f"{stem}.npy", maps, args.force)),
+        str(
+            write_png(out / f"{stem}.png", upscale(colorize(channel_grid(maps, per_row=min(len(maps), 6)))), args.force)
+        ),
+    ]
     who = "the class token" if patch is None else f"patch {patch[0]},{patch[1]}"
     return {"files": files, "heads": len(maps), "grid": list(maps.shape[1:]),
             "summary": f"{len(maps)} heads of block {args.block}, attention of {who} over a "
@@ -118,7 +146,6 @@ def cmd_attention(args) -> dict:
 def _image_batches(items: list[str], size: int, free_size: bool):
     """Batches of (path, RGB image). A model that takes any size runs images of one size together, so a
     folder of mixed sizes is batched by size (in order of first appearance) instead of refused."""
-    from convlens.engine.images import image_paths, load_image
 
     paths = image_paths(items)
     if not free_size:
@@ -135,13 +162,6 @@ def _image_batches(items: list[str], size: int, free_size: bool):
 
 
 def cmd_cam(args) -> dict:
-    from convlens.engine.errors import ConvlensError
-    from convlens.engine.images import image_paths
-    from convlens.engine.images import fit_image, to_photo
-    from convlens.engine.progress import Progress
-    from convlens.engine.render import overlay, write_npy, write_png
-    from convlens.engine.techniques.common import model_size
-
     if args.batch < 1:
         raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
     model = _load(args)
@@ -153,10 +173,22 @@ def cmd_cam(args) -> dict:
     with Progress(total, "images", args.quiet or args.json) as progress:
         for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
             paths = [p for p, _ in batch]
-            maps, tops = api.cam(model, [img for _, img in batch], target=args.target, layer=args.layer,
-                                 method=args.method, score=args.score, head_fusion=args.head_fusion, discard=args.discard)
+            maps, tops = api.cam(
+                model,
+                [img for _, img in batch],
+                target=args.target,
+                layer=args.layer,
+                method=args.method,
+                score=args.score,
+                head_fusion=args.head_fusion,
+                discard=args.discard,
+            )
             for (path, original), results, top in zip(batch, maps, tops):
-                entry = {"image": str(path), "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top], "maps": []}
+                entry = {
+                    "image": str(path),
+                    "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top],
+                    "maps": [],
+                }
                 size = model_size(model, original)
                 place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
                 for r in results:
@@ -164,17 +196,30 @@ def cmd_cam(args) -> dict:
                     heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
                     files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
                     files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
-                    files.append(str(write_png(out / f"{stem}_overlay.png", overlay(original, heat, args.overlay), args.force)))
-                    entry["maps"].append({"class": r.class_index, "label": r.label, "score": r.score, "layer": r.layer,
-                                          "layer_rule": r.layer_rule,
-                                          "zero": r.zero, "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)]})
+                    files.append(
+                        str(write_png(out / f"{stem}_overlay.png", overlay(original, heat, args.overlay), args.force))
+                    )
+                    entry["maps"].append(
+                        {
+                            "class": r.class_index,
+                            "label": r.label,
+                            "score": r.score,
+                            "layer": r.layer,
+                            "layer_rule": r.layer_rule,
+                            "zero": r.zero,
+                            "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)],
+                        }
+                    )
                 report.append(entry)
             progress.advance(len(paths))
     lines = []
     for e in report:
         lines.append(f"{e['image']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in e["top5"]))
         for m in e["maps"]:
-            lines.append(f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}" + (" (zero map: nothing to show)" if m["zero"] else ""))
+            lines.append(
+                f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}"
+                + (" (zero map: nothing to show)" if m["zero"] else "")
+            )
     lines.append(f"wrote {len(files)} files to {out}")
     layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
     rule = report[0]["maps"][0]["layer_rule"] if report and report[0]["maps"] else None
@@ -194,12 +239,6 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
 
 
 def cmd_saliency(args) -> dict:
-    from convlens.engine.images import fit_image, image_paths, load_image, to_photo
-    from convlens.engine.progress import Progress
-    from convlens.engine.render import write_npy, write_png
-    from convlens.engine.techniques.common import model_size
-    from convlens.engine.techniques.saliency import saliency_image
-
     model = _load(args)
     spec = model.input_spec
     out = Path(args.output)
@@ -220,15 +259,15 @@ def cmd_saliency(args) -> dict:
                 report.append({"image": str(path), "class": r.class_index, "label": r.label,
                                "completeness_error": r.completeness_error})
             progress.advance()
-    summary = "\n".join(f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
-                         + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
-                         for e in report)
+    summary = "\n".join(
+        f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
+        + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
+        for e in report
+    )
     return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}"}
 
 
 def cmd_filters(args) -> dict:
-    from convlens.engine.images import load_image
-    from convlens.engine.render import filter_grid, write_npy, write_png
     model = _load(args)
     init = None
     if args.init:
@@ -248,12 +287,14 @@ def cmd_filters(args) -> dict:
 
 
 def cmd_report(args) -> dict:
-    from convlens.engine.images import image_paths
-    from convlens.engine.onnx_file import check_writable, write_atomic
     check_writable(args.output, args.force)
     model = _load(args)
-    page, results = api.report(model, [str(p) for p in image_paths(args.images)], title=f"convlens: {Path(args.model).name}",
-                               quiet=args.quiet or args.json)
+    page, results = api.report(
+        model,
+        [str(p) for p in image_paths(args.images)],
+        title=f"convlens: {Path(args.model).name}",
+        quiet=args.quiet or args.json,
+    )
     path = write_atomic(args.output, page.encode(), args.force)
     return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
 
@@ -262,14 +303,6 @@ def cmd_demo(args) -> dict:
     """Convert EfficientNet-Lite0 (weights ship with a package), then report on the bundled cat photo."""
     import time
 
-    from convlens.converters.pretrained import efficientnet_lite0
-    from convlens.converters.torch_converter import convert_module
-    from convlens.engine import load
-    from convlens.engine.images import sample_image
-    from convlens.engine.onnx_file import check_writable, save_onnx, write_atomic
-    from convlens.engine.render import write_png
-    from convlens.engine.report import build_report
-
     out = Path(args.output)
     onnx_path = out / "efficientnet_lite0.onnx"
     report_path = check_writable(out / "report.html", args.force)  # a second demo never overwrites without --force
@@ -277,8 +310,6 @@ def cmd_demo(args) -> dict:
     if onnx_path.exists():  # the same conversion every time: reused, with --force too (it rewrites the report)
         note = f"reused {onnx_path}"
     else:
-        from convlens.converters.frameworks import torch_module
-        from convlens.converters.quiet import quiet_frameworks
 
         torch = torch_module("convlens demo converts EfficientNet-Lite0 with PyTorch, so it", "torch,demo")
 
@@ -295,8 +326,12 @@ def cmd_demo(args) -> dict:
                                  filter_steps=args.filter_steps, quiet=args.quiet or args.json)
     report = write_atomic(report_path, page.encode(), args.force)
     top = results["images"][0]["top5"][0]
-    return {"files": [str(onnx_path), str(report)], **results,
-            "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\nwrote {report} in {time.perf_counter() - start:.0f} s"}
+    return {
+        "files": [str(onnx_path), str(report)],
+        **results,
+        "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\n"
+        f"wrote {report} in {time.perf_counter() - start:.0f} s",
+    }
 
 
 class ComparisonFailed(Exception):
@@ -304,18 +339,11 @@ class ComparisonFailed(Exception):
 
 
 def cmd_compare(args) -> dict:
-
-    from convlens.engine.onnx_file import write_atomic
-    from convlens.engine.render import filter_grid, overlay, write_png
-    from convlens.engine.techniques.common import prepare
-    from convlens.engine.techniques.compare import markdown
-
     a, b = api.load(args.model_a), api.load(args.model_b)
     pairs = None
     if args.layers:
         pairs = [tuple(p.split(":")) for p in args.layers.split(",")]
         if not all(len(p) == 2 and all(p) for p in pairs):  # not an assert: `python -O` strips those
-            from convlens.engine.errors import ConvlensError
 
             raise ConvlensError(f"--layers must look like A1:B1,A2:B2, not {args.layers!r}.")
     c = api.compare(a, b, args.image, layers=pairs, target=args.target, activation_rtol=args.activation_rtol,
@@ -333,7 +361,13 @@ def cmd_compare(args) -> dict:
                                    np.concatenate([overlay(shown, ha), overlay(shown, hb)], axis=1), args.force)))
     if "filters" in c.pictures:
         fa, fb = c.pictures["filters"]
-        files.append(str(write_png(out / "filters_side_by_side.png", filter_grid(np.concatenate([fa, fb]), per_row=len(fa)), args.force)))
+        files.append(
+            str(
+                write_png(
+                    out / "filters_side_by_side.png", filter_grid(np.concatenate([fa, fb]), per_row=len(fa)), args.force
+                )
+            )
+        )
     result.update(files=files, summary=table + f"\nwrote {len(files)} files to {out}")
     if not c.passed:
         raise ComparisonFailed(result)
@@ -341,11 +375,6 @@ def cmd_compare(args) -> dict:
 
 
 def cmd_sanity(args) -> dict:
-
-    from convlens.engine.onnx_file import write_atomic
-    from convlens.engine.render import line_plot, write_png
-    from convlens.engine.techniques.sanity import markdown as sanity_markdown
-
     model = _load(args)
     rows = api.sanity(model, args.image, method=args.method, steps=args.steps, quiet=args.quiet or args.json)
     out = Path(args.output)
@@ -357,8 +386,6 @@ def cmd_sanity(args) -> dict:
 
 
 def cmd_verify(args) -> dict:
-    from convlens.engine.techniques.verification import markdown as verification_markdown
-
     model = _load(args)
     rows = api.verify(model, source=args.source, weights=args.weights, image=args.image,
                       quiet=args.quiet or args.json, verbose=args.verbose)
@@ -372,8 +399,6 @@ def cmd_verify(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    from convlens.engine.errors import ConvlensError
-
     if args.force:
         raise ConvlensError("evaluate never overwrites a run: a rerun into the same folder resumes it; to start over, "
                             "give -o a new folder.")
@@ -391,5 +416,20 @@ def cmd_evaluate(args) -> dict:
 
 
 FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
-COMMANDS = {"annotate": cmd_annotate, "evaluate": cmd_evaluate, "report": cmd_report, "verify": cmd_verify, "sanity": cmd_sanity, "compare": cmd_compare, "demo": cmd_demo, "convert": cmd_convert, "layers": cmd_layers, "activations": cmd_activations, "attention": cmd_attention, "export": cmd_export, "cam": cmd_cam,
-            "saliency": cmd_saliency, "filters": cmd_filters}
+COMMANDS = {
+    "annotate": cmd_annotate,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "verify": cmd_verify,
+    "sanity": cmd_sanity,
+    "compare": cmd_compare,
+    "demo": cmd_demo,
+    "convert": cmd_convert,
+    "layers": cmd_layers,
+    "activations": cmd_activations,
+    "attention": cmd_attention,
+    "export": cmd_export,
+    "cam": cmd_cam,
+    "saliency": cmd_saliency,
+    "filters": cmd_filters,
+}

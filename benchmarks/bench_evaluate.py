@@ -54,7 +54,9 @@ def main():
     image = str(folder / "set" / "cat.png")
     peak = matmul_peak(torch)
     flops = forward_flops(model, (224, 224))
-    print(f"ResNet-50, {args.threads} threads; forward {flops / 1e9:.1f} GFLOP per image; matmul peak {peak:.0f} GFLOP/s")
+    print(
+        f"ResNet-50, {args.threads} threads; forward {flops / 1e9:.1f} GFLOP per image; matmul peak {peak:.0f} GFLOP/s"
+    )
 
     if args.only_throughput:
         return throughput(args, path, folder, listing)
@@ -94,7 +96,9 @@ def main():
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     road = Evaluator(model, Settings(("random",), ("road",), 50, "auto", 0.01))
-    t_road = median_time(lambda: road._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image), args.repeat)
+    t_road = median_time(
+        lambda: road._scores(x, blurred(x), heat, target, 0.5, 0.5, "0" * 64, "random", [], image), args.repeat
+    )
     xt = torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
     t0 = time.perf_counter()
     ROADCombined()(xt, heat[None], [ClassifierOutputSoftmaxTarget(target)], net)

@@ -58,7 +58,11 @@ def main():
                                                     providers=["CPUExecutionProvider"])
         for batch in (1, 8):
             images = np.random.default_rng(batch).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-            x = ((images / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).transpose(0, 3, 1, 2).astype(np.float32)
+            x = (
+                ((images / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225])
+                .transpose(0, 3, 1, 2)
+                .astype(np.float32)
+            )
             base = median_time(lambda: plain.run(["logits"], {"input": x}), args.repeat)
             for method, target in (("gradcam", 1.3), ("vanilla", 2.2)):
                 t = median_time(lambda: sessions[method].run(None, {"image": images}), args.repeat)

@@ -103,7 +103,11 @@ def main():
             return cam / cam.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
         theirs = median_time(torch_gradcam, args.repeat)
-        agree = [np.abs(np.stack([r[0].cam for r in gradcam(model, pixels, "top", "auto")]) - torch_gradcam().detach().numpy()).max()]
+        agree = [
+            np.abs(
+                np.stack([r[0].cam for r in gradcam(model, pixels, "top", "auto")]) - torch_gradcam().detach().numpy()
+            ).max()
+        ]
         # forward, then backward-data through the last block and the head only (about 1/12 of the MatMuls)
         rows.append((f"Grad-CAM (auto layer), batch {batch}", ours, theirs, fwd * batch * (1 + 1 / 12)))
 
@@ -125,7 +129,9 @@ def main():
         mine = np.stack([r[0].cam for r in gradcam(model, pixels, "top", method="gae")])
         agree.append(np.abs(mine - torch_gae().detach().numpy()).max())
         keep_attention(False)
-        print(f"batch {batch}: max |convlens - torch| of the normalized maps: Grad-CAM {agree[0]:.1e}, GAE {agree[1]:.1e}")
+        print(
+            f"batch {batch}: max |convlens - torch| of the normalized maps: Grad-CAM {agree[0]:.1e}, GAE {agree[1]:.1e}"
+        )
         rows.append((f"GAE (12 blocks), batch {batch}", ours, theirs, 2 * fwd * batch))
 
     print(f"ViT-B/16 at 224, {args.threads} threads; forward pass {fwd / 1e9:.1f} GFLOP per image; "

@@ -38,7 +38,9 @@ def forward_flops(model, size) -> float:
             continue
         out_size = float(np.prod([d if isinstance(d, int) else 1 for d in out]))
         if node.op_type in ("MatMul", "Gemm"):
-            a = shapes.get(node.input[0]) or (list(model.weights[node.input[0]].shape) if node.input[0] in model.weights else None)
+            a = shapes.get(node.input[0]) or (
+                list(model.weights[node.input[0]].shape) if node.input[0] in model.weights else None
+            )
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
             k = (a[-2] if trans_a else a[-1]) if a else None
             if isinstance(k, (int, np.integer)):

@@ -96,7 +96,9 @@ def finish(model: onnx.ModelProto, *, source: str, source_name: str, spec: Input
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ConvlensError(f"The converted graph for {source_name} is not valid ONNX: {str(exc).splitlines()[0]}") from None
+        raise ConvlensError(
+            f"The converted graph for {source_name} is not valid ONNX: {str(exc).splitlines()[0]}"
+        ) from None
     return model
 
 

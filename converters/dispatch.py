@@ -24,7 +24,9 @@ def parse_source(source: str) -> tuple[str, str]:
         return "keras-file", source
     if path.suffix == ".pt2":
         return "torch-file", source
-    raise ConvlensError(f"Unknown source {source!r}; use keras:NAME, torch:NAME, timm:NAME, a .keras file or a .pt2 file.")
+    raise ConvlensError(
+        f"Unknown source {source!r}; use keras:NAME, torch:NAME, timm:NAME, a .keras file or a .pt2 file."
+    )
 
 
 def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, include_top: bool = True,

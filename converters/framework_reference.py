@@ -92,7 +92,9 @@ class KerasReference:
 
     def run(self, pixels, layers, cls=None, grad_layer=None, channel=None, spec=None):
         tf, keras = self.tf, self.keras
-        names = list(dict.fromkeys(list(layers) + ([grad_layer] if grad_layer else []) + ([channel[0]] if channel else [])))
+        names = list(
+            dict.fromkeys(list(layers) + ([grad_layer] if grad_layer else []) + ([channel[0]] if channel else []))
+        )
         outs = [self.symbolic[n] for n in names]
         head = self.net.layers[-1]
         model = keras.Model(self.inputs, outs + [self.head_input if self.softmax_head else self.net.output])

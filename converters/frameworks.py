@@ -26,7 +26,9 @@ def keras_modules():
         import tensorflow as tf
         import tf2onnx
     except ImportError:
-        raise ConvlensError("Converting a Keras model needs TensorFlow and tf2onnx: pip install 'convlens[keras]'.") from None
+        raise ConvlensError(
+            "Converting a Keras model needs TensorFlow and tf2onnx: pip install 'convlens[keras]'."
+        ) from None
     return keras, tf, tf2onnx
 
 

@@ -108,7 +108,9 @@ def layer_kind(layer) -> str:
         return "dense"
     if "Normalization" in cls:
         return "norm"
-    if cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") or (act is not None and cls == "Activation"):
+    if cls in ("Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax") or (
+        act is not None and cls == "Activation"
+    ):
         return "activation"
     return "other"
 
@@ -165,7 +167,9 @@ def convert_keras_model(model, *, name: str | None = None, preprocess: str = "ra
         rename_tensor(graph, tensor, new)
         existing.add(new)
         rank = len(layer.output.shape)
-        infos.append(LayerInfo(name=layer.name, tensor=new, kind=layer_kind(layer), layout="NHWC" if rank == 4 else "flat"))
+        infos.append(
+            LayerInfo(name=layer.name, tensor=new, kind=layer_kind(layer), layout="NHWC" if rank == 4 else "flat")
+        )
     # the model output may equal the last layer's output; give it its own name only if distinct
     first = graph.output[0].name
     if first == out_names[0]:
@@ -216,7 +220,9 @@ def applications_model(name: str, weights: str | None = "none", include_top: boo
 
         names = [n for n in dir(keras.applications) if n[:1].isupper()]
         close = difflib.get_close_matches(name, names, n=3)
-        raise ConvlensError(f"Unknown keras.applications model {name!r}" + (f"; closest: {', '.join(close)}." if close else "."))
+        raise ConvlensError(
+            f"Unknown keras.applications model {name!r}" + (f"; closest: {', '.join(close)}." if close else ".")
+        )
     w = (weights or "none").lower()
     kwargs = {"include_top": include_top}
     if input_size:
@@ -247,7 +253,9 @@ def applications_model(name: str, weights: str | None = "none", include_top: boo
     try:
         model.load_weights(str(path))
     except Exception as exc:
-        raise ConvlensError(f"{path} does not fit keras.applications.{name}: {str(exc).splitlines()[0][:200]}") from None
+        raise ConvlensError(
+            f"{path} does not fit keras.applications.{name}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     return model
 
 
@@ -266,5 +274,7 @@ def convert_keras_file(path: str, preprocess: str | None = None):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
-        raise ConvlensError(f"Cannot load {path} as a Keras model in safe mode: {str(exc).splitlines()[0][:200]}") from None
+        raise ConvlensError(
+            f"Cannot load {path} as a Keras model in safe mode: {str(exc).splitlines()[0][:200]}"
+        ) from None
     return convert_keras_model(model, name=Path(path).stem, preprocess=preprocess or "raw")

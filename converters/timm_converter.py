@@ -85,4 +85,6 @@ def convert_timm(name: str, weights: str | None = "none", input_size=None, prepr
             model(torch.zeros(1, 3, h, w))
     except Exception as exc:
         raise ConvlensError(f"timm {name} does not run at {h}x{w}: {str(exc).splitlines()[0][:200]}") from None
-    return convert_module(model, torch.zeros(1, 3, h, w), name=f"timm.{name}", preprocess=preprocess or timm_spec(model))
+    return convert_module(
+        model, torch.zeros(1, 3, h, w), name=f"timm.{name}", preprocess=preprocess or timm_spec(model)
+    )

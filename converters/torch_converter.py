@@ -17,9 +17,21 @@ from .frameworks import seeded_torch, torch_module
 
 
 
-_ATEN_KINDS = (("conv", "conv"), ("pool", "pool"), ("linear", "dense"), ("addmm", "dense"), ("norm", "norm"),
-               ("relu", "activation"), ("gelu", "activation"), ("silu", "activation"), ("sigmoid", "activation"),
-               ("hardswish", "activation"), ("hardtanh", "activation"), ("tanh", "activation"), ("softmax", "activation"))
+_ATEN_KINDS = (
+    ("conv", "conv"),
+    ("pool", "pool"),
+    ("linear", "dense"),
+    ("addmm", "dense"),
+    ("norm", "norm"),
+    ("relu", "activation"),
+    ("gelu", "activation"),
+    ("silu", "activation"),
+    ("sigmoid", "activation"),
+    ("hardswish", "activation"),
+    ("hardtanh", "activation"),
+    ("tanh", "activation"),
+    ("softmax", "activation"),
+)
 
 
 def _unflattened_kind(module) -> str:
@@ -176,7 +188,9 @@ def torchvision_model(name: str, weights: str | None):
         import difflib
 
         close = difflib.get_close_matches(name, available, n=3)
-        raise ConvlensError(f"Unknown torchvision model {name!r}" + (f"; closest: {', '.join(close)}." if close else "."))
+        raise ConvlensError(
+            f"Unknown torchvision model {name!r}" + (f"; closest: {', '.join(close)}." if close else ".")
+        )
     w = (weights or "none").lower()
     if w == "imagenet":  # offline: one sentence now, not after the framework's retries
         check_imagenet_download("torch", name, "--weights FILE.pth or --weights none")

@@ -20,19 +20,32 @@ def adapter_nodes(spec: InputSpec) -> tuple[list, dict]:
     current = PIXELS
     channel_axis = 3
     if spec.layout.upper() == "NCHW":
-        nodes.append(helper.make_node("Transpose", [current], ["pixels_nchw"], perm=[0, 3, 1, 2], name="adapter_layout"))
+        nodes.append(
+            helper.make_node("Transpose", [current], ["pixels_nchw"], perm=[0, 3, 1, 2], name="adapter_layout")
+        )
         current, channel_axis = "pixels_nchw", 1
     if spec.channels == 1:  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY: one channel, gradients to all three
         inits["adapter_gray"] = numpy_helper.from_array(GRAY.reshape((1, 3, 1, 1) if channel_axis == 1 else (3,)),
                                                         "adapter_gray")
         inits["adapter_gray_axis"] = numpy_helper.from_array(np.array([channel_axis], np.int64), "adapter_gray_axis")
         nodes.append(helper.make_node("Mul", [current, "adapter_gray"], ["pixels_weighted"], name="adapter_gray"))
-        nodes.append(helper.make_node("ReduceSum", ["pixels_weighted", "adapter_gray_axis"], ["pixels_gray"], keepdims=1,
-                                      name="adapter_gray_sum"))
+        nodes.append(
+            helper.make_node(
+                "ReduceSum",
+                ["pixels_weighted", "adapter_gray_axis"],
+                ["pixels_gray"],
+                keepdims=1,
+                name="adapter_gray_sum",
+            )
+        )
         current = "pixels_gray"
     elif spec.color.upper() == "BGR":
         inits["adapter_bgr_index"] = numpy_helper.from_array(np.array([2, 1, 0], np.int64), "adapter_bgr_index")
-        nodes.append(helper.make_node("Gather", [current, "adapter_bgr_index"], ["pixels_bgr"], axis=channel_axis, name="adapter_color"))
+        nodes.append(
+            helper.make_node(
+                "Gather", [current, "adapter_bgr_index"], ["pixels_bgr"], axis=channel_axis, name="adapter_color"
+            )
+        )
         current = "pixels_bgr"
     std, mean = per_channel_std_mean(spec)
     scale = (spec.scale / std).astype(np.float32)

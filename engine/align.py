@@ -6,8 +6,8 @@ from .model import Model
 
 
 def align(a: Model, b: Model, shapes_a: dict | None = None, shapes_b: dict | None = None) -> list[tuple[str, str]]:
-    """(layer of a, layer of b) pairs in forward order: equal framework-neutral names, equal names, the graphs' structure
-    (with the models' tensor shapes), or pools by order."""
+    """(layer of a, layer of b) pairs in forward order: equal framework-neutral names, equal names, the graphs'
+    structure (with the models' tensor shapes), or pools by order."""
     canonical_b = {l.canonical: l.name for l in b.layers if l.canonical}
     by_canonical = [(l.name, canonical_b[l.canonical]) for l in a.layers if l.canonical in canonical_b]
     if by_canonical:  # the converters named the layers of a known architecture (VGG16) alike
@@ -39,7 +39,9 @@ def _stage_ends(model: Model, shapes: dict) -> dict[int, tuple[LayerInfo, str]]:
     order: dict[str, int] = {}
     for k, node in enumerate(model.nodes):
         d = max([depth.get(i, 0) for i in node.input if i] or [0]) + (node.op_type in _CONVS or "Pool" in node.op_type)
-        source_op = op_of.get(node.input[0], node.op_type) if node.op_type in _PASS_THROUGH and node.input else node.op_type
+        source_op = (
+            op_of.get(node.input[0], node.op_type) if node.op_type in _PASS_THROUGH and node.input else node.op_type
+        )
         for o in node.output:
             depth[o], op_of[o], order[o] = d, source_op, k
     ends: dict[int, tuple[int, LayerInfo, str]] = {}

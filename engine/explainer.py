@@ -25,12 +25,17 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .adapter import PIXELS, adapter_nodes
+from .autodiff import build_backward
 from .autodiff.emitter import Emitter
 from .errors import ConvlensError
 from .graph import float_info, needed_nodes
 from .model import Model
 from .render import BLEND_ALPHA, colorize
 from .shapes import probe_shapes, static_shapes, unknown_shapes
+from .techniques.cam import resolve_layer
+from .techniques.cam_methods import CAM_METHODS
+from .techniques.targets import Target
+from .tokens import token_grid
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
@@ -48,8 +53,6 @@ class Explainer:
 def export_explainer(model: Model, method: str = "gradcam", layer: str | None = "auto", steps: int = 32,
                      samples: int = 25, seed: int = 0, noise: float = 0.15, baseline: float = 0.0) -> Explainer:
     """The explainer graph for `method` (a CAM method of the gradient kind, or a saliency method)."""
-    from .techniques.cam import resolve_layer
-    from .techniques.cam_methods import CAM_METHODS
 
     cam_method = method in CAM_METHODS and CAM_METHODS[method].onnx_map is not None
     if not cam_method and method not in SALIENCY_EXPORTS:
@@ -75,7 +78,9 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
         if copies:
             raise ConvlensError(f"{method} runs {copies} copies of each image in one batch, but this file was exported "
                                 "with a batch of 1 baked in; export the model with a dynamic batch axis.")
-        notes.append("the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)")
+        notes.append(
+            "the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)"
+        )
     e = Emitter({}, {}, {}, EXPORT_OPSET)
     e.scope("explainer")
     clean = _image_nodes(e, size)
@@ -138,7 +143,6 @@ def _batch_nodes(e: Emitter, clean: str, method: str, copies: int, size, noise: 
 
 
 def _score_tensor(model: Model) -> str:
-    from .techniques.targets import Target
 
     return Target(score="logit").tensor(model)[0]
 
@@ -149,7 +153,6 @@ OBJECTIVE_WEIGHTS, OBJECTIVE = "explainer_objective_weights", "explainer_objecti
 
 def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str, size):
     """(nodes: adapter, model (opset 18) and backward; gradient names; small inits; weights)."""
-    from .autodiff import build_backward
 
     nodes, small = _model_at_export_opset(model)
     a_nodes, a_inits = adapter_nodes(model.input_spec)
@@ -168,8 +171,18 @@ def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str
     shapes = static_shapes(cut, inits, size, [w_info] + weight_infos, opsets)
     unknown = unknown_shapes(cut, shapes)
     if unknown:
-        shapes.update(probe_shapes(model.runtime, cut, inits, model.weights, size, [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
-                                   opsets, unknown))
+        shapes.update(
+            probe_shapes(
+                model.runtime,
+                cut,
+                inits,
+                model.weights,
+                size,
+                [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
+                opsets,
+                unknown,
+            )
+        )
     wrt = [info.tensor] if info is not None else [PIXELS]
     overrides = ("guided",) if method == "guided-backprop" else ()
     back = build_backward(cut, OBJECTIVE, wrt, shapes, model.weights, inits, overrides, EXPORT_OPSET,
@@ -219,7 +232,9 @@ def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tup
     if model.meta.probabilities and scores == model.meta.probabilities:
         probabilities = clean
     else:
-        probabilities = e.op("Sigmoid", clean) if model.meta.activation == "sigmoid" else e.op("Softmax", clean, axis=-1)
+        probabilities = (
+            e.op("Sigmoid", clean) if model.meta.activation == "sigmoid" else e.op("Softmax", clean, axis=-1)
+        )
     top = e.op("ArgMax", clean, axis=1, keepdims=0)
     # the default target (-1, every image's top class) broadcasts against N when no target is fed
     target = e.op("Where", e.op("Less", TARGET, e.const(0, np.int64)), top, e.op("Expand", TARGET, e.op("Shape", top)))
@@ -243,8 +258,6 @@ def _objective_weights(e: Emitter, target: str, copies: int):
 # --- maps -------------------------------------------------------------------------------------------
 def _cam_map(e: Emitter, model: Model, info, grad: str, method: str, size) -> str:
     """The method's raw map (N, h, w) from the layer's activations and gradient, viewed as NCHW."""
-    from .techniques.cam_methods import CAM_METHODS
-    from .tokens import token_grid
 
     tokens = token_grid(model, info.tensor, model.shapes.complete(size))
 
@@ -307,15 +320,22 @@ def _assemble(model: Model, nodes: list, outputs, inits: dict, weights: dict) ->
     ordered = _topological(nodes)
     used = {i for n in ordered for i in n.input}
     initializers = [t for name, t in inits.items() if name in used and name != TARGET]
-    initializers += [numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in weights.items() if name in used]
+    initializers += [
+        numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in weights.items() if name in used
+    ]
     initializers.append(numpy_helper.from_array(np.array([-1], np.int64), TARGET))  # the default: top-1
     batch = 1 if model.single_image else "N"  # a batch of 1 baked into the model fixes the explainer's
     inputs = [helper.make_tensor_value_info(IMAGE, TensorProto.UINT8, [batch, "H", "W", 3]),
               helper.make_tensor_value_info(TARGET, TensorProto.INT64, ["T"])]
     types = {"probabilities": TensorProto.FLOAT, "explained_class": TensorProto.INT64, "heatmap": TensorProto.FLOAT,
              "cam": TensorProto.FLOAT, "overlay": TensorProto.UINT8}
-    shapes = {"probabilities": ["N", None], "explained_class": ["N"], "heatmap": ["N", "H", "W"], "cam": ["N", None, None],
-              "overlay": ["N", "H", "W", 3]}
+    shapes = {
+        "probabilities": ["N", None],
+        "explained_class": ["N"],
+        "heatmap": ["N", "H", "W"],
+        "cam": ["N", None, None],
+        "overlay": ["N", "H", "W", 3],
+    }
     graph_outputs = [helper.make_tensor_value_info(name, types[name], shapes[name]) for name, _ in outputs]
     graph = helper.make_graph(ordered, "convlens_explainer", inputs, graph_outputs, initializer=initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", EXPORT_OPSET)], producer_name="convlens")

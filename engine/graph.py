@@ -70,7 +70,9 @@ def elem_types(nodes, inits: dict, inputs, opset_imports) -> dict[str, int]:
     graph = helper.make_graph(nodes, "types", list(inputs), [], initializer=list(inits.values()))
     model = helper.make_model(graph, opset_imports=opset_imports)
     inferred = onnx.shape_inference.infer_shapes(model)
-    return {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    return {
+        vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
 
 
 def _numel(t: onnx.TensorProto) -> int:

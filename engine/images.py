@@ -122,7 +122,9 @@ def fit_image(img: np.ndarray, size: tuple[int, int], policy: str = "stretch", c
     raise ConvlensError(f"Unknown resize policy {policy!r}; use stretch, center-crop or letterbox.")
 
 
-def to_photo(heat: np.ndarray, photo_shape: tuple[int, int], input_size: tuple[int, int], place: Placement) -> np.ndarray:
+def to_photo(
+    heat: np.ndarray, photo_shape: tuple[int, int], input_size: tuple[int, int], place: Placement
+) -> np.ndarray:
     """A map over the model's input (at any grid resolution) drawn on the photo: bilinear, half-pixel centres.
     Photo pixels the input never saw (outside a center crop) get 0; letterbox padding is cut away."""
     H, W = photo_shape

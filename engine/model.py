@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import ConvlensError
-from .infer import infer_meta
-from .layouts import tensor_ranks, tensor_shapes
+from .errors import ConvlensError, ConvlensWarning
+from .infer import graph_input, infer_meta, input_dims
 from .labels import check_label_count, labels_in_file, read_labels, resolve_labels
+from .layouts import tensor_ranks, tensor_shapes
 from .metadata import METADATA_KEY, InputRecipe, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
 from .opset import upgrade_opset
@@ -42,7 +42,11 @@ class Model:
         self.weights: dict[str, np.ndarray] = {}
         for t in proto.graph.initializer:
             size = int(np.prod(t.dims)) if len(t.dims) else 1
-            if size > _BIG and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            if size > _BIG and t.data_type in (
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.DOUBLE,
+            ):
                 self.weights[t.name] = numpy_helper.to_array(t)
             else:
                 self.small_inits[t.name] = _detached(t)
@@ -50,7 +54,6 @@ class Model:
         self.graph_outputs = [o.name for o in proto.graph.output]
         # exports with a batch of 1 baked into the graph (torch.onnx.export's default) may hold reshapes
         # that only work for one image: such models run one image per call
-        from .infer import graph_input, input_dims
 
         dims = input_dims(graph_input(proto)) if len(proto.graph.input) else []
         self.single_image = bool(dims) and dims[0] == 1
@@ -151,7 +154,11 @@ class Model:
             if layer.tensor == name:
                 return layer
         close = difflib.get_close_matches(name, [l.name for l in self.meta.layers], n=3, cutoff=0.4)
-        hint = f"; closest: {', '.join(close)}" if close else f"; run `convlens layers {self.path or 'MODEL'}` to list them"
+        hint = (
+            f"; closest: {', '.join(close)}"
+            if close
+            else f"; run `convlens layers {self.path or 'MODEL'}` to list them"
+        )
         raise ConvlensError(f"Unknown layer {name!r}{hint}.")
 
     def last_spatial_layer(self, shapes: dict) -> LayerInfo:
@@ -243,7 +250,6 @@ def _say_assumed_input(path, spec: InputSpec) -> None:
     """Nothing states a foreign file's input: say what is assumed, and how to state it."""
     import warnings
 
-    from .errors import ConvlensWarning
 
     warnings.warn(f"{Path(path).name} has no convlens metadata: assuming {spec.layout} input of raw "
                   f"RGB pixels (0..255, no mean or std); state it with --preprocess caffe|torch|tf|raw and/or "

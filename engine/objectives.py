@@ -18,8 +18,16 @@ OBJECTIVE_WEIGHTS = "objective_weights"
 TOP_CLASS = "objective_top_class"  # with top=True: each item's arg-max channel (as float), fetchable
 
 
-def channel_objective(tensor: str, layout: str, rank: int, channels: int, activation: str | None = None, opset: int = 17,
-                      top: bool = False, token_prefix: int | None = None) -> Extra:
+def channel_objective(
+    tensor: str,
+    layout: str,
+    rank: int,
+    channels: int,
+    activation: str | None = None,
+    opset: int = 17,
+    top: bool = False,
+    token_prefix: int | None = None,
+) -> Extra:
     """sum over items of w[i] . spatial_mean(tensor[i]) (first through `activation`, Softmax or Sigmoid, for
     probabilities).
     A token layer (N, T, C) with `token_prefix` P is averaged over its patch tokens T[P:], per channel.
@@ -48,8 +56,14 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, activa
         for part, value in (("start", token_prefix), ("end", 2 ** 62), ("axis", 1)):  # tokens P.. to the end
             inits[f"objective_patch_{part}"] = numpy_helper.from_array(np.array([value], np.int64),
                                                                        f"objective_patch_{part}")
-        nodes.append(helper.make_node("Slice", [current, "objective_patch_start", "objective_patch_end",
-                                                "objective_patch_axis"], ["objective_patches"], name="objective_patches"))
+        nodes.append(
+            helper.make_node(
+                "Slice",
+                [current, "objective_patch_start", "objective_patch_end", "objective_patch_axis"],
+                ["objective_patches"],
+                name="objective_patches",
+            )
+        )
         if opset >= 18:
             inits["objective_axes"] = numpy_helper.from_array(np.array([1], np.int64), "objective_axes")
             nodes.append(helper.make_node("ReduceMean", ["objective_patches", "objective_axes"], ["objective_pooled"],
@@ -64,11 +78,18 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, activa
         current = current_2d
     if top:
         inits["objective_depth"] = numpy_helper.from_array(np.array(channels, np.int64), "objective_depth")
-        inits["objective_onehot_values"] = numpy_helper.from_array(np.array([0, 1], np.float32), "objective_onehot_values")
+        inits["objective_onehot_values"] = numpy_helper.from_array(
+            np.array([0, 1], np.float32), "objective_onehot_values"
+        )
         nodes += [
             helper.make_node("ArgMax", [current], ["objective_top"], axis=1, keepdims=0, name="objective_top"),
-            helper.make_node("OneHot", ["objective_top", "objective_depth", "objective_onehot_values"], [OBJECTIVE_WEIGHTS],
-                             axis=-1, name=OBJECTIVE_WEIGHTS),
+            helper.make_node(
+                "OneHot",
+                ["objective_top", "objective_depth", "objective_onehot_values"],
+                [OBJECTIVE_WEIGHTS],
+                axis=-1,
+                name=OBJECTIVE_WEIGHTS,
+            ),
             helper.make_node("Cast", ["objective_top"], [TOP_CLASS], to=TensorProto.FLOAT, name=TOP_CLASS),
         ]
     inits["objective_item_axis"] = numpy_helper.from_array(np.array([1], np.int64), "objective_item_axis")
@@ -79,7 +100,9 @@ def channel_objective(tensor: str, layout: str, rank: int, channels: int, activa
         helper.make_node("ReduceSum", [OBJECTIVE_ITEMS], [OBJECTIVE], keepdims=0, name=OBJECTIVE),
     ]
     inputs = [] if top else [helper.make_tensor_value_info(OBJECTIVE_WEIGHTS, TensorProto.FLOAT, ["N", channels])]
-    return Extra(nodes=nodes, inits=inits, inputs=inputs, key=("channel", tensor, layout, rank, channels, activation, top))
+    return Extra(
+        nodes=nodes, inits=inits, inputs=inputs, key=("channel", tensor, layout, rank, channels, activation, top)
+    )
 
 
 def one_hot(indices, channels: int) -> np.ndarray:

@@ -47,15 +47,18 @@ def _load_external_data(model: onnx.ModelProto, folder: Path) -> None:
         parts = Path(os.path.normpath(location)).parts
         if not location or os.path.isabs(location) or (parts and parts[0] == ".."):
             raise ConvlensError(
-                f"Tensor {tensor.name!r} points to external data outside the model's folder ({location}); refusing to read it."
+                f"Tensor {tensor.name!r} points to external data outside the model's folder ({location}); "
+                "refusing to read it."
             )
         target = folder / location
         if not target.exists():
             raise ConvlensError(f"Tensor {tensor.name!r} needs the external data file {target}, which is missing.")
         offset, length = int(info.get("offset", 0)), int(info.get("length", 0) or _nbytes(tensor))
         if offset + length > target.stat().st_size:
-            raise ConvlensError(f"The external data file {target} is truncated: tensor {tensor.name!r} needs bytes up to "
-                                f"{offset + length}, the file has {target.stat().st_size}.")
+            raise ConvlensError(
+                f"The external data file {target} is truncated: tensor {tensor.name!r} needs bytes up to "
+                f"{offset + length}, the file has {target.stat().st_size}."
+            )
         # read here rather than with onnx's loader, which refuses any symbolic link
         with open(target, "rb") as f:
             f.seek(offset)

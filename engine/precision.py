@@ -13,7 +13,9 @@ def widen_float16(model: onnx.ModelProto) -> bool:
     changed = False
     for i, t in enumerate(model.graph.initializer):
         if t.data_type == TensorProto.FLOAT16:
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+            )
             changed = True
     for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT16:

@@ -11,6 +11,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from .adapter import PIXELS, adapter_nodes
+from .autodiff import build_backward
 from .errors import ConvlensError
 from .graph import float_info, needed_nodes
 from .metadata import InputSpec
@@ -114,18 +115,21 @@ def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
     cut = needed_nodes(nodes, targets, stop_at=[PIXELS] + [i.name for i in extra.inputs])
     grads: dict[str, str] = {}
     if grad is not None:
-        from .autodiff import build_backward  # the autodiff is needed only for gradient programs
 
         weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
                         for n, a in weights.items()]
         shapes = static_shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
         unknown = unknown_shapes(cut, shapes)
         if unknown:
-            shapes.update(probe_shapes(model.runtime, cut, inits, weights, size, extra.inputs, model.opset_imports, unknown))
+            shapes.update(
+                probe_shapes(model.runtime, cut, inits, weights, size, extra.inputs, model.opset_imports, unknown)
+            )
         back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
         # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
         # they replaced (see the ReLU rule), so keep only what the fetched tensors need
-        cut = needed_nodes(back.nodes, fetch + list(back.grads.values()), stop_at=[PIXELS] + [i.name for i in extra.inputs])
+        cut = needed_nodes(
+            back.nodes, fetch + list(back.grads.values()), stop_at=[PIXELS] + [i.name for i in extra.inputs]
+        )
         inits.update(back.inits)
         weights.update(back.weights)
         grads = back.grads

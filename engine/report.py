@@ -1,15 +1,15 @@
 """A self-contained HTML report (images embedded as data URIs) of every technique on a model."""
 from __future__ import annotations
 
-import base64
 import html
 
 import numpy as np
 
+from .html_page import figure, page
 from .images import fit_image, load_image, to_photo
 from .model import Model
 from .progress import Progress
-from .render import channel_grid, colorize, encode_png, filter_grid, overlay, upscale
+from .render import channel_grid, colorize, filter_grid, overlay, upscale
 from .techniques.activations import activations, as_channels, predictions
 from .techniques.cam import gradcam
 from .techniques.common import model_size, prepare
@@ -17,32 +17,9 @@ from .techniques.filters import own_size, visualize_filters
 from .techniques.layers import layer_table
 from .techniques.saliency import saliency, saliency_image
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-img{max-width:100%;border:1px solid #ccc;cursor:zoom-in}figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}
-figure.wide{display:block;max-width:100%;width:100%}figure.wide img{width:100%;image-rendering:pixelated}
-figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 8px;border-bottom:1px solid #eee}
-#full{display:none;position:fixed;inset:0;background:rgba(0,0,0,.85);overflow:auto;cursor:zoom-out;z-index:9}
-#full img{max-width:none;border:0;margin:1em auto;display:block;background:#fff;image-rendering:pixelated}"""
-WIDE = 2.0  # a figure at least this many times wider than high takes the page's width
-
-# a click on any picture shows it at its full size over the page; a click on that closes it
-ZOOM = ("<div id='full'><img id='full-img' alt='full size'></div><script>"
-        "document.addEventListener('click',e=>{const f=document.getElementById('full');"
-        "if(e.target.closest('#full')){f.style.display='none';return;}"
-        "if(e.target.tagName==='IMG'){document.getElementById('full-img').src=e.target.src;f.style.display='block';}});"
-        "</script>")
-
-
-def img_tag(arr: np.ndarray, alt: str) -> str:
-    """An <img> holding the picture as a PNG data URI (reports are single self-contained files)."""
-    data = base64.b64encode(encode_png(arr)).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def figure(arr, caption: str) -> str:
-    kind = " class='wide'" if arr.shape[1] >= WIDE * arr.shape[0] else ""
-    return (f"<figure{kind}>{img_tag(arr, caption)}"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+CSS = """body{max-width:1100px}img{max-width:100%}
+figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}
+table{border-collapse:collapse;font-size:.85em}td,th{padding:2px 8px;border-bottom:1px solid #eee}"""
 
 
 def channels_caption(name: str, shown: int, total: int) -> str:
@@ -64,10 +41,10 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
     """The report's HTML, and a dict of its key results (predictions, CAM peaks). Maps are drawn on each photo
     at its own shape (through the input's resize policy), as `cam` draws them."""
     spec = model.input_spec
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p>Source: {html.escape(model.meta.source)} ({html.escape(model.meta.source_name)}); input {spec.layout} "
-             f"{spec.size}, {spec.color}, preprocessing {html.escape(str(spec.preset))}; {len(model.layers)} layers.</p>"]
+    parts = [
+        f"<p>Source: {html.escape(model.meta.source)} ({html.escape(model.meta.source_name)}); input {spec.layout} "
+        f"{spec.size}, {spec.color}, preprocessing {html.escape(str(spec.preset))}; {len(model.layers)} layers.</p>"
+    ]
     results = {"images": []}
     layers = pick_layers(model)
     if filter_layer is None and layers:
@@ -80,8 +57,11 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             pixels = prepare(model, [photo])
             top = predictions(model, pixels)[0]
             name = path if isinstance(path, str) else "image"
-            parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
-                         + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top) + "</table>")
+            parts.append(
+                f"<h2>{html.escape(name)}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
+                + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top)
+                + "</table>"
+            )
             entry = {"image": name, "top5": top, "cams": []}
             parts.append("<h3>Class activation maps</h3>")
             for method in methods:
@@ -89,7 +69,9 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
                     heat = to_photo(r.heatmap, photo.shape[:2], size, place)
                     parts.append(figure(overlay(photo, heat), f"{method}: {r.label} at {r.layer}"))
                     peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
-                    entry["cams"].append({"method": method, "class": r.class_index, "peak_yx": [int(peak[0]), int(peak[1])]})
+                    entry["cams"].append(
+                        {"method": method, "class": r.class_index, "peak_yx": [int(peak[0]), int(peak[1])]}
+                    )
             progress.advance()
             parts.append("<h3>Attributions</h3>")
             for method in ("vanilla", "smoothgrad", "guided-backprop"):
@@ -111,9 +93,4 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             parts.append(f"<h2>Filter patterns of {html.escape(filter_layer)}</h2>" + figure(filter_grid(res.images),
                          f"filters {', '.join(map(str, res.filters))}, lucid recipe, {filter_steps} steps"))
             progress.advance()
-    parts.append(ZOOM)
-    # for headless checks: the body says how many images decoded, e.g. data-images-loaded="13/13"
-    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images].filter(x=>x.id!=='full-img');"
-                 "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});</script>")
-    parts.append("</body></html>")
-    return "\n".join(parts), results
+    return page(title, CSS, parts), results

@@ -51,7 +51,9 @@ def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, re
             raise ConvlensError(scores.refusal)
         return scores
     if not inferred:
-        return Scores(logits, probabilities, activation=activation, classes=class_count(shapes.get(logits or probabilities or "")))
+        return Scores(
+            logits, probabilities, activation=activation, classes=class_count(shapes.get(logits or probabilities or ""))
+        )
     candidates = _score_outputs(proto, ranks)
     if not candidates:
         others = [o.name for o in proto.graph.output]

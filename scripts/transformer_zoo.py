@@ -66,7 +66,9 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="convlens-zoo-"))
     image = Path(__file__).resolve().parents[1] / "engine" / "data" / "chelsea.png"
     failed = 0
-    print("| source | convert s | verify (input gradient rel. L2) | Grad-CAM layer | rollout / GAE | saliency | filter |")
+    print(
+        "| source | convert s | verify (input gradient rel. L2) | Grad-CAM layer | rollout / GAE | saliency | filter |"
+    )
     print("|---|---|---|---|---|---|---|")
     try:
         for source, size, filter_layer in chosen:
@@ -79,19 +81,39 @@ def main() -> int:
             row = [source, f"{time.perf_counter() - start:.0f}" if ok else f"FAIL {res}"]
             if ok:
                 ok_v, res = cli("verify", str(onnx_path), "--source", source, "--weights", str(weights))
-                grad = next((r for r in res["rows"] if r["figure"].startswith("input gradient")), None) if ok_v else None
+                grad = (
+                    next((r for r in res["rows"] if r["figure"].startswith("input gradient")), None) if ok_v else None
+                )
                 row.append(f"pass ({grad['value']:.1e})" if ok_v and grad else f"FAIL {res}")
                 ok_c, res = cli("cam", str(onnx_path), str(image), "-o", str(folder / f"{name}_cam"))
                 row.append(res["layer"] if ok_c else f"FAIL {res}")
                 attention = []
                 for method in ("rollout", "gae"):
-                    ok_a, res = cli("cam", str(onnx_path), str(image), "--method", method, "-o", str(folder / f"{name}_{method}"))
-                    attention.append("ok" if ok_a else ("refused" if "no attention over its whole token sequence" in str(res) else f"FAIL {res}"))
+                    ok_a, res = cli(
+                        "cam", str(onnx_path), str(image), "--method", method, "-o", str(folder / f"{name}_{method}")
+                    )
+                    attention.append(
+                        "ok"
+                        if ok_a
+                        else ("refused" if "no attention over its whole token sequence" in str(res) else f"FAIL {res}")
+                    )
                 row.append(" / ".join(attention))
                 ok_s, res = cli("saliency", str(onnx_path), str(image), "-o", str(folder / f"{name}_sal"))
                 row.append("ok" if ok_s else f"FAIL {res}")
-                ok_f, res = cli("filters", str(onnx_path), "--layer", filter_layer, "--filters", "0", "--recipe", "lucid",
-                                "--steps", "8", "-o", str(folder / f"{name}_filters"))
+                ok_f, res = cli(
+                    "filters",
+                    str(onnx_path),
+                    "--layer",
+                    filter_layer,
+                    "--filters",
+                    "0",
+                    "--recipe",
+                    "lucid",
+                    "--steps",
+                    "8",
+                    "-o",
+                    str(folder / f"{name}_filters"),
+                )
                 row.append(f"ok ({filter_layer})" if ok_f else f"FAIL {res}")
                 ok = ok_v and ok_c and ok_s and ok_f and not any(a.startswith("FAIL") for a in attention)
             failed += not ok

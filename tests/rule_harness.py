@@ -30,10 +30,15 @@ def engine_gradients(nodes, inputs: dict, consts: dict, wrt: list[str], seed_wei
                      overrides=()) -> dict[str, np.ndarray]:
     """Gradients of sum(y * seed_weights) w.r.t. `wrt`, y being the first output of the last node."""
     y = nodes[-1].output[0]
-    obj = [helper.make_node("Mul", [y, "seed_w"], ["seed_yw"]), helper.make_node("ReduceSum", ["seed_yw"], ["obj"], keepdims=0)]
+    obj = [
+        helper.make_node("Mul", [y, "seed_w"], ["seed_yw"]),
+        helper.make_node("ReduceSum", ["seed_yw"], ["obj"], keepdims=0),
+    ]
     consts = {**consts, "seed_w": seed_weights.astype(np.float32)}
     all_nodes = list(nodes) + obj
-    inits = {k: numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k) for k, v in consts.items()}
+    inits = {
+        k: numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k) for k, v in consts.items()
+    }
     vis = [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape)) for k, v in inputs.items()]
     shapes = infer_shapes(all_nodes, inits, vis, [helper.make_opsetid("", OPSET)])
     back = build_backward(all_nodes, "obj", wrt, shapes, {}, inits, tuple(overrides))

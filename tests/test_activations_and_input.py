@@ -19,7 +19,9 @@ def test_adapter_matches_numpy_preprocessing(keras_vgg16, image):
     got = program(model, ["input"], (224, 224)).run(image)["input"]
     np.testing.assert_allclose(got, apply_numpy(image[None], model.input_spec), rtol=1e-6, atol=1e-4)
     got_t = program(model, ["input"], (224, 224), spec=model.input_spec.with_preset("torch")).run(image)["input"]
-    np.testing.assert_allclose(got_t, apply_numpy(image[None], model.input_spec.with_preset("torch")), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got_t, apply_numpy(image[None], model.input_spec.with_preset("torch")), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_activations_python_api_returns_arrays(torch_vgg16, image):
@@ -33,7 +35,18 @@ def test_activations_python_api_returns_arrays(torch_vgg16, image):
 
 def test_activations_cli_writes_grids_and_arrays(tmp_path, keras_vgg16, capsys):
     out = tmp_path / "acts"
-    rc = main(["activations", str(keras_vgg16["path"]), str(IMAGE), "--layers", "block1_conv1,block3_conv1", "-o", str(out), "--json"])
+    rc = main(
+        [
+            "activations",
+            str(keras_vgg16["path"]),
+            str(IMAGE),
+            "--layers",
+            "block1_conv1,block3_conv1",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert result["shapes"]["block1_conv1"] == [1, 224, 224, 64]
@@ -121,12 +134,20 @@ def test_refusals(tmp_path, torch_vgg16, capsys):
     assert "Unknown layer 'features.290'" in err and "closest: features.29" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    assert "Cannot read" in _err(capsys, ["activations", model, str(bad), "--layers", "features.0", "-o", str(tmp_path / "y")])
-    assert "Image file not found" in _err(capsys, ["activations", model, str(tmp_path / "no.png"), "--layers", "features.0",
-                                                   "-o", str(tmp_path / "z")])
+    assert "Cannot read" in _err(
+        capsys, ["activations", model, str(bad), "--layers", "features.0", "-o", str(tmp_path / "y")]
+    )
+    assert "Image file not found" in _err(
+        capsys, ["activations", model, str(tmp_path / "no.png"), "--layers", "features.0", "-o", str(tmp_path / "z")]
+    )
     assert "Unknown source" in _err(capsys, ["convert", "caffe:vgg", "-o", str(tmp_path / "c.onnx")])
     assert main(["activations", model]) == 1  # a usage error: the usage, then one sentence
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("convlens: error: the following arguments are required")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("convlens: error: the following arguments are required")
+    )
 
 
 def test_external_data_outside_folder_is_refused(tmp_path):

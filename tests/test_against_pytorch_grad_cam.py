@@ -18,7 +18,7 @@ import torch
 
 import convlens
 
-gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+import pytorch_grad_cam as gradcam_lib  # an outside reference: installed by the test command
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 SIZE = 128

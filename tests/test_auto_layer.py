@@ -44,7 +44,11 @@ def test_auto_layer_is_the_practitioners_layer(tmp_path, arch, practitioner_laye
     cv2.imwrite(str(image), PIXELS.astype(np.uint8))
     assert main(["cam", str(path), str(image), "-o", str(tmp_path / "cam"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["layer"] == got.layer and result["layer_rule"] == AUTO_RULE
+    # the CLI reports the rule that chose (the API's), and naming the layer says so
+    assert result["layer"] == got.layer and result["layer_rule"] == got.layer_rule == AUTO_RULE
+    assert main(["cam", str(path), str(image), "--layer", got.layer, "-o", str(tmp_path / "named"), "--json"]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert named["layer"] == got.layer and named["layer_rule"] == "given by --layer"
 
 
 def test_a_layer_without_a_grid_is_refused(tiny_torch, capsys):

@@ -200,7 +200,9 @@ def test_zero_map_says_so_and_never_divides_by_zero(tmp_path):
                               torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
     with torch.no_grad():
         net[0].bias.fill_(-1e4)  # every activation is zero: nothing to explain
-    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 16, 16), preprocess="raw", labels=None), tmp_path / "dead.onnx"))
+    model = load(
+        save_onnx(convert_module(net, torch.zeros(1, 3, 16, 16), preprocess="raw", labels=None), tmp_path / "dead.onnx")
+    )
     res = gradcam(model, np.full((16, 16, 3), 100, np.float32), 1, "1", "gradcam")[0][0]
     assert res.zero and np.isfinite(res.heatmap).all() and not res.heatmap.any()
 
@@ -281,13 +283,31 @@ def test_integrated_gradients_completeness(tmp_path):
     assert errors[2] < 1e-3 and errors[2] < errors[0], errors
 
 
-def test_guided_gradcam_is_guided_backprop_times_the_heatmap(resnet):
-    _, model = resnet
-    pixels = np.random.default_rng(10).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-    gg = saliency(model, pixels, 9, "guided-gradcam")[0].attribution
-    gb = saliency(model, pixels, 9, "guided-backprop")[0].attribution
-    heat = gradcam(model, pixels, 9)[0][0].heatmap
-    np.testing.assert_allclose(gg, gb * heat[..., None], rtol=1e-5, atol=1e-9)
+def test_guided_gradcam_matches_captum(tmp_path):
+    """Captum's GuidedGradCam (guided backprop times the layer's Grad-CAM, upsampled bilinearly) on a plain
+    convnet; convlens normalizes the map to [0, 1] and differentiates raw pixels, so the two agree up to one
+    positive factor per image and the preprocessing's per-channel scale / std."""
+    from captum.attr import GuidedGradCam
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.onnx_file import save_onnx
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 5)).eval()
+    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), labels=None, preprocess="torch"),
+                           tmp_path / "plain.onnx"))
+    pixels = np.random.default_rng(10).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    got = saliency(model, pixels, 3, "guided-gradcam")[0].attribution  # (H, W, 3), d/d pixels
+    _, x = _torch_input(model, pixels)
+    ref = GuidedGradCam(net, net[4]).attribute(x.detach().requires_grad_(), target=3, interpolate_mode="bilinear")
+    spec = model.input_spec
+    ref = ref[0].permute(1, 2, 0).detach().numpy() * (spec.scale / np.asarray(spec.std))  # d/d pixels
+    assert np.abs(ref).max() > 0
+    factor = np.sum(got * ref) / np.sum(ref * ref)
+    assert factor > 0
+    np.testing.assert_allclose(got, factor * ref, rtol=1e-4, atol=1e-6 * np.abs(got).max())
 
 
 def test_cam_and_saliency_on_a_foreign_file(tmp_path, resnet):

@@ -45,7 +45,22 @@ def test_saliency_and_filters_cli(tmp_path, torch_vgg16, capsys):
     grid = cv2.imread(str(out / "features.3_grid.png"))
     assert grid.shape == (48, 4 * 48 + 3 * 5, 3)
     assert np.load(out / "features.3.npy").shape == (4, 48, 48, 3)
-    assert main(["filters", str(torch_vgg16["path"]), "--layer", "features.3", "--filters", "999", "-o", str(out), "--force"]) == 1
+    assert (
+        main(
+            [
+                "filters",
+                str(torch_vgg16["path"]),
+                "--layer",
+                "features.3",
+                "--filters",
+                "999",
+                "-o",
+                str(out),
+                "--force",
+            ]
+        )
+        == 1
+    )
     assert "Filter 999 is out of range" in capsys.readouterr().err
 
 

@@ -74,16 +74,33 @@ def test_sanity_cli(tmp_path, lite0, capsys):
     from helpers import IMAGE
 
     out = tmp_path / "s"
-    assert main(["sanity", lite0.path, str(IMAGE), "--method", "guided-backprop", "--steps", "2", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            ["sanity", lite0.path, str(IMAGE), "--method", "guided-backprop", "--steps", "2", "-o", str(out), "--json"]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert len(rows) == 3 and [r["randomized"] for r in rows] == sorted(r["randomized"] for r in rows)
-    assert all(-1.0 <= r["spearman"] <= 1.0 for r in rows[1:])
+    assert rows[0] == {"randomized": 0, "top_layer": None, "spearman": 1.0}
     # the files say what the run measured
     assert json.loads((out / "sanity_guided-backprop.json").read_text()) == rows
     table = (out / "sanity_guided-backprop.md").read_text()
     assert all(f"| {r['spearman']:.3f} |" in table for r in rows)
     assert cv2.imread(str(out / "sanity_guided-backprop.png")) is not None
     assert main(["sanity", lite0.path, str(tmp_path / "nope.png"), "-o", str(tmp_path / "t")]) == 1
+
+
+def test_spearman_equals_scipys_with_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a = rng.random((14, 14))
+    b = a + rng.normal(0, 0.3, a.shape)
+    a[:3] = 0.0  # ties, as a ReLU'd map has
+    b[5:7] = 1.0
+    for x, y in ((a, b), (a, -b), (a, rng.random(a.shape))):
+        assert abs(spearman(x, y) - spearmanr(x.ravel(), y.ravel()).statistic) < 1e-9
 
 
 def test_a_named_layer_where_static_shapes_are_symbolic(lite0):

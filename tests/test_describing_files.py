@@ -246,8 +246,10 @@ def test_an_opset_11_file_is_upgraded_and_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(version_converter, "convert_version", broken)
     with pytest.raises(convlens.ConvlensError) as err:
         convlens.load(path, preprocess="raw")
-    assert str(err.value) == ("old.onnx uses ONNX opset 11, and onnx's version converter changed what its output "
-                              "'probs' computes when upgrading it to opset 16; re-export the model at opset 13 or newer.")
+    assert str(err.value) == (
+        "old.onnx uses ONNX opset 11, and onnx's version converter changed what its output "
+        "'probs' computes when upgrading it to opset 16; re-export the model at opset 13 or newer."
+    )
 
 
 def test_annotate_describes_a_file_once(tmp_path, plain, capsys):

@@ -74,7 +74,9 @@ def test_road_equals_pytorch_grad_cam_with_noise_zero(small, method, monkeypatch
     row = next(r for r in out["results"] if r["method"] == method)
     pixels, x = _network_input(ev, path)
     heat = ev.heatmap(method, pixels, row["target"], row["sha256"])
-    monkeypatch.setattr(road.NoisyLinearImputer, "__init__", lambda self, noise=0.0, weighting=None: setattr(self, "noise", 0.0))
+    monkeypatch.setattr(
+        road.NoisyLinearImputer, "__init__", lambda self, noise=0.0, weighting=None: setattr(self, "noise", 0.0)
+    )
     target = [ClassifierOutputSoftmaxTarget(row["target"])]
     args = (torch.from_numpy(x), heat[None], target, small["net"])
     morf = float(road.ROADMostRelevantFirstAverage()(*args)[0])  # differences from the clean probability
@@ -114,8 +116,10 @@ def test_deletion_and_insertion_equal_a_torch_loop(small):
         pixels, x = _network_input(ev, path)
         heat = ev.heatmap(row["method"], pixels, row["target"], row["sha256"])
         dele, ins = _torch_curves(small["net"], x, heat, row["target"], 12)
-        ours = {k: np.array([c["probability"] for c in out["curves"] if c["method"] == row["method"] and c["metric"] == k])
-                for k in ("deletion", "insertion")}
+        ours = {
+            k: np.array([c["probability"] for c in out["curves"] if c["method"] == row["method"] and c["metric"] == k])
+            for k in ("deletion", "insertion")
+        }
         assert len(ours["deletion"]) == 13
         np.testing.assert_allclose(ours["deletion"], dele, atol=2e-6)
         np.testing.assert_allclose(ours["insertion"], ins, atol=2e-6)
@@ -237,8 +241,18 @@ def test_ray_gives_the_in_process_results(reference_run, small, tmp_path):
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        run = convlens.evaluate(small["path"], [str(small["images"])], tmp_path / "run", methods="gradcam,gradcam++,vanilla",
-                                metrics=ALL, boxes=small["boxes"], steps=10, batch=1, ray="auto", workers=2)
+        run = convlens.evaluate(
+            small["path"],
+            [str(small["images"])],
+            tmp_path / "run",
+            methods="gradcam,gradcam++,vanilla",
+            metrics=ALL,
+            boxes=small["boxes"],
+            steps=10,
+            batch=1,
+            ray="auto",
+            workers=2,
+        )
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "empty.png").write_bytes(b"")
@@ -280,13 +294,17 @@ def test_lists_with_labels_explain_the_label(small, tmp_path):
 
     listing = tmp_path / "list.parquet"
     pq.write_table(pa.table({"path": [str(small["images"] / "camera.png")], "label": ["class7"]}), listing)
-    run = convlens.evaluate(small["path"], [str(listing)], tmp_path / "run", methods="gradcam", metrics="deletion", steps=4)
+    run = convlens.evaluate(
+        small["path"], [str(listing)], tmp_path / "run", methods="gradcam", metrics="deletion", steps=4
+    )
     assert {r["target"] for r in _rows(run.folder).values()} == {7}
     csv_list = tmp_path / "list.csv"
     csv_list.write_text("path,label\nimages/coffee.png,2\n")
     (tmp_path / "images").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "coffee.png"), cv2.imread(str(small["images"] / "coffee.png")))
-    run = convlens.evaluate(small["path"], [str(csv_list)], tmp_path / "run2", methods="gradcam", metrics="deletion", steps=4)
+    run = convlens.evaluate(
+        small["path"], [str(csv_list)], tmp_path / "run2", methods="gradcam", metrics="deletion", steps=4
+    )
     assert {r["target"] for r in _rows(run.folder).values()} == {2}
 
 

@@ -162,7 +162,9 @@ def test_another_size_gives_a_map_of_that_size(sources, runs, name, method):
     model = convlens.load(sources[name], **_load_options(name))
     out = runs[(name, method, "other")]
     assert out["heatmap"].shape == (1,) + OTHER and out["overlay"].shape == (1,) + OTHER + (3,)
-    ref = convlens.cam(model, other[0].astype(np.float32), target=int(out["explained_class"][0]), method=method)[0][0][0]
+    ref = convlens.cam(model, other[0].astype(np.float32), target=int(out["explained_class"][0]), method=method)[0][0][
+        0
+    ]
     resized = cv2.resize(ref.cam, (OTHER[1], OTHER[0]), interpolation=cv2.INTER_LINEAR)
     assert np.corrcoef(out["heatmap"][0].ravel(), resized.ravel())[0, 1] >= 0.99
 
@@ -194,7 +196,9 @@ def test_saliency_explainers_equal_convlens_saliency(tmp_path):
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
-    path = save_onnx(convert_module(net, torch.zeros(1, 3, 40, 40), preprocess="torch", labels=None), tmp_path / "s.onnx")
+    path = save_onnx(
+        convert_module(net, torch.zeros(1, 3, 40, 40), preprocess="torch", labels=None), tmp_path / "s.onnx"
+    )
     model = convlens.load(path)
     image = np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     for method in ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop"):

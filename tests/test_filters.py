@@ -62,7 +62,9 @@ def test_chollet_recipe_follows_the_lessons_loop_through_pooling(keras_vgg16):
     model = load(keras_vgg16["path"])
     res = visualize_filters(model, "block3_conv1", FILTERS, "chollet", seed=3)
     start = (np.random.default_rng(3).random((len(FILTERS), 150, 150, 3)) * 20 + 128).astype(np.float32)
-    prog, channels = gradient_program(model, Target(layer="block3_conv1"), (150, 150), spec=model.input_spec.with_preset("raw"))
+    prog, channels = gradient_program(
+        model, Target(layer="block3_conv1"), (150, 150), spec=model.input_spec.with_preset("raw")
+    )
 
     def engine_step(img, f):
         g = run_gradient(prog, img, one_hot([f], channels))[prog.grads[PIXELS]]
@@ -95,7 +97,9 @@ def test_dead_filter_gives_a_flat_image_and_a_warning(tmp_path):
     with torch.no_grad():
         net[0].bias[1] = 1e3  # filter 1 fires everywhere on the gray start image
         net[0].bias[2] = -1e6  # filter 2 never fires
-    model = load(save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), preprocess="raw", labels=None), tmp_path / "d.onnx"))
+    model = load(
+        save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), preprocess="raw", labels=None), tmp_path / "d.onnx")
+    )
     with pytest.warns(UserWarning, match="dead"):
         res = visualize_filters(model, "1", [1, 2], "chollet", steps=5, size=32)
     assert res.dead == [2] and np.isfinite(res.raw).all()

@@ -37,7 +37,9 @@ def test_keras_one_channel_model(tmp_path, capsys):
     g = tape.gradient(score, x).numpy()[0, :, :, 0]
     sal = convlens.saliency(model, PIXELS, target=cls)[0].attribution
     # d score / d pixel_c = weight_c * d score / d gray
-    np.testing.assert_allclose(sal, g[..., None] * np.array([0.299, 0.587, 0.114]), rtol=1e-3, atol=1e-6 * np.abs(g).max())
+    np.testing.assert_allclose(
+        sal, g[..., None] * np.array([0.299, 0.587, 0.114]), rtol=1e-3, atol=1e-6 * np.abs(g).max()
+    )
     assert main(["layers", str(path)]) == 0
     assert "gray" in capsys.readouterr().out
 

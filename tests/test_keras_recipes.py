@@ -96,7 +96,9 @@ def test_a_keras_file_exports_an_explainer_at_its_nhwc_layer(tmp_path):
     explainer = convlens.export(path, tmp_path / "k_gradcam.onnx", method="gradcam")
     assert explainer.layer == "c2"
     image = np.round(PIXELS).astype(np.uint8)
-    outputs = ort.InferenceSession(str(tmp_path / "k_gradcam.onnx")).run(["explained_class", "cam"], {"image": image[None]})
+    outputs = ort.InferenceSession(str(tmp_path / "k_gradcam.onnx")).run(
+        ["explained_class", "cam"], {"image": image[None]}
+    )
     maps, _ = convlens.cam(path, image.astype(np.float32), layer="c2")
     assert int(outputs[0][0]) == maps[0][0].class_index
     np.testing.assert_allclose(outputs[1][0], maps[0][0].cam, atol=1e-5)

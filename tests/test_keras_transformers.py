@@ -18,7 +18,9 @@ class ClassToken(layers.Layer):
 
     def build(self, shape):
         self.token = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal", name="token")
-        self.position = self.add_weight(shape=(1, shape[1] + 1, shape[-1]), initializer="random_normal", name="position")
+        self.position = self.add_weight(
+            shape=(1, shape[1] + 1, shape[-1]), initializer="random_normal", name="position"
+        )
 
     def call(self, x):
         token = keras.ops.broadcast_to(self.token, (keras.ops.shape(x)[0], 1, x.shape[-1]))

@@ -86,7 +86,10 @@ def test_the_wheel_holds_only_the_convlens_package(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("convlens-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"convlens", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
+    assert {n.split("/")[0] for n in names} == {
+        "convlens",
+        f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
+    }
     for module in ("convlens/__init__.py", "convlens/cli.py", "convlens/api.py", "convlens/engine/model.py",
                    "convlens/converters/dispatch.py", "convlens/engine/data/imagenet_labels.txt",
                    "convlens/engine/evaluation/run.py"):

@@ -17,10 +17,16 @@ S1, Z1, S2, Z2 = 0.8, 0, 0.02, 0  # 0.8 per level: pixels above 204 saturate
 
 
 def _qdq_file(path, per_axis=False):
-    inits = [numpy_helper.from_array(np.array(S1, np.float32), "s1"), numpy_helper.from_array(np.array(Z1, np.uint8), "z1"),
-             numpy_helper.from_array(np.array(S2, np.float32), "s2"), numpy_helper.from_array(np.array(Z2, np.uint8), "z2"),
-             numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b"),
-             numpy_helper.from_array(WF, "wf"), numpy_helper.from_array(BF, "bf")]
+    inits = [
+        numpy_helper.from_array(np.array(S1, np.float32), "s1"),
+        numpy_helper.from_array(np.array(Z1, np.uint8), "z1"),
+        numpy_helper.from_array(np.array(S2, np.float32), "s2"),
+        numpy_helper.from_array(np.array(Z2, np.uint8), "z2"),
+        numpy_helper.from_array(W, "w"),
+        numpy_helper.from_array(B, "b"),
+        numpy_helper.from_array(WF, "wf"),
+        numpy_helper.from_array(BF, "bf"),
+    ]
     if per_axis:
         inits[0] = numpy_helper.from_array(np.full(3, S1, np.float32), "s1")
         inits[1] = numpy_helper.from_array(np.zeros(3, np.uint8), "z1")

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 import torch
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
-from convlens.engine.autodiff import RULES
+from convlens.engine.autodiff import RULES, build_backward
 from convlens.engine.errors import ConvlensError
+from convlens.engine.graph import infer_shapes
 from rule_harness import check_directional, engine_gradients
 
 rng = np.random.default_rng(42)
@@ -59,9 +60,16 @@ def test_gelu_opset20_as_formula(approximate):
     e = Emitter({}, {}, {})
     n = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
     out = gelu(e, n, ["dy"], [True])[0]
-    g = helper.make_graph(e.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7]),
-                                         helper.make_tensor_value_info("dy", TensorProto.FLOAT, [3, 7])],
-                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=list(e.new_inits.values()))
+    g = helper.make_graph(
+        e.nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 7]),
+            helper.make_tensor_value_info("dy", TensorProto.FLOAT, [3, 7]),
+        ],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        initializer=list(e.new_inits.values()),
+    )
     sess = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     dy = rng.standard_normal((3, 7)).astype(np.float32)
     got = sess.run(None, {"x": x, "dy": dy})[0]
@@ -70,7 +78,12 @@ def test_gelu_opset20_as_formula(approximate):
     np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
-BINARY_SHAPES = [((2, 3, 4, 5), (2, 3, 4, 5)), ((2, 3, 4, 5), (1, 3, 1, 1)), ((2, 3, 4, 5), (5,)), ((2, 1, 4, 1), (2, 3, 1, 5))]
+BINARY_SHAPES = [
+    ((2, 3, 4, 5), (2, 3, 4, 5)),
+    ((2, 3, 4, 5), (1, 3, 1, 1)),
+    ((2, 3, 4, 5), (5,)),
+    ((2, 1, 4, 1), (2, 3, 1, 5)),
+]
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
@@ -87,8 +100,12 @@ def test_pow_base_and_exponent():
 
 def test_where_and_variadic():
     cond = rng.random((2, 3, 4)) > 0.5
-    check_directional([node("Where", ["c", "a", "b"])], {"a": rng.standard_normal((2, 3, 4)), "b": rng.standard_normal((3, 4))},
-                      consts={"c": cond}, wrt=["a", "b"])
+    check_directional(
+        [node("Where", ["c", "a", "b"])],
+        {"a": rng.standard_normal((2, 3, 4)), "b": rng.standard_normal((3, 4))},
+        consts={"c": cond},
+        wrt=["a", "b"],
+    )
     check_directional([node("Sum", ["a", "b", "c"])], {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal((3,)),
                                                       "c": rng.standard_normal((2, 1))})
     check_directional([node("Mean", ["a", "b"])], {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal((2, 3))})
@@ -107,7 +124,9 @@ def test_gemm(ta, tb, alpha, beta):
 
 @pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5))])
 def test_matmul(shapes):
-    check_directional([node("MatMul", ["a", "b"])], {"a": rng.standard_normal(shapes[0]), "b": rng.standard_normal(shapes[1])})
+    check_directional(
+        [node("MatMul", ["a", "b"])], {"a": rng.standard_normal(shapes[0]), "b": rng.standard_normal(shapes[1])}
+    )
 
 
 @pytest.mark.parametrize("attrs_", [dict(axes=[-1], keepdims=1), dict(axes=[1], keepdims=0), dict(keepdims=0)])
@@ -143,9 +162,19 @@ def test_einsum_diagonal_is_refused():
 
 
 def test_matmul_constant_weight_is_folded():
-    w = rng.standard_normal((4, 5))
+    w = rng.standard_normal((4, 5)).astype(np.float32)
     grads, _ = check_directional([node("MatMul", ["a", "w"])], {"a": rng.standard_normal((2, 4))}, consts={"w": w})
     assert grads["a"].shape == (2, 4)
+    # the backward graph holds w's transpose as a constant: no node transposes w at run time
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["y"]), helper.make_node("ReduceSum", ["y"], ["obj"], keepdims=0)]
+    inits = {"w": numpy_helper.from_array(w, "w")}
+    vis = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4])]
+    back = build_backward(nodes, "obj", ["a"], infer_shapes(nodes, inits, vis, [helper.make_opsetid("", 17)]), {},
+                          inits, ())
+    backward = back.nodes[len(nodes):]
+    assert not any("w" in n.input for n in backward if n.op_type == "Transpose"), [n.op_type for n in backward]
+    constants = [numpy_helper.to_array(t) for t in back.inits.values()] + list(back.weights.values())
+    assert any(c.shape == (5, 4) and np.array_equal(c, w.T) for c in constants)
 
 
 CONVS = [
@@ -181,19 +210,26 @@ def test_conv(attrs, channels):
         np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-4, atol=1e-4 * np.abs(xt.grad.numpy()).max())
 
 
-@pytest.mark.parametrize("attrs", [dict(), dict(strides=[2, 2], pads=[1, 0, 1, 0]), dict(dilations=[2, 2], pads=[1, 1, 1, 1])])
+@pytest.mark.parametrize(
+    "attrs", [dict(), dict(strides=[2, 2], pads=[1, 0, 1, 0]), dict(dilations=[2, 2], pads=[1, 1, 1, 1])]
+)
 def test_conv_transpose(attrs):
     group = attrs.get("group", 1)
     w = rng.standard_normal((4, 6 // group, 3, 3))
-    check_directional([node("ConvTranspose", ["x", "w"], **attrs)], {"x": rng.standard_normal((2, 4, 5, 5))}, consts={"w": w})
+    check_directional(
+        [node("ConvTranspose", ["x", "w"], **attrs)], {"x": rng.standard_normal((2, 4, 5, 5))}, consts={"w": w}
+    )
 
 
 POOLS = [
-    dict(kernel_shape=[2, 2], strides=[2, 2]), dict(kernel_shape=[3, 3], strides=[2, 2]),
-    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
     dict(kernel_shape=[2, 3], strides=[2, 1], pads=[1, 0, 0, 1]),
     # windows that do not overlap take the MaxUnpool path
-    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), dict(kernel_shape=[2, 2], strides=[3, 2], pads=[1, 1, 0, 0]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 2], strides=[3, 2], pads=[1, 1, 0, 0]),
 ]
 
 
@@ -204,7 +240,9 @@ def test_max_pool(attrs):
     xt = torch.tensor(x.astype(np.float32), requires_grad=True)
     pads = attrs.get("pads", [0] * 4)
     xp = torch.nn.functional.pad(xt, (pads[1], pads[3], pads[0], pads[2]), value=-1e9)
-    y = torch.nn.functional.max_pool2d(xp, attrs["kernel_shape"], attrs["strides"], ceil_mode=bool(attrs.get("ceil_mode")))
+    y = torch.nn.functional.max_pool2d(
+        xp, attrs["kernel_shape"], attrs["strides"], ceil_mode=bool(attrs.get("ceil_mode"))
+    )
     y.backward(torch.tensor(seed, dtype=torch.float32))
     np.testing.assert_allclose(grads["x"], xt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -212,7 +250,9 @@ def test_max_pool(attrs):
 @pytest.mark.parametrize("include", [0, 1])
 @pytest.mark.parametrize("attrs", POOLS, ids=[str(p) for p in POOLS])
 def test_average_pool(attrs, include):
-    check_directional([node("AveragePool", ["x"], count_include_pad=include, **attrs)], {"x": rng.standard_normal((2, 3, 9, 8))})
+    check_directional(
+        [node("AveragePool", ["x"], count_include_pad=include, **attrs)], {"x": rng.standard_normal((2, 3, 9, 8))}
+    )
 
 
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax"])
@@ -230,29 +270,46 @@ def test_reductions(op, axes, keep):
 def test_shape_ops():
     x = rng.standard_normal((2, 3, 4, 5))
     check_directional([node("Reshape", ["x", "s"])], {"x": x}, consts={"s": np.array([2, -1], np.int64)})
-    check_directional([node("Squeeze", ["x", "a"])], {"x": rng.standard_normal((2, 1, 4))}, consts={"a": np.array([1], np.int64)})
+    check_directional(
+        [node("Squeeze", ["x", "a"])], {"x": rng.standard_normal((2, 1, 4))}, consts={"a": np.array([1], np.int64)}
+    )
     check_directional([node("Unsqueeze", ["x", "a"])], {"x": x}, consts={"a": np.array([0], np.int64)})
-    check_directional([node("Expand", ["x", "s"])], {"x": rng.standard_normal((3, 1))}, consts={"s": np.array([2, 3, 4], np.int64)})
-    check_directional([node("Tile", ["x", "r"])], {"x": rng.standard_normal((2, 3, 4))}, consts={"r": np.array([1, 2, 3], np.int64)})
+    check_directional(
+        [node("Expand", ["x", "s"])], {"x": rng.standard_normal((3, 1))}, consts={"s": np.array([2, 3, 4], np.int64)}
+    )
+    check_directional(
+        [node("Tile", ["x", "r"])], {"x": rng.standard_normal((2, 3, 4))}, consts={"r": np.array([1, 2, 3], np.int64)}
+    )
 
 
 def test_concat_split_slice_pad_gather():
     a, b = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4))
     check_directional([node("Concat", ["a", "b"], axis=1)], {"a": a, "b": b})
     split = helper.make_node("Split", ["x", "sizes"], ["p", "q"], axis=1)
-    check_directional([split, node("Mul", ["p", "p"])], {"x": rng.standard_normal((2, 5, 3))}, consts={"sizes": np.array([2, 3], np.int64)})
+    check_directional(
+        [split, node("Mul", ["p", "p"])],
+        {"x": rng.standard_normal((2, 5, 3))},
+        consts={"sizes": np.array([2, 3], np.int64)},
+    )
     x = rng.standard_normal((2, 6, 7))
-    check_directional([node("Slice", ["x", "s", "e", "a"])], {"x": x},
-                      consts={"s": np.array([1, -5], np.int64), "e": np.array([5, 100], np.int64), "a": np.array([1, 2], np.int64)})
+    check_directional(
+        [node("Slice", ["x", "s", "e", "a"])],
+        {"x": x},
+        consts={"s": np.array([1, -5], np.int64), "e": np.array([5, 100], np.int64), "a": np.array([1, 2], np.int64)},
+    )
     check_directional([node("Slice", ["x", "s", "e", "a", "st"])], {"x": x},
                       consts={"s": np.array([0], np.int64), "e": np.array([7], np.int64), "a": np.array([2], np.int64),
                               "st": np.array([2], np.int64)})
     check_directional([node("Pad", ["x", "p"])], {"x": x}, consts={"p": np.array([0, 1, 2, 0, 3, 1], np.int64)})
     # pads computed at run time, as exporters write "same" padding
     computed = [helper.make_node("Add", ["p0", "one"], ["p"]), node("Pad", ["x", "p"])]
-    check_directional(computed, {"x": x}, consts={"p0": np.array([0, 0, 1, 0, 2, 0], np.int64), "one": np.array(1, np.int64)})
+    check_directional(
+        computed, {"x": x}, consts={"p0": np.array([0, 0, 1, 0, 2, 0], np.int64), "one": np.array(1, np.int64)}
+    )
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array([4, 0, 4], np.int64)})
-    check_directional([node("Gather", ["x", "i"], axis=2)], {"x": x}, consts={"i": np.array([6, 5, 4, 3, 2, 1, 0], np.int64)})
+    check_directional(
+        [node("Gather", ["x", "i"], axis=2)], {"x": x}, consts={"i": np.array([6, 5, 4, 3, 2, 1, 0], np.int64)}
+    )
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x}, consts={"i": np.array(2, np.int64)})
     # multi-dimensional indices, repeated entries (the dynamo exporter's as_strided)
     check_directional([node("Gather", ["x", "i"], axis=1)], {"x": x},
@@ -271,7 +328,12 @@ def test_clip_prelu_cast_dropout():
 
 def test_norms():
     x = rng.standard_normal((2, 3, 4, 5))
-    consts = {"s": rng.uniform(0.5, 2, (3,)), "b": rng.standard_normal(3), "m": rng.standard_normal(3), "v": rng.uniform(0.5, 2, (3,))}
+    consts = {
+        "s": rng.uniform(0.5, 2, (3,)),
+        "b": rng.standard_normal(3),
+        "m": rng.standard_normal(3),
+        "v": rng.uniform(0.5, 2, (3,)),
+    }
     check_directional([node("BatchNormalization", ["x", "s", "b", "m", "v"], epsilon=1e-3)], {"x": x}, consts=consts)
     check_directional([node("LayerNormalization", ["x", "g", "b"], axis=-1, epsilon=1e-5)], {"x": x},
                       consts={"g": rng.uniform(0.5, 2, (5,)), "b": rng.standard_normal(5)})
@@ -325,7 +387,10 @@ def test_relu_then_max_pool_masks_the_pooled_gradient():
     # both signs, so some windows are entirely inactive; the offset keeps every value >= 0.003 from the ReLU kink
     # (distinct values are spaced 4/432 apart, and one of them would be 0 exactly with an offset of 0.5)
     x = distinct((2, 3, 9, 8)) - 0.503
-    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
     grads, seed = check_directional(nodes, {"x": x})
     xt = torch.tensor(x.astype(np.float32), requires_grad=True)
     torch.nn.functional.max_pool2d(torch.relu(xt), 2, 2).backward(torch.tensor(seed, dtype=torch.float32))

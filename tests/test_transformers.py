@@ -130,7 +130,7 @@ def _scaled(cam, size):
 @pytest.mark.parametrize("key,method", [("deit", "gradcam"), ("deit_distilled", "gradcam"), ("vit_reg4", "gradcam"),
                                         ("deit", "layercam"), ("deit", "hirescam")])
 def test_token_cam_matches_pytorch_grad_cam_with_reshape_transform(zoo, key, method):
-    gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam as gradcam_lib  # an outside reference: installed by the test command
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     net, model, size, preprocess, prefix = zoo[key]
@@ -312,7 +312,9 @@ def test_cli_lists_attention_maps_and_writes_head_grids(zoo, tmp_path, capsys):
     attention = [r for r in rows if r["kind"] == "attention"]
     assert [r["name"] for r in attention] == [f"attention.{k}" for k in range(12)]
     assert attention[0]["shape"] == [1, 3, 17, 17]
-    assert main(["attention", str(model.path), str(image), "--block", "11", "-o", str(tmp_path / "att"), "--quiet"]) == 0
+    assert (
+        main(["attention", str(model.path), str(image), "--block", "11", "-o", str(tmp_path / "att"), "--quiet"]) == 0
+    )
     heads = np.load(tmp_path / "att" / "attention_block11_class.npy")
     assert heads.shape == (3, 4, 4)
     assert cv2.imread(str(tmp_path / "att" / "attention_block11_class.png")) is not None
@@ -329,8 +331,16 @@ def test_hugging_face_vit_from_a_config(tmp_path):
     from convlens.engine.onnx_file import save_onnx
 
     torch.manual_seed(6)
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=32,
-                                 num_attention_heads=2, intermediate_size=64, num_labels=10, attn_implementation="eager")
+    cfg = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+        attn_implementation="eager",
+    )
     net = transformers.ViTForImageClassification(cfg).eval()
     path = tmp_path / "hf_vit.onnx"
     save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), preprocess="raw", labels=None), path)

@@ -15,7 +15,9 @@ def _verify(capsys, args):
 
 
 def test_verify_torch_vgg16(torch_vgg16, capsys):
-    rc, result = _verify(capsys, [str(torch_vgg16["path"]), "--source", "torch:vgg16", "--weights", str(torch_vgg16["state"])])
+    rc, result = _verify(
+        capsys, [str(torch_vgg16["path"]), "--source", "torch:vgg16", "--weights", str(torch_vgg16["state"])]
+    )
     assert rc == 0 and result["passed"], result["rows"]
     assert len(result["rows"]) == 5
 
@@ -70,9 +72,16 @@ def test_verify_keras_file(tmp_path, capsys):
     from convlens.converters import convert
 
     keras.utils.set_random_seed(2)
-    net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
-                            keras.layers.MaxPooling2D(name="p1"), keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
-                            keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(5, name="out")])
+    net = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(name="p1"),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(5, name="out"),
+        ]
+    )
     path = tmp_path / "small.keras"
     net.save(path)
     out = convert(str(path), tmp_path / "small.onnx")

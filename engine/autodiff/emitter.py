@@ -9,6 +9,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..errors import ConvlensError
+from .fold import fold_value
+
 
 class Emitter:
     def __init__(self, shapes: dict, weights: dict, inits: dict, opset: int = 17):
@@ -80,7 +83,6 @@ class Emitter:
         if known is not None or not self.producers:
             return known
         if name not in self._folded:
-            from .fold import fold_value
 
             self._folded[name] = fold_value(name, self.producers, self._constant, self.shapes, self.opset)
         return self._folded[name]
@@ -105,9 +107,9 @@ class Emitter:
         """A shape with every dimension except the batch known; raises when shape inference failed."""
         shape = self.shape(name)
         if shape is None or any(not isinstance(d, int) for d in shape[1:]):
-            from ..errors import ConvlensError
-
-            raise ConvlensError(f"The gradient of {what} needs the static shape of {name!r}, which shape inference could not find.")
+            raise ConvlensError(
+                f"The gradient of {what} needs the static shape of {name!r}, which shape inference could not find."
+            )
         return shape
 
     # --- forward graph edits ------------------------------------------------------------------

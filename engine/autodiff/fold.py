@@ -61,7 +61,9 @@ def _evaluate(name, nodes, leaves, shaped, batch, opset):
         feeds[t] = np.zeros([batch] + shape[1:], np.float32)
     inputs = [helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), None)
               for t, v in feeds.items()]
-    graph = helper.make_graph(nodes, "fold", inputs, [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)])
+    graph = helper.make_graph(
+        nodes, "fold", inputs, [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)]
+    )
     try:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         return np.asarray(ReferenceEvaluator(model).run(None, {k: np.asarray(v) for k, v in feeds.items()})[0])

@@ -35,7 +35,9 @@ def fuse_relu_into_unpool(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         if greater.input[0] != pool.input[0]:  # the mask must be the ReLU output the pool read
             continue
         base = mul.output[0]
-        mask = helper.make_node("Greater", [pool.output[0], greater.input[1]], [f"{base}_fused_gt"], name=f"{base}_fused_gt")
+        mask = helper.make_node(
+            "Greater", [pool.output[0], greater.input[1]], [f"{base}_fused_gt"], name=f"{base}_fused_gt"
+        )
         as_float = helper.make_node("Cast", [mask.output[0]], [f"{base}_fused_mask"], name=f"{base}_fused_mask",
                                     to=onnx.TensorProto.FLOAT)
         masked = helper.make_node("Mul", [unpool.input[0], as_float.output[0]], [f"{base}_fused"], name=f"{base}_fused")

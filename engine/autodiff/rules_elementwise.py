@@ -136,8 +136,12 @@ def gelu(e, node, dy, needs):
         slope = e.op("Add", e.op("Mul", e.op("Add", e.const(1.0), t), e.const(0.5)),
                      e.op("Mul", e.op("Mul", e.op("Mul", x, sech2), dinner), e.const(0.5)))
     else:
-        cdf = e.op("Mul", e.op("Add", e.const(1.0), e.op("Erf", e.op("Mul", x, e.const(1 / math.sqrt(2))))), e.const(0.5))
-        pdf = e.op("Mul", e.op("Exp", e.op("Mul", e.op("Mul", x, x), e.const(-0.5))), e.const(1 / math.sqrt(2 * math.pi)))
+        cdf = e.op(
+            "Mul", e.op("Add", e.const(1.0), e.op("Erf", e.op("Mul", x, e.const(1 / math.sqrt(2))))), e.const(0.5)
+        )
+        pdf = e.op(
+            "Mul", e.op("Exp", e.op("Mul", e.op("Mul", x, x), e.const(-0.5))), e.const(1 / math.sqrt(2 * math.pi))
+        )
         slope = e.op("Add", cdf, e.op("Mul", x, pdf))
     return [e.op("Mul", dy[0], slope)]
 

@@ -70,7 +70,9 @@ def _einsum_terms(equation: str) -> tuple[list[list[str]], list[str]]:
     terms = [tokens(t) for t in lhs.split(",")]
     if not arrow:
         letters = [c for t in terms for c in t if c != "..."]
-        out = (["..."] if any("..." in t for t in terms) else []) + sorted(c for c in set(letters) if letters.count(c) == 1)
+        out = (["..."] if any("..." in t for t in terms) else []) + sorted(
+            c for c in set(letters) if letters.count(c) == 1
+        )
     else:
         out = tokens(rhs)
     return terms, out

@@ -121,7 +121,9 @@ def slice_(e, node, dy, needs):
     axes = e.value(node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(starts))
     steps = e.value(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
     if starts is None or ends is None or axes is None or steps is None:
-        raise ConvlensError(f"Slice node {node.name!r}: starts, ends, axes and steps must be constant to differentiate it.")
+        raise ConvlensError(
+            f"Slice node {node.name!r}: starts, ends, axes and steps must be constant to differentiate it."
+        )
     if np.any(steps != 1):
         return [_slice_scatter(e, node, dy[0], xs, starts, ends, axes, steps)]
     pads = [0] * (2 * rank)
@@ -147,7 +149,9 @@ def _copying_pad_grad(e, node, g: str, mode: str, pads) -> str:
     (out, in) 0/1 matrix per axis (the modes pad each axis independently, so the axes compose)."""
     what = f"Pad node {node.name!r}"
     if pads is None or (len(node.input) > 3 and node.input[3]):
-        raise ConvlensError(f"{what}: {mode!r} padding with pads or axes computed at run time cannot be differentiated.")
+        raise ConvlensError(
+            f"{what}: {mode!r} padding with pads or axes computed at run time cannot be differentiated."
+        )
     xs = e.static_shape(node.input[0], what)
     rank, pads = len(xs), [int(p) for p in pads]
     letters = "abcdefghij"[:rank]
@@ -259,7 +263,9 @@ def gather_nd(e, node, dy, needs):
     if attrs(node).get("batch_dims", 0):
         raise ConvlensError(f"GatherND node {node.name!r}: batch_dims > 0 cannot be differentiated yet.")
     if e.opset < 16:
-        raise ConvlensError(f"GatherND node {node.name!r}: its gradient (ScatterND with reduction) needs opset 16 or later.")
+        raise ConvlensError(
+            f"GatherND node {node.name!r}: its gradient (ScatterND with reduction) needs opset 16 or later."
+        )
     x, ind = node.input
     zeros = e.zeros_like(x)
     return [e.op("ScatterND", zeros, ind, dy[0], reduction="add"), None]
@@ -292,7 +298,9 @@ def resize(e, node, dy, needs):
     xs = e.static_shape(node.input[0], f"{node.op_type} node {node.name!r}")
     ys = e.static_shape(node.output[0], f"{node.op_type} node {node.name!r}")
     if len(xs) != 4 or xs[:2][1:] != ys[:2][1:]:
-        raise ConvlensError(f"{node.op_type} node {node.name!r}: only spatial resizing of 4-D tensors can be differentiated.")
+        raise ConvlensError(
+            f"{node.op_type} node {node.name!r}: only spatial resizing of 4-D tensors can be differentiated."
+        )
     scales = e.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if node.op_type == "Upsample":
         scales = e.value(node.input[1])
@@ -329,5 +337,7 @@ def _interp_matrix(node, n_in, n_out, axis, scales):
     n = helper.make_node("Resize", inputs, ["y"], **keep)
     g = helper.make_graph([n], "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape_in), info],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    out = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])).run(None, {"x": basis, **feed})[0]
+    out = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])).run(
+        None, {"x": basis, **feed}
+    )[0]
     return out.reshape(n_in, n_out).T

@@ -47,7 +47,9 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
         if node.op_type not in NON_DIFFERENTIABLE and any(i in depends for i in node.input):
             depends.update(o for o in node.output if o)
     if objective not in depends:
-        raise ConvlensError(f"The objective {objective!r} does not depend on {', '.join(wrt)}; nothing to differentiate.")
+        raise ConvlensError(
+            f"The objective {objective!r} does not depend on {', '.join(wrt)}; nothing to differentiate."
+        )
     producer = {o: n for n in nodes for o in n.output if o}
     useful, stack = set(), [objective]
     while stack:

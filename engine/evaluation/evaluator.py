@@ -20,7 +20,10 @@ from ..images import load_image
 from ..metadata import InputSpec
 from ..model import Model
 from ..program import program
+from ..techniques.cam import gradcam
+from ..techniques.cam_methods import CAM_METHODS
 from ..techniques.common import class_probabilities, model_size, prepare
+from ..techniques.saliency import SALIENCY_METHODS, saliency
 from . import metrics as m
 from .perturb import blurred, curve_inputs, pixel_ranks, step_counts
 from .road import FRACTIONS, impute, removal_masks
@@ -43,8 +46,6 @@ class Settings:
 
 def method_names() -> dict[str, str]:
     """{method: family} for every method evaluate accepts."""
-    from ..techniques.cam_methods import CAM_METHODS
-    from ..techniques.saliency import SALIENCY_METHODS
 
     names = {k: "cam" for k in CAM_METHODS}
     names.update({k: "saliency" for k in SALIENCY_METHODS})
@@ -111,7 +112,9 @@ class Evaluator:
         for s in range(0, len(inputs), self.settings.chunk):
             part = inputs[s:s + self.settings.chunk]
             y = prog.run(part)[self.scores].reshape(len(part), -1)
-            parts.append(class_probabilities(self.model, y) if self.scores == self.model.meta.logits else y.astype(np.float64))
+            parts.append(
+                class_probabilities(self.model, y) if self.scores == self.model.meta.logits else y.astype(np.float64)
+            )
         p = np.concatenate(parts)
         return p if target is None else p[:, target]
 
@@ -127,11 +130,8 @@ class Evaluator:
         if family == "baseline":
             return np.random.default_rng(_seed(sha, RANDOM)).random(pixels.shape[:2]).astype(np.float32)
         if family == "cam":
-            from ..techniques.cam import CAM_METHODS, gradcam
-
-            layer = None if CAM_METHODS[method].kind == "attention" else self.settings.layer
+            layer = self.settings.layer if CAM_METHODS[method].reads_layer else None
             return gradcam(self.model, pixels[None], target, layer, method)[0][0].heatmap.astype(np.float32)
-        from ..techniques.saliency import saliency
 
         return saliency(self.model, pixels[None], target, method)[0].saliency.astype(np.float32)
 

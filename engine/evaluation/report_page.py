@@ -11,20 +11,24 @@ import numpy as np
 
 from ..images import load_image, resize
 from ..render import overlay
-from ..report import figure
+from ..html_page import figure, page
 from .metrics import HIGHER_IS_BETTER, METRICS
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
+CSS = """body{max-width:1150px}
 table{border-collapse:collapse;font-size:.85em}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
 th:first-child,td:first-child{text-align:left}figure{display:inline-block;margin:.4em;vertical-align:top}
-figcaption{font-size:.8em;color:#555;max-width:180px}img{border:1px solid #ccc;width:160px}svg{margin:.5em}
+figcaption{font-size:.8em;max-width:180px}figure img{width:160px}svg{margin:.5em}
 .legend span{display:inline-block;margin-right:1em;font-size:.85em}"""
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 RANDOM_COLOR = "#888888"
 
 
 def _color(methods, method):
-    return RANDOM_COLOR if method == "random" else COLORS[[m for m in methods if m != "random"].index(method) % len(COLORS)]
+    return (
+        RANDOM_COLOR
+        if method == "random"
+        else COLORS[[m for m in methods if m != "random"].index(method) % len(COLORS)]
+    )
 
 
 def _legend(methods) -> str:
@@ -42,11 +46,17 @@ def _curve_chart(title: str, by_method: dict, methods) -> str:
         if method not in by_method:
             continue
         fx, vy = by_method[method]
-        pts = " ".join(f"{pad + (w - 2 * pad) * f:.1f},{pad - 10 + (h - 2 * pad) * (1 - v / top):.1f}" for f, v in zip(fx, vy))
+        pts = " ".join(
+            f"{pad + (w - 2 * pad) * f:.1f},{pad - 10 + (h - 2 * pad) * (1 - v / top):.1f}" for f, v in zip(fx, vy)
+        )
         dash = " stroke-dasharray='4 3'" if method == "random" else ""
-        parts.append(f"<polyline fill='none' stroke='{_color(methods, method)}' stroke-width='2'{dash} points='{pts}'/>")
-    parts.append(f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='11'>fraction of pixels</text>"
-                 f"<text x='{pad + 4}' y='{pad + 4}' font-size='11'>probability (top of the frame: {top:.3f})</text></svg>")
+        parts.append(
+            f"<polyline fill='none' stroke='{_color(methods, method)}' stroke-width='2'{dash} points='{pts}'/>"
+        )
+    parts.append(
+        f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle' font-size='11'>fraction of pixels</text>"
+        f"<text x='{pad + 4}' y='{pad + 4}' font-size='11'>probability (top of the frame: {top:.3f})</text></svg>"
+    )
     return "".join(parts)
 
 
@@ -111,9 +121,7 @@ def build_page(folder: Path, rows: list[dict], curves: dict, summary: dict, mode
     metrics = summary["settings"]["metrics"]
     columns = [c for k in metrics for c in METRICS[k]]
     title = f"convlens evaluate: {model_name}, {summary['images']} images"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             "<p>Each value is a mean over images with its 95 % bootstrap interval; <i>random</i> (uniform random "
+    parts = ["<p>Each value is a mean over images with its 95 % bootstrap interval; <i>random</i> (uniform random "
              "maps) is the baseline a method must beat. Definitions: docs/evaluation.md.</p>",
              "<div style='overflow-x:auto'><table><tr><th>method</th>" + "".join(f"<th>{c}</th>" for c in columns)
              + "</tr>"]
@@ -134,7 +142,4 @@ def build_page(folder: Path, rows: list[dict], curves: dict, summary: dict, mode
         parts.append("<h2>Distributions</h2>" + "".join(_distribution(c, rows, methods) for c in columns))
         parts.append(f"<h2>Where the methods disagree most (on {columns[0]})</h2>")
         parts.append(_disagreements(folder, rows, methods, columns[0]))
-    parts.append("<script>window.addEventListener('load',()=>{const i=[...document.images];"
-                 "document.body.dataset.imagesLoaded=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;"
-                 "document.body.dataset.charts=document.querySelectorAll('svg').length;});</script></body></html>")
-    return "\n".join(parts)
+    return page(title, CSS, parts, checks="document.body.dataset.charts=document.querySelectorAll('svg').length;")

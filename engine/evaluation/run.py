@@ -9,8 +9,10 @@ from ..errors import ConvlensError
 from ..model import Model, load
 from ..onnx_file import write_atomic
 from ..progress import Progress
+from .distributed import run_on_ray
 from .evaluator import Evaluator, Settings, check_settings, file_sha256
 from .inputs import image_items, read_boxes
+from .report_page import build_page
 from .store import RunFolder
 from .summary import mean_curves, summarize
 
@@ -72,7 +74,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
             for start in range(0, len(todo), batch):
                 finished([evaluator.evaluate(it.path, it.label, it.boxes) for it in todo[start:start + batch]])
         elif todo:
-            from .distributed import run_on_ray
 
             if not model_path:
                 raise ConvlensError("A Ray run needs the model as a file.")
@@ -83,7 +84,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
 
 
 def _finish(folder: RunFolder, settings: Settings, total: int, evaluated: int, skipped: int, model) -> EvaluationRun:
-    from .report_page import build_page
 
     results, curves = folder.consolidate()
     rows = results.to_pylist()

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..model import Model
 from ..program import program
+from .cam_layer import grid_view
 from .common import class_probabilities, model_size, prepare, to_nchw
 
 
@@ -20,7 +21,6 @@ def activations(model: Model, image, layers: list[str]) -> dict[str, np.ndarray]
 def as_channels(model: Model, info, arr: np.ndarray) -> np.ndarray:
     """A layer's output as (N, C, h, w) for channel grids: 4-D by its layout, a token layer through its patch
     grid (transformers run at their own input size)."""
-    from .cam_layer import grid_view
 
     if arr.ndim == 3:
         return grid_view(model, info, model.shapes.complete(model_size(model)))(arr)

@@ -22,6 +22,8 @@ from ..model import Model
 from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
 from ..program import program
 from ..tokens import TokenGrid
+from .common import prepare
+from .gradients import gradient_program
 from .targets import Target, score_values, single_class
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -82,7 +84,6 @@ def gae_maps(attentions: list[np.ndarray], gradients: list[np.ndarray], tokens: 
 def attention_run(model: Model, pixels: np.ndarray, shapes: dict, method: str, target="top", score: str = "logit",
                   fusion: str = "mean", discard: float = 0.0, extra=()):
     """(scores, classes (N,), raw maps (N, h, w), fetched tensors) for rollout or gae on a batch."""
-    from .gradients import gradient_program
 
     maps, tokens = attention_blocks(model, shapes)
     size = pixels.shape[1:3]
@@ -115,7 +116,6 @@ def attention_run(model: Model, pixels: np.ndarray, shapes: dict, method: str, t
 def head_maps(model: Model, image, block: int, patch: tuple[int, int] | None = None) -> np.ndarray:
     """(heads, h, w): how much the class token (or the patch at (row, col)) attends to each patch, per head,
     in one block (0-based, in graph order)."""
-    from .common import prepare
 
     pixels = prepare(model, image)[:1]
     maps, tokens = attention_blocks(model, model.shapes.complete(pixels.shape[1:3]),

@@ -19,8 +19,9 @@ from ..program import program
 from .activations import rank_predictions
 from .attention_maps import attention_run
 from .cam_layer import auto_cam_layer, auto_layer_and_rule, check_cam_layer, grid_view
-from .cam_methods import CAM_METHODS, GRADIENT_METHODS
+from .cam_methods import CAM_METHODS
 from .common import class_probabilities, prepare
+from .filters import batch_size_for
 from .gradients import gradient_program, on_path_source
 from .targets import Target, class_targets, score_values, single_class
 
@@ -96,18 +97,8 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
     size = pixels.shape[1:3]
     ranked = model.meta.logits or model.meta.probabilities
     extra = (ranked,) if (top and ranked) else ()
-    if CAM_METHODS[method].kind == "attention":
-        if layer not in (None, "auto"):
-            raise ConvlensError(f"--layer does not apply to {method}: it reads every attention block.")
-        if single_class(model, target) is None:
-            raise ConvlensError(f"{method} explains one class per image; use --class top, an index or a label.")
-        scores, classes, raw, fetched = attention_run(model, pixels, model.shapes.complete(size), method, target,
-                                                      score, head_fusion, discard, extra)
-        name, rule = "attention blocks", "every attention block"
-        classes, maps = classes[:, None], raw[:, None]
-    else:
-        name, rule = resolve_layer_and_rule(model, layer, size)
-        scores, classes, maps, fetched = _layer_maps(model, pixels, model.layer(name), target, method, score, extra)
+    run = CamRun(model, pixels, target, method, Target(score=score), extra, head_fusion, discard)
+    scores, classes, maps, fetched, name, rule = CAM_KINDS[CAM_METHODS[method].kind].maps(run, layer)
     results: list[list[CamResult]] = [[] for _ in pixels]
     for i, (row, raws) in enumerate(zip(classes, maps)):
         for idx, raw in zip(row, raws):
@@ -119,15 +110,63 @@ def gradcam_with_predictions(model: Model, images, target="top", layer: str | No
     return results, preds
 
 
-def _layer_maps(model: Model, pixels, info, target, method: str, score: str, extra):
-    """(scores, classes per image, raw maps per image, fetched tensors) for a method computed at one layer."""
-    tgt = Target(score=score)
-    one = single_class(model, target) if method in GRADIENT_METHODS else None
+@dataclass(frozen=True)
+class CamRun:
+    """One request: what every kind's map function reads."""
+    model: Model
+    pixels: np.ndarray
+    target: object
+    method: str
+    tgt: Target
+    extra: tuple  # tensors fetched beside the maps (the ranked scores, for top-5)
+    head_fusion: str = "mean"
+    discard: float = 0.0
+
+
+@dataclass(frozen=True)
+class CamKind:
+    """How one kind of CAM method (cam_methods.py's `kind`) runs: `maps(run, layer)` gives (scores, classes per
+    image, raw maps per image, fetched tensors, the layer's name, the rule that chose it)."""
+    maps: object
+
+
+def _gradient_maps(run: CamRun, layer):
+    """One class per image: a single run (scores, A and dA together); several: per_class with the head's
+    backward pass per class."""
+    name, rule = resolve_layer_and_rule(run.model, layer, run.pixels.shape[1:3])
+    info = run.model.layer(name)
+    one = single_class(run.model, run.target)
     if one is not None:
-        return _one_class_maps(model, pixels, info, tgt, one, method, extra)
-    return _per_class_maps(model, pixels, info, tgt, target, method, extra)
+        return (*_one_class_maps(run.model, run.pixels, info, run.tgt, one, run.method, run.extra), name, rule)
+    return (*_per_class_maps(run, info, _head_gradient_maps), name, rule)
 
 
+def _per_class_kind(class_maps):
+    """A kind whose maps are formed class by class from the layer's activations (score, activation)."""
+    def maps(run: CamRun, layer):
+        name, rule = resolve_layer_and_rule(run.model, layer, run.pixels.shape[1:3])
+        return (*_per_class_maps(run, run.model.layer(name), class_maps), name, rule)
+    return maps
+
+
+def _attention_maps(run: CamRun, layer):
+    """Attention methods read every block of a transformer with a class token, one class per image."""
+    if layer not in (None, "auto"):
+        raise ConvlensError(f"--layer does not apply to {run.method}: it reads every attention block.")
+    if single_class(run.model, run.target) is None:
+        raise ConvlensError(f"{run.method} explains one class per image; use --class top, an index or a label.")
+    scores, classes, raw, fetched = attention_run(
+        run.model,
+        run.pixels,
+        run.model.shapes.complete(run.pixels.shape[1:3]),
+        run.method,
+        run.target,
+        run.tgt.score,
+        run.head_fusion,
+        run.discard,
+        run.extra,
+    )
+    return scores, classes[:, None], raw[:, None], fetched, "attention blocks", "every attention block"
 
 
 def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, extra=()):
@@ -149,47 +188,71 @@ def _one_class_maps(model: Model, pixels, info, tgt: Target, one, method: str, e
     return scores, classes[:, None], raw[:, None], out
 
 
-def _per_class_maps(model: Model, pixels, info, tgt: Target, target, method: str, extra=()):
+@dataclass(frozen=True)
+class _Forward:
+    """What the per-class loop hands a kind's class_maps: the forward run and where the head starts."""
+    run: CamRun
+    info: object  # the layer's LayerInfo
+    values: dict  # the forward run's tensors
+    source: str  # the tensor the head (layer -> scores) starts from
+    source_shape: list | None
+    view: object  # the layer's values as NCHW grids
+
+
+def _per_class_maps(run: CamRun, info, class_maps):
     """Any number of classes per image: one forward pass gives the scores (to pick classes), the layer's
-    activations and the tensor the head starts from; each class then costs only the head's backward pass."""
-    size = pixels.shape[1:3]
-    score_tensor, _ = tgt.tensor(model)
+    activations and the tensor the head starts from; then `class_maps(forward, items, classes, acts)` forms
+    one rank of classes' maps (for a gradient method: the head's backward pass alone)."""
+    model, pixels, size = run.model, run.pixels, run.pixels.shape[1:3]
+    score_tensor, _ = run.tgt.tensor(model)
     source = on_path_source(model, info.tensor, score_tensor)
-    source_shape = model.shapes.static(size).get(source)
-    fetch = list(dict.fromkeys([score_tensor, info.tensor, source, *extra]))
-    forward = program(model, fetch, size).run(pixels)
-    scores = score_values(model, forward[score_tensor], score_tensor, tgt.score)
-    classes = class_targets(model, scores, target)
-    view = grid_view(model, info, model.shapes.complete(size))
+    fetch = list(dict.fromkeys([score_tensor, info.tensor, source, *run.extra]))
+    values = program(model, fetch, size).run(pixels)
+    scores = score_values(model, values[score_tensor], score_tensor, run.tgt.score)
+    classes = class_targets(model, scores, run.target)
+    forward = _Forward(run, info, values, source, model.shapes.static(size).get(source),
+                       grid_view(model, info, model.shapes.complete(size)))
     maps: list[list[np.ndarray]] = [[] for _ in pixels]
     for k in range(max(len(c) for c in classes)):
         items = [i for i, c in enumerate(classes) if k < len(c)]
         idx = [classes[i][k] for i in items]
-        batch = pixels[items]
-        acts = view(forward[info.tensor][items])
-        kind = CAM_METHODS[method].kind
-        if kind == "score":
-            raw = score_cam(model, batch, acts, idx, tgt.score)
-        elif kind == "activation":
-            raw = cam_maps(acts, None, method)
-        else:
-            start = ((source, source_shape),) if _static(source_shape) else ()
-            prog, channels = gradient_program(model, tgt, size, wrt=(info.tensor,), fetch=(info.tensor,), start=start)
-            feeds = {source: forward[source][items]} if start else {}
-            out = prog.run(batch, **feeds, **{OBJECTIVE_WEIGHTS: one_hot(idx, channels)})
-            raw = cam_maps(acts, view(out[prog.grads[info.tensor]]), method)
+        raw = class_maps(forward, items, idx, forward.view(values[info.tensor][items]))
         for j, i in enumerate(items):
             maps[i].append(raw[j])
-    return scores, classes, maps, forward
+    return scores, classes, maps, values
 
 
+def _head_gradient_maps(f: _Forward, items, idx, acts):
+    """Gradient methods: the head's forward and backward from the source tensor (the whole model where the
+    source's shape is not static), one class per image."""
+    run, size = f.run, f.run.pixels.shape[1:3]
+    start = ((f.source, f.source_shape),) if _static(f.source_shape) else ()
+    prog, channels = gradient_program(run.model, run.tgt, size, wrt=(f.info.tensor,), fetch=(f.info.tensor,),
+                                      start=start)
+    feeds = {f.source: f.values[f.source][items]} if start else {}
+    out = prog.run(run.pixels[items], **feeds, **{OBJECTIVE_WEIGHTS: one_hot(idx, channels)})
+    return cam_maps(acts, f.view(out[prog.grads[f.info.tensor]]), run.method)
 
 
-def score_cam(model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int | None = None) -> np.ndarray:
+def _score_maps(f: _Forward, items, idx, acts):
+    return score_cam(f.run.model, f.run.pixels[items], acts, idx, f.run.tgt.score)
+
+
+def _activation_maps(f: _Forward, _items, _idx, acts):
+    return cam_maps(acts, None, f.run.method)
+
+
+# every kind of cam_methods.py is a row: a new kind is one row here, a new method one row there
+CAM_KINDS = {"gradient": CamKind(_gradient_maps), "score": CamKind(_per_class_kind(_score_maps)),
+             "activation": CamKind(_per_class_kind(_activation_maps)), "attention": CamKind(_attention_maps)}
+
+
+def score_cam(
+    model: Model, pixels: np.ndarray, acts: np.ndarray, idx, score: str, batch: int | None = None
+) -> np.ndarray:
     """Score-CAM (Wang et al. 2020): weight each channel by the class probability of the image masked by it.
 
     Masked images run in batches sized from the model's activation memory."""
-    from .filters import batch_size_for
 
     size = pixels.shape[1:3]
     tensor = model.meta.logits or model.meta.probabilities

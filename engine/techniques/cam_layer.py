@@ -115,8 +115,11 @@ def _walk_from_last_conv(model: Model, path: list, grid, layer_of: dict, shapes:
         return _walk_from_last_conv(model, path[:last_conv], grid, layer_of, shapes)[0], CLASS_MAP_RULE
     # a layer may expose a layout transpose of a tensor on the path rather than the tensor itself: tf2onnx
     # pools a Keras model's NCHW activation directly, leaving the NHWC layer output as a side branch
-    beside = {n.input[0]: layer_of[n.output[0]] for n in model.nodes
-              if n.op_type == "Transpose" and n.output[0] in layer_of and layer_of[n.output[0]].layout in ("NCHW", "NHWC")}
+    beside = {
+        n.input[0]: layer_of[n.output[0]]
+        for n in model.nodes
+        if n.op_type == "Transpose" and n.output[0] in layer_of and layer_of[n.output[0]].layout in ("NCHW", "NHWC")
+    }
     conv_out = path[last_conv].output[0]
     chosen = layer_of.get(conv_out) or beside.get(conv_out)
     reached = {conv_out}

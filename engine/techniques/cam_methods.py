@@ -4,7 +4,8 @@ A = the layer's activations, G = d score / d A, both (N, C, h, w) float64; each 
 map (N, h, w) before ReLU and normalization. The CLI's choices, the sanity check, the report and the docs
 read this table, so a new method is one row here. Gradient rows also carry their formula as ONNX nodes
 (`onnx_map(e, A, G) -> raw map`, written with the autodiff Emitter), which exported explainers
-(engine/explainer.py) put in their graph; tests check each ONNX row against its numpy twin. Kinds: "gradient" maps need G (one backward pass per
+(engine/explainer.py) put in their graph; tests check each ONNX row against its numpy twin. Kinds (each a row of
+cam.py's CAM_KINDS): "gradient" maps need G (one backward pass per
 class), "activation" maps need A alone, "score" maps run masked forward passes (Score-CAM, in cam.py),
 "attention" maps read a transformer's attention blocks instead of one layer (attention_maps.py).
 """
@@ -23,6 +24,11 @@ class CamMethod:
     formula: str
     raw_map: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None
     onnx_map: Callable | None = None  # (emitter, A, G tensor names, NCHW) -> raw map tensor (N, h, w)
+
+    @property
+    def reads_layer(self) -> bool:
+        """Whether the map is formed at one layer (--layer applies); attention maps read every block."""
+        return self.kind != "attention"
 
 
 def _gradcam(A, G):
@@ -95,22 +101,54 @@ def _first_component(a: np.ndarray) -> np.ndarray:
     return proj.reshape(h, w)
 
 
-CAM_METHODS: dict[str, CamMethod] = {m.name: m for m in [
-    CamMethod("gradcam", "gradient", "mean_c(mean_hw(G) * A) (Selvaraju et al. 2017; channels averaged as in the lesson)",
-              _gradcam, _gradcam_onnx),
-    CamMethod("gradcam++", "gradient", "sum_c(sum_hw(alpha * relu(G)) * A), alpha = G^2 / (2 G^2 + sum_hw(A) G^3) "
-              "(Chattopadhyay et al. 2018, exponential score form)", _gradcam_pp, _gradcam_pp_onnx),
-    CamMethod("hirescam", "gradient", "sum_c(G * A) (Draelos and Carin 2020)", _hirescam, _hirescam_onnx),
-    CamMethod("xgradcam", "gradient", "sum_c(sum_hw(G * A) / sum_hw(A) * A) (Fu et al. 2020)", _xgradcam, _xgradcam_onnx),
-    CamMethod("layercam", "gradient", "sum_c(relu(G) * A) (Jiang et al. 2021)", _layercam, _layercam_onnx),
-    CamMethod("scorecam", "score", "sum_c(w_c * A), w_c = p(class | image * upsampled normalized A_c) - p(class | 0) "
-              "(Wang et al. 2020)", None),
-    CamMethod("rollout", "attention", "class token's row of prod_blocks rownorm(fuse_heads(A) + I) over the patches "
-              "(Abnar and Zuidema 2020; transformers with a class token)", None),
-    CamMethod("gae", "attention", "class token's row of R, R <- R + mean_heads(relu(dS/dA * A)) R from R = I "
-              "(Chefer et al. 2021; transformers with a class token)", None),
-    CamMethod("eigencam", "activation", "A's positions projected on their first principal component "
-              "(Muhammad and Yeasin 2020)", _eigencam),
-]}
-
-GRADIENT_METHODS = tuple(name for name, m in CAM_METHODS.items() if m.kind == "gradient")
+CAM_METHODS: dict[str, CamMethod] = {
+    m.name: m
+    for m in [
+        CamMethod(
+            "gradcam",
+            "gradient",
+            "mean_c(mean_hw(G) * A) (Selvaraju et al. 2017; channels averaged as in the lesson)",
+            _gradcam,
+            _gradcam_onnx,
+        ),
+        CamMethod(
+            "gradcam++",
+            "gradient",
+            "sum_c(sum_hw(alpha * relu(G)) * A), alpha = G^2 / (2 G^2 + sum_hw(A) G^3) "
+            "(Chattopadhyay et al. 2018, exponential score form)",
+            _gradcam_pp,
+            _gradcam_pp_onnx,
+        ),
+        CamMethod("hirescam", "gradient", "sum_c(G * A) (Draelos and Carin 2020)", _hirescam, _hirescam_onnx),
+        CamMethod(
+            "xgradcam", "gradient", "sum_c(sum_hw(G * A) / sum_hw(A) * A) (Fu et al. 2020)", _xgradcam, _xgradcam_onnx
+        ),
+        CamMethod("layercam", "gradient", "sum_c(relu(G) * A) (Jiang et al. 2021)", _layercam, _layercam_onnx),
+        CamMethod(
+            "scorecam",
+            "score",
+            "sum_c(w_c * A), w_c = p(class | image * upsampled normalized A_c) - p(class | 0) (Wang et al. 2020)",
+            None,
+        ),
+        CamMethod(
+            "rollout",
+            "attention",
+            "class token's row of prod_blocks rownorm(fuse_heads(A) + I) over the patches "
+            "(Abnar and Zuidema 2020; transformers with a class token)",
+            None,
+        ),
+        CamMethod(
+            "gae",
+            "attention",
+            "class token's row of R, R <- R + mean_heads(relu(dS/dA * A)) R from R = I "
+            "(Chefer et al. 2021; transformers with a class token)",
+            None,
+        ),
+        CamMethod(
+            "eigencam",
+            "activation",
+            "A's positions projected on their first principal component (Muhammad and Yeasin 2020)",
+            _eigencam,
+        ),
+    ]
+}

@@ -21,6 +21,7 @@ from .cam import gradcam
 from .common import class_probabilities, prepare, to_nchw
 from .filters import own_size, visualize_filters
 from .gradients import gradient_program, run_gradient
+from .tables import cell, figures_table, markdown_table, verdict
 from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "probabilities_atol": 1e-4, "cam_max_abs": 1e-3,
@@ -71,7 +72,9 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
         va = to_nchw(acts_a[x], a.layer(x).layout)
         vb = to_nchw(acts_b[y], b.layer(y).layout)
         if va.shape != vb.shape:
-            raise ConvlensError(f"Layers {x} and {y} have different shapes {va.shape} and {vb.shape}; they do not correspond.")
+            raise ConvlensError(
+                f"Layers {x} and {y} have different shapes {va.shape} and {vb.shape}; they do not correspond."
+            )
         diff = np.abs(va.astype(np.float64) - vb)
         rel = float(diff.max() / (np.abs(va).max() + 1e-30))
         ok = rel <= tol["activation_rtol"]
@@ -96,7 +99,11 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
             cb = gradcam(b, pixels, cls, lb)[0][0]
             d = float(np.abs(ca.cam - cb.cam).max())
             corr = float(np.corrcoef(ca.cam.ravel(), cb.cam.ravel())[0, 1]) if ca.cam.std() and cb.cam.std() else 1.0
-            out.figures["Grad-CAM max abs difference"] = {"value": d, "limit": tol["cam_max_abs"], "ok": d <= tol["cam_max_abs"]}
+            out.figures["Grad-CAM max abs difference"] = {
+                "value": d,
+                "limit": tol["cam_max_abs"],
+                "ok": d <= tol["cam_max_abs"],
+            }
             out.figures["Grad-CAM correlation"] = {"value": corr, "limit": None, "ok": True}
             if d > tol["cam_max_abs"]:
                 _fail(out, "Grad-CAM map")
@@ -116,7 +123,11 @@ def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Compari
         fb = visualize_filters(b, lb, list(range(filters)), "chollet", steps=filter_steps, size=size)
         worst = min(psnr(x, y) for x, y in zip(fa.images, fb.images))
         ok = worst >= tol["filter_psnr"]
-        out.figures[f"filter PSNR ({la}, {filters} filters, dB)"] = {"value": worst, "limit": tol["filter_psnr"], "ok": ok}
+        out.figures[f"filter PSNR ({la}, {filters} filters, dB)"] = {
+            "value": worst,
+            "limit": tol["filter_psnr"],
+            "ok": ok,
+        }
         if not ok:
             _fail(out, "filter images")
         out.pictures["filters"] = (fa.images, fb.images)
@@ -151,12 +162,10 @@ def _input_gradient(model: Model, pixels: np.ndarray, cls: int) -> np.ndarray:
 
 
 def markdown(c: Comparison, name_a: str, name_b: str) -> str:
-    lines = [f"| {name_a} | {name_b} | max abs diff | relative | ok |", "|---|---|---|---|---|"]
-    lines += [f"| {r['a']} | {r['b']} | {r['max_abs']:.3g} | {r['relative']:.3g} | {'yes' if r['ok'] else 'NO'} |" for r in c.rows]
-    lines += ["", "| figure | value | limit | ok |", "|---|---|---|---|"]
-    for k, f in c.figures.items():
-        v = f["value"] if isinstance(f["value"], bool) else f"{f['value']:.4g}"
-        lines.append(f"| {k} | {v} | {f['limit']} | {'yes' if f['ok'] else 'NO'} |")
-    lines.append("")
-    lines.append("PASSED" if c.passed else f"FAILED: first difference at {c.first_failure}")
-    return "\n".join(lines)
+    layers = markdown_table([name_a, name_b, "max abs diff", "relative", "ok"],
+                            [[r["a"], r["b"], cell(r["max_abs"], 3), cell(r["relative"], 3), verdict(r["ok"])]
+                             for r in c.rows])
+    figures = figures_table([{"figure": k, **f} for k, f in c.figures.items()])
+    return "\n".join(
+        [layers, "", figures, "", "PASSED" if c.passed else f"FAILED: first difference at {c.first_failure}"]
+    )

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConvlensError
+from ..errors import ConvlensError, ConvlensWarning
 from ..model import Model
 from ..program import program
 from ..progress import Progress
 from .filter_objective import FilterStep
+from .lucid import lucid_ascent
 
 
 @dataclass
@@ -129,7 +130,6 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
             if recipe == "chollet":
                 raw, obj, live = _chollet(step, part, hw, 40 if steps is None else steps, step_size, rng, init)
             else:
-                from .lucid import lucid_ascent
 
                 raw, obj, live = lucid_ascent(step, part, hw, 512 if steps is None else steps, rng)
             raws.append(raw)
@@ -150,10 +150,11 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
     if dead:
         import warnings
 
-        from ..errors import ConvlensWarning
-
-        warnings.warn(f"{len(dead)} filter(s) of {info.name} had a zero gradient (dead): {dead[:10]}; their images are flat.",
-                      ConvlensWarning, stacklevel=2)
+        warnings.warn(
+            f"{len(dead)} filter(s) of {info.name} had a zero gradient (dead): {dead[:10]}; their images are flat.",
+            ConvlensWarning,
+            stacklevel=2,
+        )
     return FilterResult(images, raw, obj, chosen, dead)
 
 

@@ -4,16 +4,31 @@ from __future__ import annotations
 import numpy as np
 
 from ..adapter import PIXELS
+from ..autodiff.walker import on_path_source as walker_source
 from ..metadata import InputSpec
 from ..model import Model
-from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, channel_objective
+from ..objectives import (
+    OBJECTIVE,
+    OBJECTIVE_ITEMS,
+    OBJECTIVE_WEIGHTS,
+    channel_objective,
+)
 from ..program import GradRequest, program
 from ..tokens import token_grid
 from .targets import Target
 
 
-def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = (PIXELS,), fetch=(),
-                     spec: InputSpec | None = None, overrides: tuple[str, ...] = (), start: tuple = (), top: bool = False):
+def gradient_program(
+    model: Model,
+    target: Target,
+    size,
+    wrt: tuple[str, ...] = (PIXELS,),
+    fetch=(),
+    spec: InputSpec | None = None,
+    overrides: tuple[str, ...] = (),
+    start: tuple = (),
+    top: bool = False,
+):
     """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors
     (beginning at the `start` tensors, fed at run time, when given: see program()). With `top` the
     objective is each item's largest channel (its top class), chosen in the graph: no weights to feed."""
@@ -22,8 +37,16 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
     to_probability = target.layer is None and target.score == "prob" and tensor == model.meta.logits
     activation = ("Sigmoid" if model.meta.activation == "sigmoid" else "Softmax") if to_probability else None
     tokens = token_grid(model, tensor, model.shapes.static(size, spec)) if len(shape) == 3 else None
-    extra = channel_objective(tensor, layout, len(shape), int(channels), activation=activation, opset=model.opset, top=top,
-                              token_prefix=None if tokens is None else tokens.prefix)
+    extra = channel_objective(
+        tensor,
+        layout,
+        len(shape),
+        int(channels),
+        activation=activation,
+        opset=model.opset,
+        top=top,
+        token_prefix=None if tokens is None else tokens.prefix,
+    )
     grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
 
@@ -31,7 +54,6 @@ def gradient_program(model: Model, target: Target, size, wrt: tuple[str, ...] = 
 def on_path_source(model: Model, tensor: str, objective: str) -> str:
     """The tensor through which `tensor`'s values reach `objective`: itself, or for a layer exposed as a
     relayout beside the main path (tf2onnx's NHWC layer outputs) the main-path tensor it is a view of."""
-    from ..autodiff.walker import on_path_source as walker_source
 
     return walker_source(tensor, model.nodes, objective, {})
 

@@ -65,7 +65,9 @@ def transform(images: np.ndarray, rng) -> tuple[np.ndarray, list]:
     dx, dy = rng.integers(-JITTER, JITTER + 1, 2)
     m = cv2.getRotationMatrix2D((pw / 2, ph / 2), angle, scale)
     m[:, 2] += (dx, dy)
-    out = np.stack([cv2.warpAffine(p, m, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for p in padded])
+    out = np.stack(
+        [cv2.warpAffine(p, m, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for p in padded]
+    )
     return out[:, PAD:PAD + h, PAD:PAD + w], [m, (ph, pw)]
 
 
@@ -75,7 +77,9 @@ def transform_adjoint(grad: np.ndarray, state) -> np.ndarray:
     full = np.zeros((n, ph, pw, 3), np.float32)
     full[:, PAD:PAD + h, PAD:PAD + w] = grad
     inv = cv2.invertAffineTransform(m)
-    back = np.stack([cv2.warpAffine(g, inv, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) for g in full])
+    back = np.stack(
+        [cv2.warpAffine(g, inv, (pw, ph), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) for g in full]
+    )
     return back[:, PAD:PAD + h, PAD:PAD + w]
 
 

@@ -31,7 +31,9 @@ class Attribution:
 
 def pixel_gradients(model: Model, pixels: np.ndarray, classes, score="logit", overrides=(), batch=16) -> np.ndarray:
     """d score[class_i] / d pixels for each item, in batches."""
-    prog, channels = gradient_program(model, Target(score=score), pixels.shape[1:3], wrt=(PIXELS,), overrides=tuple(overrides))
+    prog, channels = gradient_program(
+        model, Target(score=score), pixels.shape[1:3], wrt=(PIXELS,), overrides=tuple(overrides)
+    )
     out = np.empty(pixels.shape, np.float32)
     classes = np.asarray(classes)
     for s in range(0, len(pixels), batch):

@@ -14,10 +14,12 @@ from onnx import numpy_helper
 from ..errors import ConvlensError
 from ..model import Model
 from ..progress import Progress
+from .activations import predictions
 from .cam import gradcam
 from .cam_methods import CAM_METHODS
 from .common import prepare
 from .saliency import saliency
+from .tables import cell, markdown_table
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
@@ -77,7 +79,6 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
     if steps < 1:
         raise ConvlensError(f"--steps must be 1 or more, not {steps}.")
     pixels = prepare(model, image)
-    from .activations import predictions
 
     cls = predictions(model, pixels)[0][0][0]
     original = _map(model, pixels, method, cls)
@@ -95,6 +96,5 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| layers randomized (top down) | down to | Spearman vs original |", "|---|---|---|"]
-    lines += [f"| {r['randomized']} | {r['top_layer'] or '-'} | {r['spearman']:.3f} |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(["layers randomized (top down)", "down to", "Spearman vs original"],
+                          [[str(r["randomized"]), cell(r["top_layer"]), f"{r['spearman']:.3f}"] for r in rows])

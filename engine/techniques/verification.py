@@ -17,6 +17,7 @@ from .cam import auto_layer, cam_maps, gradcam, normalize
 from .cam_layer import grid_view
 from .common import prepare, to_nchw
 from .gradients import gradient_program, run_gradient
+from .tables import figure_row, figures_table
 from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "gradient_l2": 1e-2, "cam_max_abs": 1e-3, "step_rtol": 1e-3}
@@ -42,7 +43,7 @@ def verify(model: Model, fw, image, tolerances: dict | None = None) -> list[dict
     rows = []
 
     def row(figure, value, limit, ok=None):
-        rows.append({"figure": figure, "value": value, "limit": limit, "ok": bool(value <= limit) if ok is None else ok})
+        rows.append(figure_row(figure, value, limit, ok))
 
     # only layers the framework can name: a file exported by another tool (torch.onnx, tf2onnx) names its
     # layers after graph nodes, so it is checked on its logits and input gradient alone
@@ -61,11 +62,17 @@ def verify(model: Model, fw, image, tolerances: dict | None = None) -> list[dict
         layers.append(cam_layer)
     eng = program(model, [l.tensor for l in layers] + [tensor], pixels.shape[1:3]).run(pixels)
     cls = int(np.argmax(eng[tensor][0]))
-    values, scores, g_pix, g_layer = fw.run(pixels, [l.name for l in layers], cls, cam_layer.name if cam_layer else None)
+    values, scores, g_pix, g_layer = fw.run(
+        pixels, [l.name for l in layers], cls, cam_layer.name if cam_layer else None
+    )
     row("logits max relative difference", _rel(eng[tensor], scores), tol["logits_rtol"])
     worst = max(layers, key=lambda l: _rel(eng[l.tensor], values[l.name])) if layers else None
     if worst is not None:
-        row(f"activations, worst layer ({worst.name})", _rel(eng[worst.tensor], values[worst.name]), tol["activation_rtol"])
+        row(
+            f"activations, worst layer ({worst.name})",
+            _rel(eng[worst.tensor], values[worst.name]),
+            tol["activation_rtol"],
+        )
     prog, channels = gradient_program(model, Target(), pixels.shape[1:3])
     mine = run_gradient(prog, pixels, one_hot([cls], channels))[prog.grads[PIXELS]]
     # relative L2, not elementwise: a max-pool near-tie that float rounding breaks the other way in the
@@ -74,7 +81,12 @@ def verify(model: Model, fw, image, tolerances: dict | None = None) -> list[dict
     figure = "input gradient relative L2 difference"
     if not np.any(g_pix):  # e.g. torchvision's ViT with random weights: its head is initialized to zero
         figure += " (the framework's gradient is zero: nothing is explained by these weights)"
-    row(figure, _rel_l2(mine, g_pix), tol["gradient_l2"], ok=bool(np.any(g_pix)) and _rel_l2(mine, g_pix) <= tol["gradient_l2"])
+    row(
+        figure,
+        _rel_l2(mine, g_pix),
+        tol["gradient_l2"],
+        ok=bool(np.any(g_pix)) and _rel_l2(mine, g_pix) <= tol["gradient_l2"],
+    )
     if cam_layer is not None:
         view = grid_view(model, cam_layer, model.shapes.complete(pixels.shape[1:3]))
         ref, _ = normalize(cam_maps(view(values[cam_layer.name]), view(g_layer), "gradcam")[0])
@@ -98,6 +110,4 @@ def verify(model: Model, fw, image, tolerances: dict | None = None) -> list[dict
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| figure | value | limit | ok |", "|---|---|---|---|"]
-    lines += [f"| {r['figure']} | {r['value']:.3g} | {r['limit']:g} | {'yes' if r['ok'] else 'NO'} |" for r in rows]
-    return "\n".join(lines)
+    return figures_table(rows, digits=3)
