@@ -8,7 +8,8 @@
 The repository keeps `engine/`, `converters/` and `cli.py` at its root; setuptools installs them as
 `convlens.engine`, `convlens.converters` and `convlens.cli` (see pyproject.toml's package-dir).
 """
-from importlib.metadata import PackageNotFoundError, version as _dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 
 from .api import (
     activations,
@@ -28,7 +29,7 @@ from .api import (
     verify,
 )
 from .engine.errors import ConvlensError
-from .engine.model import Model
+from .engine.model.model import Model
 
 try:
     __version__ = _dist_version("convlens")

@@ -15,26 +15,26 @@ from .converters import convert as convert_source
 from .converters.common import input_size_arg
 from .converters.framework_reference import framework_reference, reference_weights
 from .converters.quiet import quiet_frameworks
-from .engine.annotate import annotate as write_annotated
+from .engine.checks.compare import compare as compare_models
+from .engine.checks.sanity import cascading_randomization
+from .engine.checks.verification import verify as verify_against
 from .engine.errors import ConvlensError
 from .engine.evaluation.run import evaluate as run_evaluation
-from .engine.explainer import export_explainer
-from .engine.images import image_paths, sample_image
+from .engine.export.explainer import export_explainer
+from .engine.export.report import build_report
 from .engine.metadata import InputRecipe
-from .engine.model import Model
-from .engine.model import load as load_model
-from .engine.onnx_file import check_writable, save_large_onnx
-from .engine.progress import Progress
-from .engine.report import build_report
+from .engine.model.annotate import annotate as write_annotated
+from .engine.model.model import Model
+from .engine.model.model import load as load_model
+from .engine.model.onnx_file import check_writable, save_large_onnx
+from .engine.render.images import image_paths, sample_image
+from .engine.render.progress import Progress
 from .engine.techniques.activations import activations as layer_outputs
 from .engine.techniques.attention_maps import head_maps
 from .engine.techniques.cam import gradcam_with_predictions
-from .engine.techniques.compare import compare as compare_models
 from .engine.techniques.filters import visualize_filters
 from .engine.techniques.layers import layer_table
 from .engine.techniques.saliency import saliency as attribute
-from .engine.techniques.sanity import cascading_randomization
-from .engine.techniques.verification import verify as verify_against
 
 
 def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None,

@@ -10,7 +10,13 @@ import json
 import sys
 import traceback
 
+from . import __version__
 from .commands import COMMANDS, FOLDER_OUTPUTS, ComparisonFailed
+from .engine.errors import ConvlensError, ConvlensWarning
+from .engine.export.explainer import SALIENCY_EXPORTS
+from .engine.model.onnx_file import output_folder
+from .engine.techniques.cam_methods import CAM_METHODS
+from .engine.techniques.saliency import SALIENCY_METHODS
 
 EXAMPLES = {
     "convert": "convlens convert torch:vgg16 --weights none -o vgg16.onnx",
@@ -75,8 +81,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from convlens.engine.techniques.cam_methods import CAM_METHODS
-    from convlens.engine.techniques.saliency import SALIENCY_METHODS
 
     parser = _Parser(
         prog="convlens",
@@ -84,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
     )
-    from . import __version__
 
     parser.add_argument("--version", action="version", version=f"convlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -151,7 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", help="ROW,COL of a patch whose attention to show instead of the class token's")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
-    from convlens.engine.explainer import SALIENCY_EXPORTS
 
     exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
     p = add("export", "Write a standalone explainer .onnx: uint8 image in; probabilities, class, heatmap, overlay out.")
@@ -243,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from convlens.engine.errors import ConvlensError
 
     try:
         args = build_parser().parse_args(argv)
@@ -252,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     _route_warnings(getattr(args, "verbose", False))
     try:
         if args.command in FOLDER_OUTPUTS:  # refuse an unusable -o before any work is done
-            from convlens.engine.onnx_file import output_folder
 
             output_folder(args.output)
         result = COMMANDS[args.command](args)
@@ -282,7 +282,6 @@ def _route_warnings(verbose: bool) -> None:
     """convlens's own warnings (about the user's model) as one line each; third-party ones only with --verbose."""
     import warnings
 
-    from convlens.engine.errors import ConvlensWarning
 
     shown = warnings.showwarning
 

@@ -13,11 +13,14 @@ from .converters.pretrained import efficientnet_lite0
 from .converters.quiet import quiet_frameworks
 from .converters.torch_converter import convert_module
 from .engine import load
+from .engine.checks.compare import markdown
+from .engine.checks.sanity import markdown as sanity_markdown
+from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
-from .engine.images import fit_image, image_paths, load_image, sample_image, to_photo
-from .engine.onnx_file import check_writable, save_onnx, write_atomic
-from .engine.progress import Progress
-from .engine.render import (
+from .engine.export.report import build_report
+from .engine.model.onnx_file import check_writable, save_onnx, write_atomic
+from .engine.render.images import fit_image, image_paths, load_image, sample_image, to_photo
+from .engine.render.pictures import (
     channel_grid,
     colorize,
     filter_grid,
@@ -27,13 +30,10 @@ from .engine.render import (
     write_npy,
     write_png,
 )
-from .engine.report import build_report
+from .engine.render.progress import Progress
 from .engine.techniques.activations import as_channels
 from .engine.techniques.common import model_size, prepare
-from .engine.techniques.compare import markdown
 from .engine.techniques.saliency import saliency_image
-from .engine.techniques.sanity import markdown as sanity_markdown
-from .engine.techniques.verification import markdown as verification_markdown
 
 
 def _recipe(args) -> dict:

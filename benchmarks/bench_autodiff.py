@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def rss_child(path, threads):
     from convlens.engine import load
-    from convlens.engine.adapter import PIXELS
-    from convlens.engine.objectives import one_hot
+    from convlens.engine.runtime.adapter import PIXELS
+    from convlens.engine.runtime.objectives import one_hot
     from convlens.engine.techniques.gradients import gradient_program, run_gradient
     from convlens.engine.techniques.targets import Target
 
@@ -43,14 +43,13 @@ def main():
         return rss_child(args.rss_child, args.threads)
 
     import torch
+    from common import median_time, vgg16_pair
 
-    from convlens.engine.adapter import PIXELS
-    from convlens.engine.objectives import one_hot
+    from convlens.engine.runtime.adapter import PIXELS
+    from convlens.engine.runtime.objectives import one_hot
     from convlens.engine.techniques.cam import gradcam
     from convlens.engine.techniques.gradients import gradient_program, run_gradient
     from convlens.engine.techniques.targets import Target
-
-    from common import median_time, vgg16_pair
 
     net, model, path = vgg16_pair(args.threads)
     rng = np.random.default_rng(0)
@@ -119,11 +118,11 @@ def main():
         rows.append((f"filter step block3_conv1 150, batch {batch} (per image-step)", ours, theirs_b, 0.8))
 
     # backward-graph construction alone
-    from convlens.engine.program import program as build_program  # noqa: F401
-    from convlens.engine.adapter import adapter_nodes
     from convlens.engine.graph import needed_nodes
-    from convlens.engine.objectives import channel_objective
-    from convlens.engine.shapes import static_shapes
+    from convlens.engine.runtime.adapter import adapter_nodes
+    from convlens.engine.runtime.objectives import channel_objective
+    from convlens.engine.runtime.program import program as build_program  # noqa: F401
+    from convlens.engine.runtime.shapes import static_shapes
 
     a_nodes, a_inits = adapter_nodes(model.input_spec)
     extra = channel_objective(model.meta.logits, "flat", 2, 1000)

@@ -18,11 +18,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import torch
-
-    from convlens.engine.images import resize, sample_image
-    from convlens.engine.techniques.cam import gradcam
-
     from common import vgg16_pair
+
+    from convlens.engine.render.images import resize, sample_image
+    from convlens.engine.techniques.cam import gradcam
 
     net, model, _ = vgg16_pair(args.threads)
     photo = sample_image()

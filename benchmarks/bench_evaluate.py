@@ -31,18 +31,17 @@ def main():
     args = ap.parse_args()
     import torch
     import torchvision
+    from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
-    from convlens.engine.adapter import apply_numpy
     from convlens.engine.evaluation.evaluator import Evaluator, Settings
     from convlens.engine.evaluation.perturb import blurred, curve_inputs, pixel_ranks, step_counts
     from convlens.engine.evaluation.sample_set import build
-    from convlens.engine.images import load_image
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
+    from convlens.engine.render.images import load_image
+    from convlens.engine.runtime.adapter import apply_numpy
     from convlens.engine.techniques.common import prepare
-
-    from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -21,12 +21,11 @@ def main():
     import onnxruntime as ort
     import torch
     import torchvision
+    from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     from convlens import export, load
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
-
-    from common import forward_flops, matmul_peak, median_time, scratch_dir
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.set_num_threads(args.threads)
     peak = matmul_peak(torch)

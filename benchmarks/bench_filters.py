@@ -40,15 +40,14 @@ def main():
     args = ap.parse_args()
 
     import torch
+    from common import vgg16_pair
 
     from convlens.converters.pretrained import efficientnet_lite0
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
-    from convlens.engine.onnx_file import save_onnx
-    from convlens.engine.program import program
+    from convlens.engine.model.onnx_file import save_onnx
+    from convlens.engine.runtime.program import program
     from convlens.engine.techniques.filters import visualize_filters
-
-    from common import vgg16_pair
 
     net, model, path = vgg16_pair(args.threads)
     tmp = path.parent

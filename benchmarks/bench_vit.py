@@ -23,17 +23,16 @@ def main():
     args = ap.parse_args()
     import torch
     import torchvision
+    from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
-    from convlens.engine.adapter import PIXELS
-    from convlens.engine.objectives import TOP_CLASS
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
+    from convlens.engine.runtime.adapter import PIXELS
+    from convlens.engine.runtime.objectives import TOP_CLASS
     from convlens.engine.techniques.cam import gradcam
     from convlens.engine.techniques.gradients import gradient_program
     from convlens.engine.techniques.targets import Target
-
-    from common import forward_flops, matmul_peak, median_time, scratch_dir
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -67,7 +67,7 @@ def vgg16_pair(threads: int):
 
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

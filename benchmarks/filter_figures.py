@@ -31,19 +31,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--out", default="docs")
     args = ap.parse_args()
-    import convlens.converters  # noqa: F401  (frameworks imported in a safe order)
     import keras
     import torch
+    from common import scratch_dir
 
+    import convlens.converters  # noqa: F401  (frameworks imported in a safe order)
     from convlens.converters.keras_converter import convert_keras_model
     from convlens.converters.pretrained import efficientnet_lite0
     from convlens.converters.torch_converter import convert_module
     from convlens.engine import load
-    from convlens.engine.onnx_file import save_onnx
-    from convlens.engine.render import filter_grid, write_png
+    from convlens.engine.model.onnx_file import save_onnx
+    from convlens.engine.render.pictures import filter_grid, write_png
     from convlens.engine.techniques.filters import visualize_filters
-
-    from common import scratch_dir
 
     out = Path(args.out)
     tmp = scratch_dir()

@@ -6,10 +6,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convlens.engine.errors import ConvlensError
-from convlens.engine.infer import find_softmax_logits
-from convlens.engine.layouts import graph_layouts
+from convlens.engine.graph import infer_shapes
 from convlens.engine.metadata import InputSpec, LayerInfo, ModelMeta
-from convlens.engine.model import write_meta
+from convlens.engine.model.infer import find_softmax_logits
+from convlens.engine.model.layouts import graph_layouts
+from convlens.engine.model.model import write_meta
 
 from .vgg_transfer import canonical_names
 
@@ -30,7 +31,6 @@ def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 def expose_outputs(model: onnx.ModelProto, names: list[str]) -> None:
     """Make each tensor in `names` a graph output (layer outputs become fetchable by name)."""
-    from convlens.engine.graph import infer_shapes
 
     graph = model.graph
     present = {o.name for o in graph.output}

@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 from convlens.engine.errors import ConvlensError
-from convlens.engine.annotate import restate
-from convlens.engine.onnx_file import check_writable, save_onnx
+from convlens.engine.metadata import InputRecipe
+from convlens.engine.model.annotate import restate
+from convlens.engine.model.onnx_file import check_writable, save_onnx
 
 from .common import input_size_arg
 
@@ -36,7 +37,6 @@ def convert(source: str, out: str | os.PathLike, *, weights: str | None = None, 
 
     Every option either takes effect for the source kind or is refused with one sentence naming it. `recipe`
     (an InputRecipe) refines the recorded preprocessing; `labels` names the classes (imagenet or a file)."""
-    from convlens.engine.metadata import InputRecipe
 
     out = check_writable(out, force)
     recipe = recipe or InputRecipe(preprocess)

@@ -1,19 +1,17 @@
 """The source framework's own computations, for `convlens verify`: forward pass, layer values and
 gradients (torch.autograd, tf.GradientTape) on the same weights and pixels as the engine, returned as
-numpy arrays. The comparison with the engine lives in engine/techniques/verification.py; cli.py and
+numpy arrays. The comparison with the engine lives in engine/checks/verification.py; cli.py and
 api.py join the two.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from convlens.engine.adapter import GRAY, per_channel_std_mean
 from convlens.engine.errors import ConvlensError
+from convlens.engine.runtime.adapter import GRAY, per_channel_std_mean
 
 from .dispatch import parse_source
 from .frameworks import keras_modules
-
-
 
 
 class TorchReference:

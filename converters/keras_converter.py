@@ -17,8 +17,8 @@ from onnx import numpy_helper
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
-from .downloads import check_imagenet_download, failure_cause
 from .common import finish, fold_constants, rename_tensor
+from .downloads import check_imagenet_download, failure_cause
 from .frameworks import RANDOM_WEIGHTS_SEED, keras_modules
 
 # keras.applications preprocessing modes (keras/src/applications/*: preprocess_input)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
-
 import sys
 import tempfile
+import warnings
 
 from ..engine.errors import ConvlensError, ConvlensWarning
 

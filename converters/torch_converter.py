@@ -10,12 +10,9 @@ import onnx
 from convlens.engine.errors import ConvlensError
 from convlens.engine.metadata import InputSpec, LayerInfo
 
-from .downloads import check_imagenet_download, failure_cause
 from .common import finish
+from .downloads import check_imagenet_download, failure_cause
 from .frameworks import seeded_torch, torch_module
-
-
-
 
 _ATEN_KINDS = (
     ("conv", "conv"),
@@ -130,7 +127,7 @@ def convert_module(module, example_input, *, name: str = "model", preprocess: st
             layers.append(LayerInfo(name=p, tensor=tensor, kind=layer_kind(leaves[p]),
                                     layout=_LAYOUT_BY_RANK.get(captured_ndim(model, tensor), "NCHW")))
     if not layers:  # no module calls to hook (torch.export's flattened graphs): read layers off the graph
-        from convlens.engine.infer import infer_meta
+        from convlens.engine.model.infer import infer_meta
 
         layers = [l for l in infer_meta(model).layers if l.tensor != "logits"]
     channels = 1 if shape[1] == 1 else 3

@@ -5,7 +5,7 @@
     acts = activations(model, "cat.jpg", ["block1_conv1"])
 """
 from .errors import ConvlensError
-from .model import Model, load
+from .model.model import Model, load
 from .techniques.activations import activations, predictions
 
 __all__ = ["ConvlensError", "Model", "load", "activations", "predictions"]

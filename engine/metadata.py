@@ -2,7 +2,7 @@
 
 It says which tensor is which named layer (and in which layout), what input the weights expect,
 where the logits are, and which labels the classes carry. Converters write it; the engine reads it
-or infers it for a foreign file (see engine/infer.py).
+or infers it for a foreign file (see engine/model/infer.py).
 """
 from __future__ import annotations
 

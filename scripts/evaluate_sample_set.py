@@ -21,7 +21,7 @@ def main():
     from convlens.converters.torch_converter import convert_module
     from convlens.engine.evaluation.metrics import METRICS as COLUMNS
     from convlens.engine.evaluation.sample_set import build
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="convlens-eval-"))
     model = out / "lite0.onnx"

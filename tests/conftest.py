@@ -9,7 +9,6 @@ from convlens.converters.frameworks import preload_triton  # noqa: E402
 preload_triton()
 
 import pytest  # noqa: E402
-
 from helpers import IMAGE  # noqa: E402
 
 
@@ -25,7 +24,7 @@ def torch_vgg16(models_dir):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(0)
     net = torchvision.models.vgg16(weights=None).eval()
@@ -40,7 +39,7 @@ def torch_vgg16(models_dir):
 def keras_vgg16(models_dir, torch_vgg16):
     """Keras VGG16 holding the torch fixture's weights (transferred), and its .onnx file."""
     from convlens.converters.keras_converter import applications_model, convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     net = applications_model("VGG16", weights=str(torch_vgg16["state"]))
     path = models_dir / "keras_vgg16.onnx"
@@ -50,7 +49,7 @@ def keras_vgg16(models_dir, torch_vgg16):
 
 @pytest.fixture(scope="session")
 def image():
-    from convlens.engine.images import load_image, resize
+    from convlens.engine.render.images import load_image, resize
 
     return resize(load_image(IMAGE), (224, 224))
 
@@ -63,7 +62,7 @@ def tiny_torch(models_dir):
     from torch import nn
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
@@ -82,7 +81,7 @@ def lite0(models_dir):
     from convlens import load
     from convlens.converters.pretrained import efficientnet_lite0
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
                                     preprocess="tf"), models_dir / "lite0.onnx")

@@ -1,7 +1,7 @@
 """Comparison helpers for tests."""
 import numpy as np
 
-from convlens.engine.images import SAMPLE_PATH
+from convlens.engine.render.images import SAMPLE_PATH
 
 IMAGE = SAMPLE_PATH  # the bundled photo, from the installed package
 

@@ -4,13 +4,13 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import IMAGE
 
 from convlens.cli import main
 from convlens.engine import ConvlensError, activations, load
-from convlens.engine.adapter import apply_numpy
-from convlens.engine.images import load_image
-from convlens.engine.program import program
-from helpers import IMAGE
+from convlens.engine.render.images import load_image
+from convlens.engine.runtime.adapter import apply_numpy
+from convlens.engine.runtime.program import program
 
 
 def test_adapter_matches_numpy_preprocessing(keras_vgg16, image):
@@ -58,7 +58,7 @@ def test_activations_cli_writes_grids_and_arrays(tmp_path, keras_vgg16, capsys):
     assert arr.shape == (1, 224, 224, 64)
     # the grid follows the lesson's mapping, written out here: each channel standardized, x64, +128, clipped,
     # 16 a row with 1 px gaps
-    from convlens.engine.render import channel_grid
+    from convlens.engine.render.pictures import channel_grid
 
     chw = arr[0].transpose(2, 0, 1)[:18].astype(np.float64)
     grid = channel_grid(arr[0].transpose(2, 0, 1)[:18])
@@ -180,7 +180,7 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
     """Atomic writes go through a private temp file; the result still follows the umask like any file."""
     import os
 
-    from convlens.engine.onnx_file import write_atomic
+    from convlens.engine.model.onnx_file import write_atomic
 
     old = os.umask(0o022)
     try:

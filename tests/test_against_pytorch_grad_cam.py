@@ -14,12 +14,11 @@ OpenCV and scales again, so convlens's map is put through the same steps. Where 
 import cv2
 import numpy as np
 import pytest
+import pytorch_grad_cam as gradcam_lib  # an outside reference: installed by the test command
 import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 import convlens
-
-import pytorch_grad_cam as gradcam_lib  # an outside reference: installed by the test command
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 SIZE = 128
 PIXELS = np.random.default_rng(11).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
@@ -32,7 +31,7 @@ def resnet(tmp_path_factory):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(12)
     net = torchvision.models.resnet18(weights=None).eval()

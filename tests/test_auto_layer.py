@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import torch_gradcam
 
 import convlens
 from convlens.cli import main
 from convlens.engine.techniques.cam_layer import AUTO_RULE
-from helpers import torch_gradcam
 
 SIZE = 64
 PIXELS = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
@@ -16,7 +16,7 @@ PIXELS = np.random.default_rng(1).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.flo
 
 def _converted(tmp_path, net):
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     path = tmp_path / "net.onnx"
     save_onnx(convert_module(net, torch.zeros(1, 3, SIZE, SIZE), name="net", preprocess="raw"), path)
@@ -105,7 +105,7 @@ def test_auto_keeps_a_text_recognizers_flat_grid(tmp_path):
                               torch.nn.Conv2d(8, 8, 3, stride=(8, 2), padding=1), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     path = save_onnx(convert_module(net, torch.zeros(1, 3, 32, 64), name="text", preprocess="raw"), tmp_path / "t.onnx")
     pixels = PIXELS[:32]

@@ -2,19 +2,18 @@
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close
 
 from convlens.engine import load
 from convlens.engine.errors import ConvlensError
 from convlens.engine.techniques.cam import gradcam, normalize
 from convlens.engine.techniques.saliency import saliency
-from helpers import assert_close
 
 
 def test_gradcam_matches_the_lessons_gradient_tape_port(keras_vgg16, image):
     """The lesson's Grad-CAM (softmax score, block5_conv3, class 386) in tf.GradientTape, on the same weights."""
     import keras
     import tensorflow as tf
-
     from keras.applications.vgg16 import preprocess_input
 
     net = keras_vgg16["net"]
@@ -39,7 +38,7 @@ def resnet(tmp_path_factory):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(7)
     net = torchvision.models.resnet18(weights=None).eval()
@@ -192,7 +191,7 @@ def test_scorecam_matches_masked_forward_passes(resnet):
 
 def test_zero_map_says_so_and_never_divides_by_zero(tmp_path):
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     cam, zero = normalize(np.full((4, 4), -2.0))
     assert zero and not cam.any() and np.isfinite(cam).all()
@@ -271,7 +270,7 @@ def test_top_class_saliency_is_the_named_top_class(resnet):
 def test_integrated_gradients_completeness(tmp_path):
     """On a smooth network the attributions sum to F(x) - F(baseline), closer with more steps."""
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(12)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Tanh(), torch.nn.Conv2d(8, 8, 3, stride=2),
@@ -290,7 +289,7 @@ def test_guided_gradcam_matches_captum(tmp_path):
     from captum.attr import GuidedGradCam
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(3)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),

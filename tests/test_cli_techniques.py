@@ -5,9 +5,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from helpers import IMAGE
 
 from convlens.cli import main
-from helpers import IMAGE
 
 
 def test_cam_cli_on_a_folder(tmp_path, keras_vgg16, capsys):

@@ -2,9 +2,9 @@
 import json
 
 import torch
+from helpers import IMAGE
 
 from convlens.cli import main
-from helpers import IMAGE
 
 
 def test_shared_weights_pass_compare(tmp_path, keras_vgg16, torch_vgg16, capsys):
@@ -23,7 +23,7 @@ def test_perturbed_kernel_fails_and_names_the_first_layer(tmp_path, keras_vgg16,
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     net = torchvision.models.vgg16(weights=None).eval()
     net.load_state_dict(torch.load(torch_vgg16["state"], weights_only=True))
@@ -44,7 +44,7 @@ def test_own_and_foreign_resnet_align_by_structure_and_a_logit_shift_fails(tmp_p
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(4)
     net = torchvision.models.resnet18(weights=None).eval()

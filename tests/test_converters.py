@@ -3,12 +3,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from helpers import assert_close, nchw
 
 from convlens.engine import load
-from convlens.engine.adapter import apply_numpy
 from convlens.engine.metadata import ModelMeta
-from convlens.engine.model import read_meta
-from helpers import assert_close, nchw
+from convlens.engine.model.model import read_meta
+from convlens.engine.runtime.adapter import apply_numpy
 
 
 def _ort_outputs(path, x):
@@ -66,7 +66,7 @@ def test_shared_weights_give_the_same_activations_and_logits(torch_vgg16, keras_
     ta = activations(tmodel, image, [t for _, t in pairs])
     for k, t in pairs:
         assert_close(nchw(ka[k], "NHWC"), ta[t], what=f"{k} vs {t}")
-    from convlens.engine.program import program
+    from convlens.engine.runtime.program import program
 
     kl = program(kmodel, [kmodel.meta.logits], (224, 224)).run(image)[kmodel.meta.logits]
     tl = program(tmodel, [tmodel.meta.logits], (224, 224)).run(image)[tmodel.meta.logits]
@@ -147,7 +147,7 @@ def test_small_torch_models_match(tmp_path):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     for name in ["resnet18", "mobilenet_v3_small"]:
         torch.manual_seed(1)
@@ -164,7 +164,7 @@ def test_keras_mobilenet_and_saved_file(tmp_path):
 
     from convlens.converters import convert
     from convlens.converters.keras_converter import convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     keras.utils.set_random_seed(0)
     net = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3))

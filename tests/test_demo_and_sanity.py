@@ -9,10 +9,9 @@ import torch
 
 from convlens.cli import main
 from convlens.engine import predictions
-from convlens.engine.images import sample_image
+from convlens.engine.checks.sanity import cascading_randomization, spearman
+from convlens.engine.render.images import sample_image
 from convlens.engine.techniques.cam import gradcam
-from convlens.engine.techniques.sanity import cascading_randomization, spearman
-
 
 # Chelsea's face fills the photo; in the 224x224 input, drawn by eye: a box around her eyes, nose and mouth
 # (45 % of the area), and the strip of pink background at the right edge
@@ -70,8 +69,9 @@ def test_demo_and_report_cli(tmp_path, capsys):
 
 
 def test_sanity_cli(tmp_path, lite0, capsys):
-    from convlens.engine.images import IMAGE_SUFFIXES  # noqa: F401
     from helpers import IMAGE
+
+    from convlens.engine.render.images import IMAGE_SUFFIXES  # noqa: F401
 
     out = tmp_path / "s"
     assert (
@@ -106,9 +106,10 @@ def test_spearman_equals_scipys_with_ties():
 def test_a_named_layer_where_static_shapes_are_symbolic(lite0):
     """EfficientNet-Lite0's computed "same" pads leave static shape inference with symbolic sizes; a layer the
     user names is still read on its real grid, and its Grad-CAM is torch's."""
-    from convlens.converters.pretrained import efficientnet_lite0
-    from convlens.engine.images import resize
     from helpers import torch_gradcam
+
+    from convlens.converters.pretrained import efficientnet_lite0
+    from convlens.engine.render.images import resize
 
     pixels = resize(sample_image(), (224, 224))
     got = gradcam(lite0, pixels, "top", "_blocks.15")[0][0]

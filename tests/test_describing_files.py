@@ -381,7 +381,7 @@ def _blocky(shape, seed=12):
 def test_center_crop_is_torchvisions_resize_then_center_crop():
     import torchvision.transforms.v2 as T
 
-    from convlens.engine.images import fit_image
+    from convlens.engine.render.images import fit_image
 
     photo = _blocky((60, 90))
     fitted, _ = fit_image(photo, (28, 28), "center-crop", 0.875)  # short side to 28 / 0.875 = 32, then the centre
@@ -393,7 +393,7 @@ def test_center_crop_is_torchvisions_resize_then_center_crop():
 
 
 def test_letterbox_is_the_detectors_padding():
-    from convlens.engine.images import fit_image
+    from convlens.engine.render.images import fit_image
 
     photo = _blocky((30, 60))
     fitted, place = fit_image(photo, (32, 32), "letterbox", pad_value=114)

@@ -25,8 +25,8 @@ def small(tmp_path_factory):
     from torch import nn
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
     from convlens.engine.evaluation.sample_set import _photo
+    from convlens.engine.model.onnx_file import save_onnx
 
     folder = tmp_path_factory.mktemp("evaluate")
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def _evaluator(small, metrics, methods="gradcam,vanilla", steps=10, noise=0.0):
 
 
 def _network_input(evaluator, path):
-    from convlens.engine.adapter import apply_numpy
-    from convlens.engine.images import load_image
+    from convlens.engine.render.images import load_image
+    from convlens.engine.runtime.adapter import apply_numpy
     from convlens.engine.techniques.common import prepare
 
     pixels = prepare(evaluator.model, [load_image(path)])[0]
@@ -450,8 +450,8 @@ def test_a_keras_model_in_nhwc_with_a_softmax_head(tmp_path):
 
     import convlens
     from convlens.converters.keras_converter import convert_keras_model
-    from convlens.engine.images import load_image
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
+    from convlens.engine.render.images import load_image
     from convlens.engine.techniques.common import prepare
 
     keras.utils.set_random_seed(0)

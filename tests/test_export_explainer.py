@@ -28,8 +28,8 @@ import torch
 
 import convlens
 from convlens.engine.errors import ConvlensError
-from convlens.engine.images import resize, sample_image
-from convlens.engine.render import overlay
+from convlens.engine.render.images import resize, sample_image
+from convlens.engine.render.pictures import overlay
 
 pytestmark = pytest.mark.slow
 OTHER = (180, 300)  # a non-square image of another size (H, W)
@@ -75,7 +75,7 @@ def sources(torch_vgg16, keras_vgg16, lite0, models_dir):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(1)
     resnet = torchvision.models.resnet50(weights=None).eval()
@@ -191,7 +191,7 @@ def test_saliency_explainers_equal_convlens_saliency(tmp_path):
     from torch import nn
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),

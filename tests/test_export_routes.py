@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import normalized, torch_gradcam
 
 import convlens
-from helpers import normalized, torch_gradcam
 
 SIZE = 96
 PIXELS = np.random.default_rng(0).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from convlens.cli import main
-from convlens.engine.images import load_image
+from convlens.engine.render.images import load_image
 
 RNG = np.random.default_rng(0)
 PHOTO = (RNG.random((40, 60, 3)) * 255).astype(np.uint8)

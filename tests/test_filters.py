@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from convlens.engine import load
-from convlens.engine.techniques.filters import deprocess, parse_filters, visualize_filters
 from convlens.engine.errors import ConvlensError
+from convlens.engine.techniques.filters import deprocess, parse_filters, visualize_filters
 
 FILTERS = [0, 7, 21]
 
@@ -54,8 +54,8 @@ def test_chollet_recipe_follows_the_lessons_loop_through_pooling(keras_vgg16):
     """block3_conv1 sits behind two max-pools. On the lesson's gray-plus-noise start, neighbours differ by
     ~1e-6 relative, so float32 rounding in TF and in ORT can pick different maxima (both correct): each
     step is compared at the lesson's own image, with a bound that such flips stay within."""
-    from convlens.engine.adapter import PIXELS
-    from convlens.engine.objectives import one_hot
+    from convlens.engine.runtime.adapter import PIXELS
+    from convlens.engine.runtime.objectives import one_hot
     from convlens.engine.techniques.gradients import gradient_program, run_gradient
     from convlens.engine.techniques.targets import Target
 
@@ -90,7 +90,7 @@ def test_keras_and_torch_vgg16_give_the_same_filters(keras_vgg16, torch_vgg16):
 
 def test_dead_filter_gives_a_flat_image_and_a_warning(tmp_path):
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(0)  # a seeded init: an unseeded one leaves filter 1 dead in some runs
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()

@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import IMAGE
 
 from convlens.cli import main
-from convlens.engine.progress import Progress
-from convlens.engine.render import overlay
-from helpers import IMAGE
+from convlens.engine.render.pictures import overlay
+from convlens.engine.render.progress import Progress
 
 
 def test_a_piped_progress_line_comes_on_a_timer_and_quick_work_writes_nothing():
@@ -41,7 +41,7 @@ def test_a_piped_progress_line_comes_on_a_timer_and_quick_work_writes_nothing():
 
 def test_progress_gets_through_while_framework_chatter_is_held():
     code = ("import os, time\nfrom convlens.converters.quiet import quiet_frameworks\n"
-            "from convlens.engine.progress import Progress\n"
+            "from convlens.engine.render.progress import Progress\n"
             "with Progress(1, 'conversion', interval=0.1) as progress, quiet_frameworks():\n"
             "    os.write(2, b'framework chatter\\n')\n"  # what TensorFlow's C++ side writes to descriptor 2
             "    time.sleep(0.35)\n"

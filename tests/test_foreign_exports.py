@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from test_cam_saliency import reference_cam, torch_layer_and_grad
 
 from convlens.engine import load
-from convlens.engine.adapter import PIXELS
-from convlens.engine.objectives import one_hot
+from convlens.engine.runtime.adapter import PIXELS
+from convlens.engine.runtime.objectives import one_hot
 from convlens.engine.techniques.cam import gradcam
 from convlens.engine.techniques.gradients import gradient_program, run_gradient
 from convlens.engine.techniques.targets import Target
-from test_cam_saliency import reference_cam, torch_layer_and_grad
 
 
 @pytest.fixture(scope="module")

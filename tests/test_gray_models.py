@@ -15,7 +15,7 @@ def test_keras_one_channel_model(tmp_path, capsys):
     import tensorflow as tf
 
     from convlens.converters.keras_converter import convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     keras.utils.set_random_seed(3)
     net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),

@@ -4,9 +4,8 @@ saved 7-class Keras model never records the ImageNet names; `convert --labels` r
 import numpy as np
 import pytest
 
-from convlens.cli import main
-
 import convlens
+from convlens.cli import main
 
 SIZE = 40
 PIXELS = np.random.default_rng(11).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)
@@ -83,7 +82,7 @@ def test_a_keras_file_exports_an_explainer_at_its_nhwc_layer(tmp_path):
     import onnxruntime as ort
 
     from convlens.converters.keras_converter import convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     keras.utils.set_random_seed(5)
     inputs = keras.Input((SIZE, SIZE, 3))

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import convlens
+
 layers = keras.layers
 
 SIZE, PATCH, WIDTH = 32, 8, 32
@@ -48,7 +49,7 @@ def tiny_keras_vit(blocks=2):
 @pytest.fixture(scope="module")
 def keras_vit(tmp_path_factory):
     from convlens.converters.keras_converter import convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     net = tiny_keras_vit()
     path = tmp_path_factory.mktemp("keras_vit") / "vit.onnx"

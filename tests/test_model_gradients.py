@@ -6,13 +6,13 @@ preprocessing too.
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close
 
 from convlens.engine import load
-from convlens.engine.adapter import PIXELS
-from convlens.engine.objectives import one_hot
+from convlens.engine.runtime.adapter import PIXELS
+from convlens.engine.runtime.objectives import one_hot
 from convlens.engine.techniques.gradients import gradient_program, run_gradient
 from convlens.engine.techniques.targets import Target
-from helpers import assert_close
 
 
 def engine_grads(model, pixels, classes, wrt=(PIXELS,), layer=None):
@@ -76,7 +76,7 @@ def small_torch_models(tmp_path_factory):
     import torchvision
 
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     folder = tmp_path_factory.mktemp("small_torch")
     out = {}
@@ -157,7 +157,7 @@ def test_keras_models_pixel_gradients_match_gradient_tape(tmp_path, name):
     import keras
 
     from convlens.converters.keras_converter import applications_preprocess, convert_keras_model
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     keras.utils.set_random_seed(4)
     ctor = getattr(keras.applications, name)

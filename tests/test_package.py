@@ -72,9 +72,8 @@ def test_public_functions_take_the_commands_options(tiny_torch, tmp_path):
 
 
 def test_the_wheel_holds_only_the_convlens_package(tmp_path):
-    import zipfile
-
     import shutil
+    import zipfile
 
     leftovers = [p for p in (ROOT / "build", ROOT / "convlens.egg-info") if not p.exists()]
     try:
@@ -90,7 +89,7 @@ def test_the_wheel_holds_only_the_convlens_package(tmp_path):
         "convlens",
         f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
     }
-    for module in ("convlens/__init__.py", "convlens/cli.py", "convlens/api.py", "convlens/engine/model.py",
+    for module in ("convlens/__init__.py", "convlens/cli.py", "convlens/api.py", "convlens/engine/model/model.py",
                    "convlens/converters/dispatch.py", "convlens/engine/data/imagenet_labels.txt",
                    "convlens/engine/evaluation/run.py"):
         assert module in names

@@ -70,7 +70,6 @@ def test_float16_files_are_computed_in_float32(tmp_path):
     """A torch.onnx export of a half-precision model: Grad-CAM equals torch's in float32 on the same
     (float16-rounded) weights."""
     import torchvision
-
     from helpers import torch_gradcam
 
     torch.manual_seed(6)
@@ -103,7 +102,7 @@ def test_onnx_runtime_fused_ops_run_forward_and_refuse_gradients_in_one_sentence
     model = convlens.load(fused, preprocess="raw")
     with torch.no_grad():
         expected = net(torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy())).numpy()
-    from convlens.engine.program import program
+    from convlens.engine.runtime.program import program
 
     got = program(model, [model.meta.logits], (16, 16)).run(pixels[None])[model.meta.logits]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

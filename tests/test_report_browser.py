@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from convlens.engine.images import sample_image
-from convlens.engine.report import build_report
+from convlens.engine.export.report import build_report
+from convlens.engine.render.images import sample_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,12 +18,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.fixture(scope="module")
 def report_file(tmp_path_factory, request):
-    from convlens.engine import load
-    from convlens.engine.onnx_file import save_onnx
     import torch
 
     from convlens.converters.pretrained import efficientnet_lite0
     from convlens.converters.torch_converter import convert_module
+    from convlens.engine import load
+    from convlens.engine.model.onnx_file import save_onnx
 
     folder = tmp_path_factory.mktemp("report")
     model = load(save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), preprocess="tf"),

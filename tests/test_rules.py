@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from rule_harness import check_directional, engine_gradients
 
 from convlens.engine.autodiff import RULES, build_backward
 from convlens.engine.errors import ConvlensError
 from convlens.engine.graph import infer_shapes
-from rule_harness import check_directional, engine_gradients
 
 rng = np.random.default_rng(42)
 
@@ -53,10 +53,11 @@ def test_gelu_opset20_as_formula(approximate):
     # Gelu is opset 20; check the rule's formula by comparing with torch directly
     from rule_harness import engine_gradients as eg  # noqa: F401
     x = rng.standard_normal((3, 7)).astype(np.float32)
-    from convlens.engine.autodiff.rules import gelu
-    from convlens.engine.autodiff.emitter import Emitter
     import onnxruntime as ort
     from onnx import TensorProto
+
+    from convlens.engine.autodiff.emitter import Emitter
+    from convlens.engine.autodiff.rules import gelu
     e = Emitter({}, {}, {})
     n = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
     out = gelu(e, n, ["dy"], [True])[0]

@@ -1,10 +1,10 @@
 """Each model owns its runtime (device, threads): loading or using another model never changes it."""
 import pytest
+from helpers import IMAGE
 
 import convlens
 from convlens.engine.errors import ConvlensError
-from convlens.engine.runtime import Runtime
-from helpers import IMAGE
+from convlens.engine.runtime.session import Runtime
 
 
 def test_two_models_keep_their_own_threads_across_calls_on_paths(tiny_torch, monkeypatch):

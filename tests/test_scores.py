@@ -3,9 +3,9 @@ files that end in Softmax; each against torch's own computation or an exact refu
 import numpy as np
 import pytest
 import torch
+from helpers import normalized
 
 import convlens
-from helpers import normalized
 
 SIZE = 96
 PIXELS = np.random.default_rng(2).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.float32)

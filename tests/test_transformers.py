@@ -32,12 +32,13 @@ def _pixels(size, n=1):
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     """name -> (torch module, convlens Model, input size, preprocess, prefix tokens)."""
-    from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
     from safetensors.torch import save_file
     from torchvision.models.maxvit import MaxVit
     from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
     from torchvision.models.vision_transformer import VisionTransformer
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.model.onnx_file import save_onnx
 
     folder = tmp_path_factory.mktemp("transformers")
     out = {}
@@ -256,7 +257,7 @@ def test_a_layer_without_patch_tokens_is_refused(zoo):
 def test_token_filters_rise_and_a_dead_unit_is_reported(zoo, tmp_path):
     """The lucid recipe on an MLP hidden unit of a block (mean over the patch tokens of one channel)."""
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     net, model, _, _, _ = zoo["torchvision_vit"]
     layer = "encoder.layers.encoder_layer_1.mlp.0"
@@ -327,8 +328,9 @@ def test_hugging_face_vit_from_a_config(tmp_path):
     """transformers' ViTForImageClassification (its own module names, an output object instead of a tensor):
     input gradient against autograd, the auto layer, and rollout against its own output_attentions."""
     import transformers
+
     from convlens.converters.torch_converter import convert_module
-    from convlens.engine.onnx_file import save_onnx
+    from convlens.engine.model.onnx_file import save_onnx
 
     torch.manual_seed(6)
     cfg = transformers.ViTConfig(

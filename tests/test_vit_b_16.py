@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import IMAGE
 
 import convlens
 from convlens.cli import main
-from helpers import IMAGE
 
 pytestmark = pytest.mark.slow
 

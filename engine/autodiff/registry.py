@@ -6,7 +6,6 @@ its op/const/ints and its vocabulary (zero, zeros_like, mask, unbroadcast) are a
 """
 from __future__ import annotations
 
-
 RULES: dict = {}
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Sum", "Mean", "Expand", "PRelu", "Max", "Min"}
 # ops whose outputs carry no gradient (indices, shapes, comparisons)

@@ -1,12 +1,12 @@
 """Rules for convolutions and pooling."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
 from .registry import rule
+
 
 # --- convolution and pooling ---------------------------------------------------------------------
 def _conv_geometry(e, node, x, w_shape):

@@ -8,6 +8,7 @@ from onnx import TensorProto
 from .emitter import attrs
 from .registry import rule
 
+
 # --- pass-through and elementwise ----------------------------------------------------------------
 @rule("Identity", "Dropout")
 def identity(e, node, dy, needs):

@@ -1,12 +1,12 @@
 """Rules for MatMul, Gemm and Einsum."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
 from .registry import rule
+
 
 # --- linear algebra ------------------------------------------------------------------------------
 def _swap_last(e, name):

@@ -1,12 +1,12 @@
 """Rules for normalization and softmax."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
 from .registry import rule
+
 
 # --- normalization and softmax -------------------------------------------------------------------
 @rule("BatchNormalization")

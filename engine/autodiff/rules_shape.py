@@ -1,12 +1,12 @@
 """Rules for reductions and for ops that move data around (reshape, slice, gather, resize...)."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import ConvlensError
 from .emitter import attrs
 from .registry import rule
+
 
 # --- reductions ----------------------------------------------------------------------------------
 def _reduce_axes(e, node):

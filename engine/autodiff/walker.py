@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import onnx
 
-
 from ..errors import ConvlensError
 from .emitter import Emitter
 from .passes import fuse_relu_into_unpool

@@ -13,7 +13,7 @@ import pickle
 import numpy as np
 
 from ..errors import ConvlensError
-from ..model import load
+from ..model.model import load
 from .evaluator import Evaluator, Settings
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..adapter import apply_numpy
 from ..errors import ConvlensError
-from ..images import load_image
 from ..metadata import InputSpec
-from ..model import Model
-from ..program import program
+from ..model.model import Model
+from ..render.images import load_image
+from ..runtime.adapter import apply_numpy
+from ..runtime.program import program
 from ..techniques.cam import gradcam
 from ..techniques.cam_methods import CAM_METHODS
 from ..techniques.common import class_probabilities, model_size, prepare

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConvlensError
-from ..images import image_paths
+from ..render.images import image_paths
 
 LIST_SUFFIXES = (".csv", ".parquet")
 BOX_COLUMNS = ("path", "class", "x0", "y0", "x1", "y1")

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..images import load_image, resize
-from ..render import overlay
-from ..html_page import figure, page
+from ..render.html_page import figure, page
+from ..render.images import load_image, resize
+from ..render.pictures import overlay
 from .metrics import HIGHER_IS_BETTER, METRICS
 
 CSS = """body{max-width:1150px}

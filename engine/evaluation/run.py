@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConvlensError
-from ..model import Model, load
-from ..onnx_file import write_atomic
-from ..progress import Progress
+from ..model.model import Model, load
+from ..model.onnx_file import write_atomic
+from ..render.progress import Progress
 from .distributed import run_on_ray
 from .evaluator import Evaluator, Settings, check_settings, file_sha256
 from .inputs import image_items, read_boxes

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConvlensError
-from ..onnx_file import output_folder
+from ..model.onnx_file import output_folder
 
 # name: (scikit-image loader, ImageNet class index, its label, the object's box x0, y0, x1, y1)
 PHOTOS = {

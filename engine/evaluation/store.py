@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from ..errors import ConvlensError
-from ..onnx_file import output_folder, write_atomic
-from ..render import encode_png
+from ..model.onnx_file import output_folder, write_atomic
+from ..render.pictures import encode_png
 from .inputs import parquet_module
 from .metrics import COLUMNS
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Model
-from ..program import program
+from ..model.model import Model
+from ..runtime.program import program
 from .cam_layer import grid_view
 from .common import class_probabilities, model_size, prepare, to_nchw
 

@@ -1,6 +1,6 @@
 """Maps from a transformer's attention: attention rollout and gradient-weighted attention (GAE).
 
-Both read every block's attention probabilities A (N, heads, T, T), found in the graph (attention.py), and
+Both read every block's attention probabilities A (N, heads, T, T), found in the graph (model/attention.py), and
 propagate a token-to-token relevance R (T x T) through the blocks; the map is the class token's row of R
 over the patch tokens, laid out on the patch grid.
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attention import Attention, global_attention
 from ..errors import ConvlensError
-from ..model import Model
-from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
-from ..program import program
-from ..tokens import TokenGrid
+from ..model.attention import Attention, global_attention
+from ..model.model import Model
+from ..model.tokens import TokenGrid
+from ..runtime.objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
+from ..runtime.program import program
 from .common import prepare
 from .gradients import gradient_program
 from .targets import Target, score_values, single_class

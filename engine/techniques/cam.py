@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from ..errors import ConvlensError
-from ..model import Model
-from ..objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
-from ..program import program
+from ..model.model import Model
+from ..runtime.objectives import OBJECTIVE_WEIGHTS, TOP_CLASS, one_hot
+from ..runtime.program import program
 from .activations import rank_predictions
 from .attention_maps import attention_run
 from .cam_layer import auto_cam_layer, auto_layer_and_rule, check_cam_layer, grid_view

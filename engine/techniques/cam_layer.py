@@ -20,13 +20,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..attention import global_attention
 from ..errors import ConvlensError
 from ..graph import needed_nodes
-from ..layouts import spatial_size, tensor_layouts
 from ..metadata import LayerInfo
-from ..model import Model
-from ..tokens import token_grid
+from ..model.attention import global_attention
+from ..model.layouts import spatial_size, tensor_layouts
+from ..model.model import Model
+from ..model.tokens import token_grid
 from .common import to_nchw
 
 AUTO_RULE = ("auto: the last layer on the path to the scores with a spatial grid larger than 1x1, after the "

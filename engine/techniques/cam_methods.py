@@ -4,7 +4,7 @@ A = the layer's activations, G = d score / d A, both (N, C, h, w) float64; each 
 map (N, h, w) before ReLU and normalization. The CLI's choices, the sanity check, the report and the docs
 read this table, so a new method is one row here. Gradient rows also carry their formula as ONNX nodes
 (`onnx_map(e, A, G) -> raw map`, written with the autodiff Emitter), which exported explainers
-(engine/explainer.py) put in their graph; tests check each ONNX row against its numpy twin. Kinds (each a row of
+(engine/export/explainer.py) put in their graph; tests check each ONNX row against its numpy twin. Kinds (each a row of
 cam.py's CAM_KINDS): "gradient" maps need G (one backward pass per
 class), "activation" maps need A alone, "score" maps run masked forward passes (Score-CAM, in cam.py),
 "attention" maps read a transformer's attention blocks instead of one layer (attention_maps.py).

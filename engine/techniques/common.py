@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ConvlensError
-from ..images import fit_image, load_image, to_rgb
-from ..model import Model
+from ..model.model import Model
+from ..render.images import fit_image, load_image, to_rgb
 
 
 def model_size(model: Model, image: np.ndarray | None = None) -> tuple[int, int]:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ..adapter import PIXELS
-from ..model import Model
-from ..objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, one_hot
-from ..program import Extra, GradRequest, program
+from ..model.model import Model
+from ..runtime.adapter import PIXELS
+from ..runtime.objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, one_hot
+from ..runtime.program import Extra, GradRequest, program
 from .gradients import gradient_program, objective_source
 from .targets import Target
 

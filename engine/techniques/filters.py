@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConvlensError, ConvlensWarning
-from ..model import Model
-from ..program import program
-from ..progress import Progress
+from ..model.model import Model
+from ..render.progress import Progress
+from ..runtime.program import program
 from .filter_objective import FilterStep
 from .lucid import lucid_ascent
 

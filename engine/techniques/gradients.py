@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..adapter import PIXELS
 from ..autodiff.walker import on_path_source as walker_source
 from ..metadata import InputSpec
-from ..model import Model
-from ..objectives import (
+from ..model.model import Model
+from ..model.tokens import token_grid
+from ..runtime.adapter import PIXELS
+from ..runtime.objectives import (
     OBJECTIVE,
     OBJECTIVE_ITEMS,
     OBJECTIVE_WEIGHTS,
     channel_objective,
 )
-from ..program import GradRequest, program
-from ..tokens import token_grid
+from ..runtime.program import GradRequest, program
 from .targets import Target
 
 

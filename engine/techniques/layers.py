@@ -1,8 +1,8 @@
 """The layer table: name, kind, output shape (for one image at the model's size) and layout."""
 from __future__ import annotations
 
-from ..attention import attention_maps
-from ..model import Model
+from ..model.attention import attention_maps
+from ..model.model import Model
 from .common import model_size
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-
 # square root of ImageNet's color covariance, from the Lucid library's color decorrelation
 COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float64)
 COLOR = COLOR_SQRT / np.max(np.linalg.norm(COLOR_SQRT, axis=0))

@@ -7,16 +7,15 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..adapter import PIXELS
 from ..errors import ConvlensError
-from ..model import Model
-from ..objectives import TOP_CLASS, one_hot
-from ..program import program
+from ..model.model import Model
+from ..runtime.adapter import PIXELS
+from ..runtime.objectives import TOP_CLASS, one_hot
+from ..runtime.program import program
 from .cam import gradcam
 from .common import prepare
 from .gradients import gradient_program, run_gradient
 from .targets import Target, class_targets, score_values, single_class
-
 
 
 @dataclass

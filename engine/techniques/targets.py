@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConvlensError
-from ..model import Model
+from ..model.model import Model
 from .common import class_probabilities
 
 

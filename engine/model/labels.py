@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ConvlensError
+from ..errors import ConvlensError
 
 # metadata_props keys under which exporters store class names (ultralytics: names; PaddleOCR: character)
 LABEL_KEYS = ("labels", "names", "classes", "class_names", "categories", "character", "id2label")
@@ -16,7 +16,7 @@ LABEL_KEYS = ("labels", "names", "classes", "class_names", "categories", "charac
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> list[str]:
-    return (Path(__file__).parent / "data" / "imagenet_labels.txt").read_text().splitlines()
+    return (Path(__file__).parent.parent / "data" / "imagenet_labels.txt").read_text().splitlines()
 
 
 def read_labels(source: str) -> str | list[str]:

@@ -7,7 +7,7 @@ import html
 
 import numpy as np
 
-from .render import encode_png
+from .pictures import encode_png
 
 BASE_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;color:#222}
 img{border:1px solid #ccc;cursor:zoom-in}figcaption{font-size:.85em;color:#555}

@@ -24,18 +24,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .adapter import PIXELS, adapter_nodes
-from .autodiff import build_backward
-from .autodiff.emitter import Emitter
-from .errors import ConvlensError
-from .graph import float_info, needed_nodes
-from .model import Model
-from .render import BLEND_ALPHA, colorize
-from .shapes import probe_shapes, static_shapes, unknown_shapes
-from .techniques.cam import resolve_layer
-from .techniques.cam_methods import CAM_METHODS
-from .techniques.targets import Target
-from .tokens import token_grid
+from ..autodiff import build_backward
+from ..autodiff.emitter import Emitter
+from ..errors import ConvlensError
+from ..graph import float_info, needed_nodes
+from ..model.model import Model
+from ..model.tokens import token_grid
+from ..render.pictures import BLEND_ALPHA, colorize
+from ..runtime.adapter import PIXELS, adapter_nodes
+from ..runtime.shapes import probe_shapes, static_shapes, unknown_shapes
+from ..techniques.cam import resolve_layer
+from ..techniques.cam_methods import CAM_METHODS
+from ..techniques.targets import Target
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"

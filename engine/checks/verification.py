@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..adapter import PIXELS
 from ..errors import ConvlensError
-from ..model import Model
-from ..objectives import one_hot
-from ..program import program
-from .cam import auto_layer, cam_maps, gradcam, normalize
-from .cam_layer import grid_view
-from .common import prepare, to_nchw
-from .gradients import gradient_program, run_gradient
+from ..model.model import Model
+from ..runtime.adapter import PIXELS
+from ..runtime.objectives import one_hot
+from ..runtime.program import program
+from ..techniques.cam import auto_layer, cam_maps, gradcam, normalize
+from ..techniques.cam_layer import grid_view
+from ..techniques.common import prepare, to_nchw
+from ..techniques.gradients import gradient_program, run_gradient
+from ..techniques.targets import Target
 from .tables import figure_row, figures_table
-from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "gradient_l2": 1e-2, "cam_max_abs": 1e-3, "step_rtol": 1e-3}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ConvlensError
+from ..errors import ConvlensError
+from ..metadata import InputRecipe
 from .labels import check_label_count, read_labels
 from .layouts import tensor_shapes
-from .metadata import InputRecipe
 from .model import Model, read_meta, write_meta
 from .onnx_file import check_writable, load_onnx, save_large_onnx
 from .scores import class_count

@@ -10,19 +10,19 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import ConvlensError, ConvlensWarning
+from ..errors import ConvlensError, ConvlensWarning
+from ..metadata import METADATA_KEY, InputRecipe, InputSpec, LayerInfo, ModelMeta
+from ..runtime.session import Runtime
+from ..runtime.shapes import ShapeService
 from .infer import graph_input, infer_meta, input_dims
 from .labels import check_label_count, labels_in_file, read_labels, resolve_labels
 from .layouts import tensor_ranks, tensor_shapes
-from .metadata import METADATA_KEY, InputRecipe, InputSpec, LayerInfo, ModelMeta
 from .onnx_file import load_onnx
 from .opset import upgrade_opset
 from .precision import widen_float16
-from .runtime import Runtime
 from .scores import choose_scores
-from .shapes import ShapeService
 
-# Initializers larger than this live as numpy arrays outside the proto (see runtime.py).
+# Initializers larger than this live as numpy arrays outside the proto (see runtime/session.py).
 _BIG = 1024
 
 
@@ -64,8 +64,8 @@ class Model:
         self.fixed_size = tuple(hw) if fixed else None
         self.classes: int | None = None  # the class count, where the graph fixes it (set by load)
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
-        self.programs: dict = {}  # compiled programs, by request (program.py)
-        self.shapes = ShapeService(self)  # tensor shapes, by image size and input adapter (shapes.py)
+        self.programs: dict = {}  # compiled programs, by request (runtime/program.py)
+        self.shapes = ShapeService(self)  # tensor shapes, by image size and input adapter (runtime/shapes.py)
 
     def _fold_constant_nodes(self) -> None:
         """Constant nodes and Identity-of-initializer nodes (exporters dedupe equal buffers that way)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConvlensError
-from .graph import needed_nodes
+from ..errors import ConvlensError
+from ..graph import needed_nodes
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from .graph import infer_shapes
+from ..graph import infer_shapes
 
 # ops whose image inputs and outputs are NCHW by the ONNX specification
 NCHW_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",

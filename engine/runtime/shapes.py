@@ -3,12 +3,14 @@ cannot follow the sizes (computed pads, dynamic reshapes). Each model owns a Sha
 caches per image size and input adapter; the program builders use the graph-level functions below."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from onnx import TensorProto, helper
 
+from ..graph import elem_types, float_info, infer_shapes
 from .adapter import PIXELS, adapter_nodes
-from .graph import elem_types, float_info, infer_shapes
-from .runtime import external_placeholder
+from .session import external_placeholder
 
 
 class ShapeService:
@@ -16,8 +18,14 @@ class ShapeService:
     `static` is shape inference alone; `complete` fills in what it missed by one forward run."""
 
     def __init__(self, model):
-        self.model = model
+        # a weak reference: the model owns this service, and a cycle would keep every model's weights alive
+        # until Python's cyclic garbage collector happens to run
+        self._model = weakref.ref(model)
         self._cache: dict = {}
+
+    @property
+    def model(self):
+        return self._model()
 
     def static(self, size, spec=None) -> dict:
         spec = spec or self.model.input_spec

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import TensorProto, helper
 
+from ..autodiff import build_backward
+from ..errors import ConvlensError
+from ..graph import float_info, needed_nodes
+from ..metadata import InputSpec
 from .adapter import PIXELS, adapter_nodes
-from .autodiff import build_backward
-from .errors import ConvlensError
-from .graph import float_info, needed_nodes
-from .metadata import InputSpec
-from .model import Model
-from .runtime import external_placeholder
+from .session import external_placeholder
 from .shapes import probe_shapes, static_shapes, unknown_shapes
+
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,10 @@ class Program:
         return [np.concatenate(parts) if parts[0].ndim else np.sum(parts, axis=0) for parts in zip(*runs)]
 
 
-def program(model: Model, fetch: list[str], size: tuple[int, int], spec: InputSpec | None = None,
+def program(model, fetch: list[str], size: tuple[int, int], spec: InputSpec | None = None,
             extra: Extra | None = None, grad: GradRequest | None = None, start: tuple = ()) -> Program:
-    """The compiled program for this request, from the model's cache when it was built before.
+    """The compiled program for this request on `model` (a loaded Model: its graph, weights, runtime and shape
+    service), from the model's cache when it was built before.
 
     `start`: (tensor, batch-1 shape) pairs fed at run time instead of computed, so a program can begin
     at an inner layer (a CAM's head: from the target layer to the class scores) and skip what is known."""

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import ConvlensError
-from .graph import needed_nodes, producers
+from ..errors import ConvlensError
+from ..graph import needed_nodes, producers
 from .infer import find_head_activation
 from .layouts import tensor_layouts, tensor_ranks, tensor_shapes
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ConvlensError
+from ..errors import ConvlensError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -159,7 +159,7 @@ def image_paths(items: list[str]) -> list[Path]:
     return out
 
 
-SAMPLE_PATH = Path(__file__).parent / "data" / "chelsea.png"
+SAMPLE_PATH = Path(__file__).parent.parent / "data" / "chelsea.png"
 
 
 def sample_image() -> np.ndarray:

@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..adapter import PIXELS
-from ..align import align
 from ..errors import ConvlensError
-from ..model import Model
-from ..objectives import one_hot
-from ..program import program
-from .activations import activations, rank_predictions
-from .cam import gradcam
-from .common import class_probabilities, prepare, to_nchw
-from .filters import own_size, visualize_filters
-from .gradients import gradient_program, run_gradient
+from ..model.model import Model
+from ..runtime.adapter import PIXELS
+from ..runtime.objectives import one_hot
+from ..runtime.program import program
+from ..techniques.activations import activations, rank_predictions
+from ..techniques.cam import gradcam
+from ..techniques.common import class_probabilities, prepare, to_nchw
+from ..techniques.filters import own_size, visualize_filters
+from ..techniques.gradients import gradient_program, run_gradient
+from ..techniques.targets import Target
+from .align import align
 from .tables import cell, figures_table, markdown_table, verdict
-from .targets import Target
 
 TOLERANCES = {"activation_rtol": 1e-4, "logits_rtol": 1e-4, "probabilities_atol": 1e-4, "cam_max_abs": 1e-3,
               "gradient_rtol": 1e-3, "filter_psnr": 40.0}

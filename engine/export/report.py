@@ -5,17 +5,17 @@ import html
 
 import numpy as np
 
-from .html_page import figure, page
-from .images import fit_image, load_image, to_photo
-from .model import Model
-from .progress import Progress
-from .render import channel_grid, colorize, filter_grid, overlay, upscale
-from .techniques.activations import activations, as_channels, predictions
-from .techniques.cam import gradcam
-from .techniques.common import model_size, prepare
-from .techniques.filters import own_size, visualize_filters
-from .techniques.layers import layer_table
-from .techniques.saliency import saliency, saliency_image
+from ..model.model import Model
+from ..render.html_page import figure, page
+from ..render.images import fit_image, load_image, to_photo
+from ..render.pictures import channel_grid, colorize, filter_grid, overlay, upscale
+from ..render.progress import Progress
+from ..techniques.activations import activations, as_channels, predictions
+from ..techniques.cam import gradcam
+from ..techniques.common import model_size, prepare
+from ..techniques.filters import own_size, visualize_filters
+from ..techniques.layers import layer_table
+from ..techniques.saliency import saliency, saliency_image
 
 CSS = """body{max-width:1100px}img{max-width:100%}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import ConvlensError, ConvlensWarning
+from ..errors import ConvlensError, ConvlensWarning
 
 TARGET = 16
 OLDEST = 7

@@ -12,13 +12,13 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..errors import ConvlensError
-from ..model import Model
-from ..progress import Progress
-from .activations import predictions
-from .cam import gradcam
-from .cam_methods import CAM_METHODS
-from .common import prepare
-from .saliency import saliency
+from ..model.model import Model
+from ..render.progress import Progress
+from ..techniques.activations import predictions
+from ..techniques.cam import gradcam
+from ..techniques.cam_methods import CAM_METHODS
+from ..techniques.common import prepare
+from ..techniques.saliency import saliency
 from .tables import cell, markdown_table
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")

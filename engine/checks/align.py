@@ -1,8 +1,8 @@
 """Which layer of one model corresponds to which layer of another, for cross-framework comparison."""
 from __future__ import annotations
 
-from .metadata import LayerInfo
-from .model import Model
+from ..metadata import LayerInfo
+from ..model.model import Model
 
 
 def align(a: Model, b: Model, shapes_a: dict | None = None, shapes_b: dict | None = None) -> list[tuple[str, str]]:

@@ -5,8 +5,8 @@ import re
 
 import onnx
 
+from ..metadata import InputSpec, LayerInfo, ModelMeta
 from .layouts import tensor_layouts, tensor_ranks
-from .metadata import InputSpec, LayerInfo, ModelMeta
 
 KIND_BY_OP = {
     "Conv": "conv", "ConvTranspose": "conv",

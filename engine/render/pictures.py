@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from .onnx_file import write_atomic
+from ..model.onnx_file import write_atomic
 
 
 def standardize_channel(channel: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from .metadata import InputSpec
+from ..metadata import InputSpec
 
 PIXELS = "pixels"
 GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> luma weights

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from .errors import ConvlensError
+from ..errors import ConvlensError
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import ConvlensError
+from ..errors import ConvlensError
 
 
 @dataclass(frozen=True)
