@@ -161,14 +161,6 @@ class Model:
         )
         raise ConvlensError(f"Unknown layer {name!r}{hint}.")
 
-    def last_spatial_layer(self, shapes: dict) -> LayerInfo:
-        """The last layer whose output has two spatial dimensions (the default for CAM methods)."""
-        for layer in reversed(self.meta.layers):
-            shape = shapes.get(layer.tensor)
-            if shape is not None and len(shape) == 4 and layer.kind in ("conv", "activation", "norm", "other"):
-                return layer
-        raise ConvlensError("The model has no layer with a spatial (4-D) output to compute a heatmap on.")
-
     # --- input and classes -----------------------------------------------------------------------
     def scores_tensor(self) -> str:
         """The class-score tensor (logits, else probabilities); a model without one is refused in a sentence."""
