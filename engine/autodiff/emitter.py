@@ -10,72 +10,26 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import ConvlensError
+from ..writer import GraphWriter
 from .fold import fold_value
 
 
-class Emitter:
-    def __init__(self, shapes: dict, weights: dict, inits: dict, opset: int = 17):
-        self.opset = opset
+class Emitter(GraphWriter):
+    """A GraphWriter over a forward graph: its shapes, weights and small constants, and (for values computed from
+    shapes) its producers. `copy_weights`: rules may fold a weight into a transformed copy (a flipped kernel, a
+    transposed matrix) for speed; a graph that must store each weight once (an exported explainer) transforms
+    them in the graph instead."""
+
+    def __init__(self, shapes: dict, weights: dict, inits: dict, opset: int = 17, producers: dict | None = None,
+                 copy_weights: bool = True):
+        super().__init__(opset, scope="bw", tag="bw")
         self.shapes = shapes
         self.weights = weights  # big constants, numpy
         self.inits = inits  # small constants, TensorProto
-        self.nodes: list[onnx.NodeProto] = []
-        self.new_inits: dict[str, onnx.TensorProto] = {}
-        self.new_weights: dict[str, np.ndarray] = {}
+        self.producers = producers or {}  # forward tensor -> (position, node), for values computed from shapes
+        self.copy_weights = copy_weights
         self.replaced: dict[int, onnx.NodeProto] = {}  # id(forward node) -> copy with extra outputs
-        self._scope = "bw"
-        self._count = 0
-        self._const_cache: dict = {}
-        self.producers: dict = {}  # forward tensor -> (position, node), for values computed from shapes
-        # rules may fold a weight into a transformed copy (a flipped kernel, a transposed matrix) for speed;
-        # a graph that must store each weight once (an exported explainer) transforms them in the graph instead
-        self.copy_weights = True
         self._folded: dict = {}
-
-    # --- naming -------------------------------------------------------------------------------
-    def scope(self, name: str) -> None:
-        self._scope, self._count = name, 0
-
-    def fresh(self) -> str:
-        self._count += 1
-        return f"{self._scope}_bw{self._count}"
-
-    # --- nodes --------------------------------------------------------------------------------
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
-        """Append one node with one output and return the output's name."""
-        name = out or self.fresh()
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
-        return name
-
-    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
-        outs = [self.fresh() for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=outs[0], **attrs))
-        return outs
-
-    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int = 1) -> str:
-        """A reduction over constant axes, as an attribute or an input depending on the opset."""
-        if op_type == "ReduceSum" and self.opset >= 13 or self.opset >= 18:
-            return self.op(op_type, x, self.ints(axes), keepdims=keepdims)
-        return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
-
-    # --- constants ----------------------------------------------------------------------------
-    def const(self, value, dtype=np.float32) -> str:
-        """A constant tensor (scalars and small arrays are shared; large ones become weights)."""
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 64 else None
-        if key is not None and key in self._const_cache:
-            return self._const_cache[key]
-        name = f"{self._scope}_c{self._count}_{len(self.new_inits) + len(self.new_weights)}"
-        if arr.size > 1024 and arr.dtype == np.float32:
-            self.new_weights[name] = np.ascontiguousarray(arr)
-        else:
-            self.new_inits[name] = numpy_helper.from_array(arr, name)
-        if key is not None:
-            self._const_cache[key] = name
-        return name
-
-    def ints(self, values) -> str:
-        return self.const(np.asarray(values, np.int64), np.int64)
 
     def value(self, name: str) -> np.ndarray | None:
         """The constant value of a tensor: an initializer, or computed from constants and static shapes."""
@@ -83,7 +37,6 @@ class Emitter:
         if known is not None or not self.producers:
             return known
         if name not in self._folded:
-
             self._folded[name] = fold_value(name, self.producers, self._constant, self.shapes, self.opset)
         return self._folded[name]
 
@@ -112,7 +65,6 @@ class Emitter:
             )
         return shape
 
-    # --- forward graph edits ------------------------------------------------------------------
     # --- the vocabulary rules share ------------------------------------------------------------
     def zero(self) -> str:
         """The scalar 0.0 (broadcasts against anything)."""

@@ -8,7 +8,7 @@ size Greater/Cast/Mul disappears. The rules write the plain form; this pass find
 from __future__ import annotations
 
 import onnx
-from onnx import helper
+from ..writer import GraphWriter
 
 
 def fuse_relu_into_unpool(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
@@ -35,16 +35,14 @@ def fuse_relu_into_unpool(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         if greater.input[0] != pool.input[0]:  # the mask must be the ReLU output the pool read
             continue
         base = mul.output[0]
-        mask = helper.make_node(
-            "Greater", [pool.output[0], greater.input[1]], [f"{base}_fused_gt"], name=f"{base}_fused_gt"
-        )
-        as_float = helper.make_node("Cast", [mask.output[0]], [f"{base}_fused_mask"], name=f"{base}_fused_mask",
-                                    to=onnx.TensorProto.FLOAT)
-        masked = helper.make_node("Mul", [unpool.input[0], as_float.output[0]], [f"{base}_fused"], name=f"{base}_fused")
+        w = GraphWriter(scope=base)
+        mask = w.op("Greater", pool.output[0], greater.input[1], out=f"{base}_fused_gt")
+        masked = w.op("Mul", unpool.input[0], w.op("Cast", mask, out=f"{base}_fused_mask", to=onnx.TensorProto.FLOAT),
+                      out=f"{base}_fused")
         moved = onnx.NodeProto()
         moved.CopyFrom(unpool)
-        moved.input[0], moved.output[0], moved.name = masked.output[0], base, base
-        rewrites[id(mul)] = [mask, as_float, masked, moved]
+        moved.input[0], moved.output[0], moved.name = masked, base, base
+        rewrites[id(mul)] = w.nodes + [moved]
     out = []
     for n in nodes:
         out.extend(rewrites.get(id(n), [n]))  # the old MaxUnpool, Greater and Cast are left for the cut

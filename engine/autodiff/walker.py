@@ -61,9 +61,8 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             stack.extend(i for i in node.input if i in depends)
     path = [n for n in nodes if any(o in useful for o in n.output) and any(i in useful for i in n.input)]
 
-    e = Emitter(shapes, weights, inits, opset)
-    e.copy_weights = copy_weights
-    e.producers = {o: (k, n) for k, n in enumerate(nodes) for o in n.output}
+    e = Emitter(shapes, weights, inits, opset, producers={o: (k, n) for k, n in enumerate(nodes) for o in n.output},
+                copy_weights=copy_weights)
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
     for node in reversed(path):

@@ -24,18 +24,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..autodiff import build_backward
-from ..autodiff.emitter import Emitter
 from ..errors import ConvlensError
-from ..graph import float_info, needed_nodes
+from ..graph import float_info
 from ..model.model import Model
 from ..model.tokens import token_grid
 from ..render.pictures import BLEND_ALPHA, colorize
 from ..runtime.adapter import PIXELS, adapter_nodes
-from ..runtime.shapes import probe_shapes, static_shapes, unknown_shapes
+from ..runtime.program import Graph, GradRequest, forward_and_backward
 from ..techniques.cam import resolve_layer
 from ..techniques.cam_methods import CAM_METHODS
 from ..techniques.targets import Target
+from ..writer import GraphWriter
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
@@ -81,21 +80,18 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
         notes.append(
             "the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)"
         )
-    e = Emitter({}, {}, {}, EXPORT_OPSET)
-    e.scope("explainer")
+    scores = _score_tensor(model)
+    graph = _model_and_backward(model, scores, info, method, size)
+    e = GraphWriter(EXPORT_OPSET, scope="explainer")
     clean = _image_nodes(e, size)
     _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
-    scores = _score_tensor(model)
-    proto_nodes, grads, extra_inits, weights = _model_and_backward(model, e, scores, info, method, size)
-    nodes = e.nodes + proto_nodes
-    e.nodes = []
     probabilities, target = _prediction_nodes(e, model, scores, copies)
     _objective_weights(e, target, copies)
     if info is not None:
-        raw = _cam_map(e, model, info, grads[info.tensor], method, size)
+        raw = _cam_map(e, model, info, graph.grads[info.tensor], method, size)
         cam = _normalized(e, raw, "cam")
     else:
-        raw = _attribution(e, grads[PIXELS], method, copies, clean, baseline)
+        raw = _attribution(e, graph.grads[PIXELS], method, copies, clean, baseline)
         cam = None
         raw = _normalized(e, e.reduce("ReduceMax", e.op("Abs", raw), [3], keepdims=0), "saliency")
     heatmap = _heatmap(e, raw if cam is None else cam)
@@ -104,24 +100,23 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     if cam is not None:
         outputs.append(("cam", cam))
     outputs.append(("overlay", "overlay"))
-    nodes += e.nodes
     for name, tensor in outputs:
         if tensor != name:
-            nodes.append(helper.make_node("Identity", [tensor], [name], name=f"output_{name}"))
-    proto = _assemble(model, nodes, outputs, {**extra_inits, **e.new_inits},
-                      {**weights, **e.new_weights})
+            e.op("Identity", tensor, out=name)
+    nodes = graph.nodes + e.nodes
+    proto = _assemble(model, nodes, outputs, {**graph.inits, **e.new_inits}, {**graph.weights, **e.new_weights})
     return Explainer(proto, method, info.name if info else None, notes)
 
 
 # --- input side -----------------------------------------------------------------------------------
-def _image_nodes(e: Emitter, size) -> str:
+def _image_nodes(e: GraphWriter, size) -> str:
     """uint8 NHWC pixels of any size -> float pixels at the model's size (antialiased bilinear when shrinking)."""
     pixels = e.op("Cast", IMAGE, to=TensorProto.FLOAT)
     return e.op("Resize", pixels, "", "", e.ints(list(size)), out="explainer_pixels", mode="linear", antialias=1,
                 axes=[1, 2], coordinate_transformation_mode="half_pixel")
 
 
-def _batch_nodes(e: Emitter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int):
+def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int):
     """PIXELS: the clean images, followed by K copies of each for SmoothGrad (noise) or IG (path points)."""
     if not copies:
         e.op("Identity", clean, out=PIXELS)
@@ -143,61 +138,30 @@ def _batch_nodes(e: Emitter, clean: str, method: str, copies: int, size, noise: 
 
 
 def _score_tensor(model: Model) -> str:
-
     return Target(score="logit").tensor(model)[0]
 
 
 # --- the model, the objective and its backward graph ------------------------------------------------
 OBJECTIVE_WEIGHTS, OBJECTIVE = "explainer_objective_weights", "explainer_objective"
+SCORES = "explainer_scores"  # the class scores, flattened to (N, classes)
 
 
-def _model_and_backward(model: Model, e: Emitter, scores: str, info, method: str, size):
-    """(nodes: adapter, model (opset 18) and backward; gradient names; small inits; weights)."""
-
+def _model_and_backward(model: Model, scores: str, info, method: str, size) -> Graph:
+    """The adapter, the model (at opset 18) and the objective  sum(flatten(scores) * OBJECTIVE_WEIGHTS), with the
+    backward graph to the CAM layer or the pixels, through the same builder as every program."""
     nodes, small = _model_at_export_opset(model)
     a_nodes, a_inits = adapter_nodes(model.input_spec)
-    objective = [helper.make_node("Flatten", [scores], ["explainer_scores"], axis=1, name="explainer_scores"),
-                 helper.make_node("Mul", ["explainer_scores", OBJECTIVE_WEIGHTS], ["explainer_weighted"],
-                                  name="explainer_weighted"),
-                 helper.make_node("ReduceSum", ["explainer_weighted"], [OBJECTIVE], keepdims=0, name=OBJECTIVE)]
-    inits = {**small, **a_inits}
-    weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
-                    for n, a in model.weights.items()]
-    w_info = float_info(OBJECTIVE_WEIGHTS, ["M", None])
-    # the layer too: a Keras file exposes it as a relayout beside the path, which the walker follows back
-    cut = needed_nodes(a_nodes + nodes + objective, [OBJECTIVE, scores] + ([info.tensor] if info else []),
-                       stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
-    opsets = [helper.make_opsetid("", EXPORT_OPSET)]
-    shapes = static_shapes(cut, inits, size, [w_info] + weight_infos, opsets)
-    unknown = unknown_shapes(cut, shapes)
-    if unknown:
-        shapes.update(
-            probe_shapes(
-                model.runtime,
-                cut,
-                inits,
-                model.weights,
-                size,
-                [float_info(OBJECTIVE_WEIGHTS, [1, _classes(model, shapes, scores)])],
-                opsets,
-                unknown,
-            )
-        )
+    w = GraphWriter(EXPORT_OPSET, scope="explainer_objective")
+    flat = w.op("Flatten", scores, out=SCORES, axis=1)
+    w.op("ReduceSum", w.op("Mul", flat, OBJECTIVE_WEIGHTS, out="explainer_weighted"), out=OBJECTIVE, keepdims=0)
     wrt = [info.tensor] if info is not None else [PIXELS]
     overrides = ("guided",) if method == "guided-backprop" else ()
-    back = build_backward(cut, OBJECTIVE, wrt, shapes, model.weights, inits, overrides, EXPORT_OPSET,
-                          copy_weights=False)  # each weight stored once in the file
-    e.shapes = shapes
-    keep = needed_nodes(back.nodes, [scores] + list(back.grads.values()) + ([info.tensor] if info else []),
-                        stop_at=[PIXELS, OBJECTIVE_WEIGHTS])
-    return keep, back.grads, {**inits, **back.inits}, {**model.weights, **back.weights}
-
-
-def _classes(model: Model, shapes: dict, scores: str) -> int:
-    shape = shapes.get(scores)
-    if not shape or not all(isinstance(d, int) for d in shape[1:]):
-        raise ConvlensError("The number of classes cannot be read from the graph's shapes.")
-    return int(np.prod(shape[1:]))
+    # the layer is a target too: a Keras file exposes it as a relayout beside the path, which the walker follows
+    return forward_and_backward(model.runtime, a_nodes + nodes + w.nodes, {**small, **a_inits, **w.new_inits},
+                                model.weights, [scores, flat] + ([info.tensor] if info else []), size,
+                                [float_info(OBJECTIVE_WEIGHTS, ["M", None])], [helper.make_opsetid("", EXPORT_OPSET)],
+                                GradRequest(OBJECTIVE, tuple(wrt), overrides),
+                                copy_weights=False)  # each weight stored once in the file
 
 
 def _model_at_export_opset(model: Model) -> tuple[list, dict]:
@@ -223,10 +187,10 @@ def _model_at_export_opset(model: Model) -> tuple[list, dict]:
 
 
 # --- prediction and target --------------------------------------------------------------------------
-def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tuple[str, str]:
+def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) -> tuple[str, str]:
     """(probabilities of the clean images, the class each explains: the fed target, or the top-1 where it is
     not fed or is -1)."""
-    flat = "explainer_scores"
+    flat = SCORES
     clean = flat if not copies else e.op("Slice", flat, e.ints([0]), e.op("Shape", "explainer_pixels", start=0, end=1),
                                          e.ints([0]))
     if model.meta.probabilities and scores == model.meta.probabilities:
@@ -241,9 +205,9 @@ def _prediction_nodes(e: Emitter, model: Model, scores: str, copies: int) -> tup
     return probabilities, target
 
 
-def _objective_weights(e: Emitter, target: str, copies: int):
+def _objective_weights(e: GraphWriter, target: str, copies: int):
     """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only."""
-    depth = e.op("Gather", e.op("Shape", "explainer_scores"), e.ints(1), axis=0)
+    depth = e.op("Gather", e.op("Shape", SCORES), e.ints(1), axis=0)
     values = e.const(np.array([0.0, 1.0], np.float32))
     if not copies:
         e.op("OneHot", target, depth, values, out=OBJECTIVE_WEIGHTS, axis=-1)
@@ -256,7 +220,7 @@ def _objective_weights(e: Emitter, target: str, copies: int):
 
 
 # --- maps -------------------------------------------------------------------------------------------
-def _cam_map(e: Emitter, model: Model, info, grad: str, method: str, size) -> str:
+def _cam_map(e: GraphWriter, model: Model, info, grad: str, method: str, size) -> str:
     """The method's raw map (N, h, w) from the layer's activations and gradient, viewed as NCHW."""
 
     tokens = token_grid(model, info.tensor, model.shapes.complete(size))
@@ -273,7 +237,7 @@ def _cam_map(e: Emitter, model: Model, info, grad: str, method: str, size) -> st
     return CAM_METHODS[method].onnx_map(e, nchw(info.tensor), nchw(grad))
 
 
-def _attribution(e: Emitter, grad: str, method: str, copies: int, clean: str, baseline: float) -> str:
+def _attribution(e: GraphWriter, grad: str, method: str, copies: int, clean: str, baseline: float) -> str:
     """(N, h, w, 3) pixel attribution: the gradient of the clean images, or the mean over their copies (times
     x - baseline for Integrated Gradients)."""
     if not copies:
@@ -287,7 +251,7 @@ def _attribution(e: Emitter, grad: str, method: str, copies: int, clean: str, ba
     return mean
 
 
-def _normalized(e: Emitter, raw: str, what: str) -> str:
+def _normalized(e: GraphWriter, raw: str, what: str) -> str:
     """ReLU, then divided by each map's maximum; an all-zero map stays zero (never NaN)."""
     m = e.op("Relu", raw)
     peak = e.reduce("ReduceMax", m, [1, 2])
@@ -296,14 +260,14 @@ def _normalized(e: Emitter, raw: str, what: str) -> str:
                 out=f"explainer_{what}")
 
 
-def _heatmap(e: Emitter, grid: str) -> str:
+def _heatmap(e: GraphWriter, grid: str) -> str:
     """The map resized to the fed image (bilinear, as cv2.resize's INTER_LINEAR), clipped to [0, 1]."""
     hw = e.op("Shape", IMAGE, start=1, end=3)
     resized = e.op("Resize", grid, "", "", hw, mode="linear", axes=[1, 2], coordinate_transformation_mode="half_pixel")
     return e.op("Clip", resized, e.const(0.0), e.const(1.0))
 
 
-def _overlay(e: Emitter, heatmap: str) -> None:
+def _overlay(e: GraphWriter, heatmap: str) -> None:
     """render.overlay (blend) in ONNX: uint8(heat * 255) through OpenCV's JET table, mixed half and half with the
     image, floored."""
     table = colorize(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0]

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from ..errors import ConvlensError
 from ..graph import needed_nodes, producers
+from ..writer import GraphWriter
 from .infer import find_head_activation
 from .layouts import tensor_layouts, tensor_ranks, tensor_shapes
 
@@ -138,15 +137,9 @@ def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
 
 
 def _dense_mean(tensor: str, layout: str, opset: int) -> Scores:
-    axes = [1, 2] if layout == "NHWC" else [2, 3]
-    if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
-        inits = {"convlens_scores_axes": numpy_helper.from_array(np.array(axes, np.int64), "convlens_scores_axes")}
-        node = helper.make_node("ReduceMean", [tensor, "convlens_scores_axes"], [DENSE_SCORES], keepdims=0,
-                                name=DENSE_SCORES)
-    else:
-        inits = {}
-        node = helper.make_node("ReduceMean", [tensor], [DENSE_SCORES], axes=axes, keepdims=0, name=DENSE_SCORES)
-    return Scores(DENSE_SCORES, None, [node], inits)
+    w = GraphWriter(opset, scope="convlens_scores")
+    w.reduce("ReduceMean", tensor, [1, 2] if layout == "NHWC" else [2, 3], keepdims=0, out=DENSE_SCORES)
+    return Scores(DENSE_SCORES, None, w.nodes, w.new_inits)
 
 
 def _opset(proto: onnx.ModelProto) -> int:

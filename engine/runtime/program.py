@@ -19,7 +19,6 @@ from .session import external_placeholder
 from .shapes import probe_shapes, static_shapes, unknown_shapes
 
 
-
 @dataclass(frozen=True)
 class GradRequest:
     """Differentiate the scalar `objective` with respect to the tensors in `wrt`."""
@@ -102,50 +101,65 @@ def _spec_key(spec: InputSpec) -> tuple:
     return (spec.name, spec.layout, spec.color, spec.scale, tuple(spec.mean), tuple(spec.std), spec.channels)
 
 
+@dataclass
+class Graph:
+    """What a request needs of a model: the nodes (forward, then backward) cut to the targets, the constants they
+    use, and where each gradient is."""
+
+    nodes: list
+    inits: dict  # small constants (TensorProto)
+    weights: dict  # large constants (numpy), kept outside the graph proto
+    grads: dict  # wrt tensor -> gradient tensor
+    shapes: dict  # the static (and probed) shapes the backward graph was written with; {} without one
+
+
+def forward_and_backward(runtime, nodes: list, inits: dict, weights: dict, targets: list[str], size, inputs: list,
+                         opset_imports, grad: GradRequest | None = None, copy_weights: bool = True) -> Graph:
+    """The one program builder: `nodes` (adapter, model, objective) cut to `targets`, and, for a gradient request,
+    the backward graph written on shapes inferred (probed where inference cannot follow sizes) at `size`.
+    `inputs`: graph inputs besides PIXELS (ValueInfoProto), where the cut stops. Used by `program` and the
+    exported explainer alike."""
+    stop_at = [PIXELS] + [i.name for i in inputs]
+    cut = needed_nodes(nodes, list(targets) + ([grad.objective] if grad else []), stop_at=stop_at)
+    if grad is None:
+        return Graph(cut, dict(inits), dict(weights), {}, {})
+    opset = next((o.version for o in opset_imports if o.domain in ("", "ai.onnx")), 17)
+    weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
+                    for n, a in weights.items()]
+    shapes = static_shapes(cut, inits, size, list(inputs) + weight_infos, opset_imports)
+    unknown = unknown_shapes(cut, shapes)
+    if unknown:
+        shapes.update(probe_shapes(runtime, cut, inits, weights, size, inputs, opset_imports, unknown))
+    back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, opset,
+                          copy_weights=copy_weights)
+    # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
+    # they replaced (see the ReLU rule), so keep only what the targets and gradients need
+    kept = needed_nodes(back.nodes, list(targets) + list(back.grads.values()), stop_at=stop_at)
+    return Graph(kept, {**inits, **back.inits}, {**weights, **back.weights}, back.grads, shapes)
+
+
 def _build(model, fetch, size, spec, extra, grad, start=()) -> Program:
     a_nodes, a_inits = adapter_nodes(spec)
     nodes = a_nodes + model.nodes + list(extra.nodes)
     inits = {**model.small_inits, **a_inits, **extra.inits}
-    weights = dict(model.weights)
+    _check_known(list(fetch) + ([grad.objective] if grad else []) + [name for name, _ in start], nodes, inits,
+                 model.weights)
+    inputs = list(extra.inputs) + [float_info(name, ["N", *shape[1:]]) for name, shape in start]
+    built = forward_and_backward(model.runtime, nodes, inits, model.weights, fetch, size, inputs,
+                                 model.opset_imports, grad)
+    fetch = list(fetch) + [g for g in built.grads.values() if g not in fetch]
+    used = {i for n in built.nodes for i in n.input} | set(fetch)
+    initializers = [t for name, t in built.inits.items() if name in used]
+    initializers += [external_placeholder(name, arr) for name, arr in built.weights.items() if name in used]
+    needs_pixels = not start or any(PIXELS in n.input for n in built.nodes)
     pixel_info = float_info(PIXELS, ["N", size[0], size[1], 3])
-    targets = list(fetch) + ([grad.objective] if grad else [])
-    _check_known(targets + [name for name, _ in start], nodes, inits, weights)
-    start_infos = [float_info(name, ["N", *shape[1:]]) for name, shape in start]
-    extra_inputs = list(extra.inputs) + start_infos
-    extra = Extra(extra.nodes, extra.inits, extra_inputs, extra.key)
-    cut = needed_nodes(nodes, targets, stop_at=[PIXELS] + [i.name for i in extra.inputs])
-    grads: dict[str, str] = {}
-    if grad is not None:
-
-        weight_infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
-                        for n, a in weights.items()]
-        shapes = static_shapes(cut, inits, size, list(extra.inputs) + weight_infos, model.opset_imports)
-        unknown = unknown_shapes(cut, shapes)
-        if unknown:
-            shapes.update(
-                probe_shapes(model.runtime, cut, inits, weights, size, extra.inputs, model.opset_imports, unknown)
-            )
-        back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, model.opset)
-        # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
-        # they replaced (see the ReLU rule), so keep only what the fetched tensors need
-        cut = needed_nodes(
-            back.nodes, fetch + list(back.grads.values()), stop_at=[PIXELS] + [i.name for i in extra.inputs]
-        )
-        inits.update(back.inits)
-        weights.update(back.weights)
-        grads = back.grads
-        fetch = fetch + [g for g in grads.values() if g not in fetch]
-    used = {i for n in cut for i in n.input} | set(fetch)
-    initializers = [t for name, t in inits.items() if name in used]
-    initializers += [external_placeholder(name, arr) for name, arr in weights.items() if name in used]
-    needs_pixels = not start or any(PIXELS in n.input for n in cut)
-    graph = helper.make_graph(cut, "convlens", ([pixel_info] if needs_pixels else []) + list(extra.inputs),
+    graph = helper.make_graph(built.nodes, "convlens", ([pixel_info] if needs_pixels else []) + inputs,
                               [helper.make_tensor_value_info(f, TensorProto.FLOAT, None) for f in fetch],
                               initializer=initializers)
     proto = helper.make_model(graph, opset_imports=model.opset_imports)
     proto.ir_version = 8
-    session = model.runtime.session(proto, {n: weights[n] for n in weights if n in used})
-    return Program(session, fetch, grads, size, extra.inputs, needs_pixels, model.single_image)
+    session = model.runtime.session(proto, {n: a for n, a in built.weights.items() if n in used})
+    return Program(session, fetch, built.grads, size, inputs, needs_pixels, model.single_image)
 
 
 def _check_known(targets, nodes, inits, weights):

@@ -13,7 +13,7 @@ convolutions) `filter_objective` returns None and the techniques use the general
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from ..model.model import Model
 from ..runtime.adapter import PIXELS
@@ -21,6 +21,7 @@ from ..runtime.objectives import OBJECTIVE, OBJECTIVE_ITEMS, OBJECTIVE_WEIGHTS, 
 from ..runtime.program import Extra, GradRequest, program
 from .gradients import gradient_program, objective_source
 from .targets import Target
+from ..writer import GraphWriter
 
 FILTER_INDEX = "filter_index"
 # activations applied channel by channel with no per-channel parameters: they commute with the selection
@@ -69,43 +70,22 @@ def filter_objective(model: Model, tensor: str, shapes: dict, batch: int) -> Ext
     y_shape = shapes.get(conv.output[0])
     if not x_shape or not y_shape or any(not isinstance(d, int) for d in list(x_shape[1:]) + list(y_shape[1:])):
         return None
-    _, cin, h, w = x_shape
+    _, cin, h, w_in = x_shape
     ho, wo = y_shape[2], y_shape[3]
-    pre = "filter_sel_"
-    inits = {
-        pre + "in_shape": numpy_helper.from_array(np.array([1, batch * cin, h, w], np.int64), pre + "in_shape"),
-        pre + "out_shape": numpy_helper.from_array(np.array([batch, 1, ho, wo], np.int64), pre + "out_shape"),
-    }
-    nodes = [
-        helper.make_node("Gather", [conv.input[1], FILTER_INDEX], [pre + "w"], axis=0, name=pre + "w"),
-        helper.make_node("Reshape", [conv.input[0], pre + "in_shape"], [pre + "x"], name=pre + "x"),
-    ]
-    conv_inputs = [pre + "x", pre + "w"]
+    w = GraphWriter(model.opset, scope="filter_sel")
+    x = w.op("Reshape", conv.input[0], w.ints([1, batch * cin, h, w_in]), out="filter_sel_x")
+    conv_inputs = [x, w.op("Gather", conv.input[1], FILTER_INDEX, out="filter_sel_w", axis=0)]
     if len(conv.input) > 2 and conv.input[2]:
-        nodes.append(helper.make_node("Gather", [conv.input[2], FILTER_INDEX], [pre + "b"], axis=0, name=pre + "b"))
-        conv_inputs.append(pre + "b")
-    kept = [a for a in conv.attribute if a.name != "group"]
-    grouped = helper.make_node("Conv", conv_inputs, [pre + "conv"], name=pre + "conv", group=batch)
-    grouped.attribute.extend(kept)
-    nodes += [grouped, helper.make_node("Reshape", [pre + "conv", pre + "out_shape"], [pre + "y0"], name=pre + "y0")]
-    current = pre + "y0"
-    for k, node in enumerate(chain):
-        out = f"{pre}y{k + 1}"
-        copy = helper.make_node(node.op_type, [current, *node.input[1:]], [out], name=out, domain=node.domain or None)
-        copy.attribute.extend(node.attribute)
-        nodes.append(copy)
-        current = out
-    axes = [1, 2, 3]
-    if model.opset >= 18:
-        inits[pre + "axes"] = numpy_helper.from_array(np.array(axes, np.int64), pre + "axes")
-        nodes.append(helper.make_node("ReduceMean", [current, pre + "axes"], [OBJECTIVE_ITEMS], keepdims=0,
-                                      name=OBJECTIVE_ITEMS))
-    else:
-        nodes.append(helper.make_node("ReduceMean", [current], [OBJECTIVE_ITEMS], axes=axes, keepdims=0,
-                                      name=OBJECTIVE_ITEMS))
-    nodes.append(helper.make_node("ReduceSum", [OBJECTIVE_ITEMS], [OBJECTIVE], keepdims=0, name=OBJECTIVE))
+        conv_inputs.append(w.op("Gather", conv.input[2], FILTER_INDEX, out="filter_sel_b", axis=0))
+    grouped = w.op("Conv", *conv_inputs, out="filter_sel_conv", group=batch)
+    w.nodes[-1].attribute.extend(a for a in conv.attribute if a.name != "group")
+    current = w.op("Reshape", grouped, w.ints([batch, 1, ho, wo]), out="filter_sel_y0")
+    for k, node in enumerate(chain):  # the activation (and the like) after the conv, on the one channel
+        current = w.copy_of(node, [current, *node.input[1:]], f"filter_sel_y{k + 1}")
+    w.op("ReduceSum", w.reduce("ReduceMean", current, [1, 2, 3], keepdims=0, out=OBJECTIVE_ITEMS), out=OBJECTIVE,
+         keepdims=0)
     index = helper.make_tensor_value_info(FILTER_INDEX, TensorProto.INT64, [batch])
-    return Extra(nodes=nodes, inits=inits, inputs=[index], key=("filter", tensor, batch))
+    return Extra(nodes=w.nodes, inits=w.new_inits, inputs=[index], key=("filter", tensor, batch))
 
 
 class FilterStep:
