@@ -158,15 +158,19 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
-             steps: int = 32, seed: int = 0, **load_options):
+             steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
-    noisy copies; `steps`: Integrated Gradients' path points."""
+    noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
+    Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from."""
 
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
+    for name, value in (("epsilon", epsilon), ("gamma", gamma)):
+        if not value >= 0:
+            raise ConvlensError(f"--{name} must be 0 or more, not {value}.")
     return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
-                     steps=steps, seed=seed)
+                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma)
 
 
 def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,

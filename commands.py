@@ -251,17 +251,21 @@ def cmd_saliency(args) -> dict:
             size = model_size(model, original)
             place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
             for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
-                                  samples=args.samples, steps=args.steps, seed=args.seed):  # K maps for topK
+                                  samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
+                                  gamma=args.gamma):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
                 files.append(str(write_png(out / f"{stem}.png", picture, args.force)))
                 report.append({"image": str(path), "class": r.class_index, "label": r.label,
-                               "completeness_error": r.completeness_error})
+                               "completeness_error": r.completeness_error, "relevance_sum": r.relevance_sum,
+                               "explained_score": r.explained_score})
             progress.advance()
     summary = "\n".join(
         f"{e['image']}: {args.method} for {e['label']} ({e['class']})"
-        + (f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
+        + (f", relevance sum {e['relevance_sum']:.4g} of score {e['explained_score']:.4g}"
+           if e["relevance_sum"] is not None else
+           f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
         for e in report
     )
     return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}"}

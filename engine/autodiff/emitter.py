@@ -54,6 +54,10 @@ class Emitter(GraphWriter):
             return list(self.weights[name].shape)
         if name in self.inits:
             return list(self.inits[name].dims)
+        if name in self.new_weights:
+            return list(self.new_weights[name].shape)
+        if name in self.new_inits:
+            return list(self.new_inits[name].dims)
         return self.shapes.get(name)
 
     def static_shape(self, name: str, what: str) -> list[int]:

@@ -70,7 +70,14 @@ def guided_clip(e, node, dy, needs):
     return clip(e, node, [e.op("Relu", dy[0])], needs)
 
 
-OVERRIDES = {"guided": {"Relu": guided_relu, "Clip": guided_clip}}  # rule sets a request may select
+def deconvnet_relu(e, node, dy, needs):
+    """dx = relu(dy)  (deconvnet, Zeiler and Fergus 2014: the ReLU applied to the signal going back, no forward
+    mask; as Captum's Deconvolution, only ReLU nodes are changed)"""
+    return [e.op("Relu", dy[0])]
+
+
+# rule sets a request may select, by op type (the LRP composites, by layer role, are in composites.py)
+OVERRIDES = {"guided": {"Relu": guided_relu, "Clip": guided_clip}, "deconvnet": {"Relu": deconvnet_relu}}
 
 
 @rule("Sigmoid")

@@ -11,9 +11,12 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import ConvlensError
+from .canonize import fold_batch_norms
+from .composites import COMPOSITES
 from .emitter import Emitter
 from .passes import fuse_relu_into_unpool
 from .rules import BROADCASTING, NON_DIFFERENTIABLE, OVERRIDES, RULES
+from .rules_relevance import LINEAR_OPS
 
 
 @dataclass
@@ -25,15 +28,23 @@ class Backward:
 
 
 def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, weights: dict, inits: dict,
-                   overrides: tuple[str, ...] = (), opset: int = 17, copy_weights: bool = True) -> Backward:
+                   overrides: tuple[str, ...] = (), opset: int = 17, copy_weights: bool = True,
+                   params: tuple = ()) -> Backward:
     """Backward graph of scalar `objective` with respect to each tensor in `wrt`.
 
-    `nodes` is the forward graph (topologically ordered); the returned nodes replace it.
+    `nodes` is the forward graph (topologically ordered); the returned nodes replace it. `overrides` names rule
+    sets (OVERRIDES: by op type, e.g. "guided") or one LRP composite (COMPOSITES: by layer role, with the
+    canonizers run first); `params`: (name, value) pairs for the composite's rules (eps, gamma, low, high).
     """
-    rules = dict(RULES)
+    rules, composite, folded = dict(RULES), None, {}
     for name in overrides:
+        if name in COMPOSITES:
+            composite = COMPOSITES[name]
+            nodes, folded = fold_batch_norms(nodes, weights, inits)
+            weights = {**weights, **folded}
+            continue
         if name not in OVERRIDES:
-            raise ConvlensError(f"Unknown rule override {name!r}; available: {', '.join(OVERRIDES)}.")
+            raise ConvlensError(f"Unknown rule override {name!r}; available: {', '.join([*OVERRIDES, *COMPOSITES])}.")
         rules.update(OVERRIDES[name])
 
     # an exposed layer may be a relayout (Transpose/Identity) branching off the main path, as tf2onnx
@@ -65,11 +76,13 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
                 copy_weights=copy_weights)
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
+    first = next((n for n in path if n.op_type in LINEAR_OPS), None) if composite else None
     for node in reversed(path):
         dys = [_gradient_of(e, o, contributions) if o in useful else None for o in node.output]
         if all(d is None for d in dys):
             continue
-        fn = rules.get(node.op_type)
+        fn = composite.rule_for(e, node, node is first, dict(params)) if composite else None
+        fn = fn or rules.get(node.op_type)
         if fn is None:
             if node.domain not in ("", "ai.onnx"):  # ONNX Runtime's fused ops (com.microsoft) and the like
                 raise ConvlensError(
@@ -99,7 +112,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
                      out=f"{asked}_grad" if node is relayouts[asked][-1] else None)
         grads[asked] = g
     forward = [e.replaced.get(id(n), n) for n in nodes]
-    return Backward(fuse_relu_into_unpool(forward + e.nodes), e.new_inits, e.new_weights, grads)
+    return Backward(fuse_relu_into_unpool(forward + e.nodes), e.new_inits, {**folded, **e.new_weights}, grads)
 
 
 def on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:

@@ -28,6 +28,7 @@ def gradient_program(
     overrides: tuple[str, ...] = (),
     start: tuple = (),
     top: bool = False,
+    params: tuple = (),
 ):
     """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors
     (beginning at the `start` tensors, fed at run time, when given: see program()). With `top` the
@@ -47,7 +48,7 @@ def gradient_program(
         top=top,
         token_prefix=None if tokens is None else tokens.prefix,
     )
-    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides))
+    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides), tuple(params))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model.model import Model
-from ..runtime.adapter import PIXELS
+from ..autodiff.composites import COMPOSITES
+from ..runtime.adapter import GRAY, PIXELS, per_channel_std_mean
 from ..runtime.objectives import TOP_CLASS, one_hot
 from ..runtime.program import program
 from .cam import gradcam
@@ -25,7 +26,10 @@ class Attribution:
     class_index: int
     label: str
     method: str
-    completeness_error: float | None = None  # Integrated Gradients: |sum(attr) - (F(x) - F(baseline))| / |F(x) - F(b)|
+    completeness_error: float | None = None  # Integrated Gradients: |sum(attr) - (F(x) - F(baseline))| / |F(x) - F(b)|;
+    # relevance methods: |sum(attr) - score| / |score| (LRP without biases conserves the explained score exactly)
+    relevance_sum: float | None = None  # relevance methods: the sum of the input relevance ...
+    explained_score: float | None = None  # ... against the score it started from (Captum's convergence delta)
 
 
 def pixel_gradients(model: Model, pixels: np.ndarray, classes, score="logit", overrides=(), batch=16) -> np.ndarray:
@@ -54,6 +58,40 @@ def top_class_gradients(model: Model, pixels: np.ndarray, score="logit", overrid
     return classes, grads
 
 
+def input_relevance(model: Model, pixels: np.ndarray, classes, start, score="logit", overrides=(), params=(),
+                    times_input=False) -> np.ndarray:
+    """The relevance (or gradient) at the model's own input tensor, propagated from `start[i]` at class
+    classes[i] through the rules `overrides` selects; with `times_input`, multiplied by that input (input x
+    gradient). Returned on the pixel grid (N, H, W, 3): see pixel_grid."""
+    spec = model.input_spec
+    prog, channels = gradient_program(model, Target(score=score), pixels.shape[1:3], wrt=(spec.name,),
+                                      fetch=(spec.name,) if times_input else (), overrides=tuple(overrides),
+                                      params=tuple(params))
+    weights = one_hot(classes, channels) * np.asarray(start, np.float32).reshape(-1, 1)
+    res = run_gradient(prog, pixels, weights)
+    r = res[prog.grads[spec.name]]
+    if times_input:
+        r = r * res[spec.name]
+    return pixel_grid(r, spec)
+
+
+def pixel_grid(r: np.ndarray, spec) -> np.ndarray:
+    """A per-element map of the model's input (its layout, color order, channels) on the RGB pixel grid
+    (N, H, W, 3), sum kept: a gray model's map is shared among R, G, B by their luma weights."""
+    if spec.layout.upper() == "NCHW":
+        r = r.transpose(0, 2, 3, 1)
+    if spec.channels == 1:
+        return r * GRAY.reshape(1, 1, 1, 3)
+    return r[..., ::-1] if spec.color.upper() == "BGR" else r
+
+
+def zbox_bounds(spec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model input's per-channel range: pixels 0 and 255 through the preprocessing (ZBox's low and high)."""
+    std, mean = per_channel_std_mean(spec)
+    low, high = (0 * spec.scale - mean) / std, (255 * spec.scale - mean) / std
+    return tuple(float(v) for v in low), tuple(float(v) for v in high)
+
+
 def class_scores(model: Model, pixels: np.ndarray, score="logit") -> np.ndarray:
     tensor, _ = Target(score=score).tensor(model)
     return score_values(model, program(model, [tensor], pixels.shape[1:3]).run(pixels)[tensor], tensor, score)
@@ -68,6 +106,8 @@ class _Context:
     steps: int
     baseline: float
     rng: np.random.Generator
+    epsilon: float = 1e-6
+    gamma: float = 0.25
 
 
 def _vanilla(ctx: _Context, x, c):
@@ -100,12 +140,37 @@ def _integrated_gradients(ctx: _Context, x, c):
     return attr, abs(float(attr.sum()) - delta) / max(abs(delta), 1e-12)
 
 
+def _deconvnet(ctx: _Context, x, c):
+    return pixel_gradients(ctx.model, x[None], [c], ctx.score, overrides=("deconvnet",))[0], None
+
+
+def _conserved(ctx: _Context, x, c, overrides=(), times_input=False):
+    """Relevance from the explained score down to the input; returns it with its sum and that score."""
+    start = float(class_scores(ctx.model, x[None], ctx.score)[0, c])
+    params = ()
+    if overrides:
+        low, high = zbox_bounds(ctx.model.input_spec)
+        params = (("eps", ctx.epsilon), ("gamma", ctx.gamma), ("low", low), ("high", high))
+    r = input_relevance(ctx.model, x[None], [c], [1.0 if times_input else start], ctx.score, overrides, params,
+                        times_input)[0]
+    return r, (float(r.sum()), start)
+
+
+def _input_x_gradient(ctx: _Context, x, c):
+    return _conserved(ctx, x, c, times_input=True)
+
+
+def _lrp(name: str):
+    return lambda ctx, x, c: _conserved(ctx, x, c, (name,))
+
+
 @dataclass(frozen=True)
 class SaliencyMethod:
     name: str
     formula: str
     attribute: Callable  # (context, image, class) -> (attribution (H, W, 3), completeness error or None)
     plain_gradient: tuple[str, ...] | None = None  # rule overrides when the attribution is one gradient
+    relevance: bool = False  # attributions that sum to (about) the explained score: the sum is reported
 
 
 # the saliency family as one table: the CLI's choices, sanity and the docs read it; a method is one row
@@ -118,12 +183,19 @@ SALIENCY_METHODS: dict[str, SaliencyMethod] = {m.name: m for m in [
                    "(Springenberg et al. 2015)", _guided, ("guided",)),
     SaliencyMethod("guided-gradcam", "guided backprop times the Grad-CAM heatmap (Selvaraju et al. 2017)",
                    _guided_gradcam),
-]}
+    SaliencyMethod("deconvnet", "the gradient with ReLUs passing the positive part of the signal going back "
+                   "(Zeiler and Fergus 2014)", _deconvnet, ("deconvnet",)),
+    SaliencyMethod("input-x-gradient", "the model's input times its gradient (Shrikumar et al. 2016)",
+                   _input_x_gradient, relevance=True),
+]} | {name: SaliencyMethod(name, f"layer-wise relevance propagation, {c.reference}'s rules (Bach et al. 2015, "
+                                 "Montavon et al. 2019)", _lrp(name), relevance=True)
+      for name, c in COMPOSITES.items()}
 METHODS = tuple(SALIENCY_METHODS)
 
 
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
-             noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0) -> list[Attribution]:
+             noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0, epsilon: float = 1e-6,
+             gamma: float = 0.25) -> list[Attribution]:
     """One attribution per image for its target class (the top class by default); with 'topK', K per image, in
     image order and within an image by rank."""
     row = SALIENCY_METHODS.get(method)
@@ -136,15 +208,20 @@ def saliency(model: Model, images, target="top", method="vanilla", score="logit"
         classes = [[c] for c in top]
     else:
         classes = class_targets(model, class_scores(model, pixels, score), target)
-    ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed))
+    ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed), epsilon, gamma)
     results = []
     for i, x in enumerate(pixels):
         for c in classes[i]:
             attr, err = (direct_grads[i], None) if direct else row.attribute(ctx, x, c)
+            total = explained = None
+            if row.relevance:
+                total, explained = err
+                err = abs(total - explained) / max(abs(explained), 1e-12)
             mag = np.abs(attr).max(axis=2)
             peak = mag.max()
             sal = (mag / peak).astype(np.float32) if peak > 0 else np.zeros_like(mag, np.float32)
-            results.append(Attribution(attr.astype(np.float32), sal, int(c), model.label(int(c)), method, err))
+            results.append(Attribution(attr.astype(np.float32), sal, int(c), model.label(int(c)), method, err, total,
+                                       explained))
     return results
 
 

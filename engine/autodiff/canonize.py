@@ -1,0 +1,95 @@
+"""Canonizers: graph passes run before relevance rules are written (Zennit's canonizers, on ONNX nodes).
+
+The LRP rules modify a layer's weights (their positive part, their square...), so a batch norm after a
+convolution must be folded into it first, as Zennit's SequentialMergeBatchNorm does: otherwise the rules see
+the convolution alone and the batch norm passes relevance unchanged. Folded here: BatchNormalization after a
+Conv or Gemm, and a Mul then Add by per-channel constants after a Conv (how some exporters write a batch norm).
+The folded layer computes the same values (to float rounding) and keeps the batch norm's output name.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dict]:
+    """(nodes with each foldable normalization merged into the layer before it, the new weights by name)."""
+    nodes = list(nodes)
+    new: dict[str, np.ndarray] = {}
+
+    def value(name):
+        if name in new:
+            return new[name]
+        if name in weights:
+            return weights[name]
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        return None
+
+    changed = True
+    while changed:
+        changed = False
+        consumers: dict[str, list] = {}
+        for n in nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for k, layer in enumerate(nodes):
+            if layer.op_type not in ("Conv", "Gemm") or len(consumers.get(layer.output[0], [])) != 1:
+                continue
+            after = consumers[layer.output[0]][0]
+            w = value(layer.input[1])
+            if w is None or (layer.op_type == "Gemm" and _gemm_transposed(layer)):
+                continue
+            b = value(layer.input[2]) if len(layer.input) > 2 and layer.input[2] else np.zeros(w.shape[0], w.dtype)
+            if b is None:
+                continue
+            scale_shift = _per_channel(after, value, w.shape[0], layer.op_type)
+            if scale_shift is None:
+                continue
+            scale, shift = scale_shift
+            base = after.output[0]
+            w2 = (w * scale.reshape([-1] + [1] * (w.ndim - 1))).astype(np.float32)
+            b2 = (b * scale + shift).astype(np.float32)
+            new[f"{base}_folded_w"], new[f"{base}_folded_b"] = w2, b2
+            merged = helper.make_node(layer.op_type, [layer.input[0], f"{base}_folded_w", f"{base}_folded_b"],
+                                      [base], name=f"{base}_folded")
+            merged.attribute.extend(layer.attribute)
+            nodes[k] = merged
+            nodes = [n for n in nodes if n is not after]
+            changed = True
+            break
+    return nodes, new
+
+
+def _gemm_transposed(node) -> bool:
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    return a.get("transA", 0) != 0 or a.get("transB", 0) != 1 or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0
+
+
+def _per_channel(node: onnx.NodeProto, value, channels: int, layer_op: str):
+    """(scale, shift) per output channel when `node` is y = x * scale + shift along the channel axis, else None."""
+    if node.op_type == "BatchNormalization":
+        gamma, beta, mean, var = (value(i) for i in node.input[1:5])
+        if any(v is None for v in (gamma, beta, mean, var)):
+            return None
+        eps = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        return scale, beta - mean * scale
+    if node.op_type not in ("Mul", "Add") or len(node.input) != 2:
+        return None
+    c = value(node.input[1])
+    if c is None:
+        return None
+    # the constant must vary along the channel axis only: (C, 1, 1) or (1, C, 1, 1) after a Conv, (C,) after a Gemm
+    flat = np.asarray(c, np.float64)
+    squeezed = [d for d in flat.shape if d != 1]
+    along_channels = (flat.ndim >= 3 and flat.shape[-3] == channels) if layer_op == "Conv" else \
+        (flat.ndim >= 1 and flat.shape[-1] == channels)
+    if flat.size == 1:
+        per = np.full(channels, float(flat.reshape(-1)[0]))
+    elif squeezed == [channels] and along_channels:
+        per = flat.reshape(-1)
+    else:
+        return None
+    return (per, np.zeros(channels)) if node.op_type == "Mul" else (np.ones(channels), per)

@@ -1,0 +1,215 @@
+"""Propagation attributions (issue 23): LRP composites against Zennit, input x gradient and deconvnet against
+Captum, conservation, and the sentences for models the rules do not cover."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from captum.attr import Deconvolution, InputXGradient
+from torch import nn
+from zennit import composites as zc
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.rules import Epsilon
+from zennit.torchvision import ResNetCanonizer
+from zennit.types import Linear
+
+from convlens import load
+from convlens.cli import main
+from convlens.converters.torch_converter import convert_module
+from convlens.engine.errors import ConvlensError
+from convlens.engine.model.onnx_file import save_onnx
+from convlens.engine.runtime.adapter import apply_numpy
+from convlens.engine.techniques.saliency import saliency, zbox_bounds
+
+COMPOSITES = ["lrp-epsilon", "lrp-epsilon-plus", "lrp-epsilon-plus-flat", "lrp-epsilon-gamma-box",
+              "lrp-epsilon-alpha2-beta1", "lrp-epsilon-alpha2-beta1-flat"]
+
+
+def _randomize_batch_norms(net):
+    """Batch norms with statistics far from identity, so that folding them (or not) shows in the relevance."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+        if isinstance(m, nn.ReLU):
+            m.inplace = False  # Captum's hooks need out-of-place ReLUs
+    return net.eval()
+
+
+def _vgg_bn():
+    torch.manual_seed(0)
+    return _randomize_batch_norms(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)))
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    """A VGG-style net with batch norms (32 px), torchvision's ResNet-18 (64 px) and MobileNetV2 (64 px), seeded,
+    with batch-norm statistics drawn; each converted once by convlens."""
+    folder = tmp_path_factory.mktemp("propagation")
+    torch.manual_seed(0)
+    made = {"vgg_bn": (_vgg_bn(), 32, [SequentialMergeBatchNorm()]),
+            "resnet18": (_randomize_batch_norms(torchvision.models.resnet18(weights=None, num_classes=10)), 64,
+                         [ResNetCanonizer()]),
+            "mobilenet_v2": (_randomize_batch_norms(torchvision.models.mobilenet_v2(weights=None, num_classes=10)),
+                             64, [SequentialMergeBatchNorm()])}
+    out = {}
+    for name, (net, size, canonizers) in made.items():
+        path = save_onnx(convert_module(net, torch.zeros(1, 3, size, size), name=name, preprocess="torch"),
+                         folder / f"{name}.onnx")
+        out[name] = {"net": net, "model": load(path), "size": size, "canonizers": canonizers}
+    return out
+
+
+def _case(nets, name, seed=0):
+    case = nets[name]
+    pixels = np.random.default_rng(seed).uniform(0, 255, (case["size"], case["size"], 3)).astype(np.float32)
+    x = torch.tensor(apply_numpy(pixels[None], case["model"].input_spec))
+    with torch.no_grad():
+        logits = case["net"](x)
+    return case, pixels, x, int(logits.argmax()), logits
+
+
+def _zennit_composite(name, canonizers, spec, epsilon):
+    low, high = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in zbox_bounds(spec))
+    return {
+        "lrp-epsilon": lambda: zc.LayerMapComposite(zc.layer_map_base() + [(Linear, Epsilon(epsilon))],
+                                                    canonizers=canonizers),
+        "lrp-epsilon-plus": lambda: zc.EpsilonPlus(epsilon, canonizers=canonizers),
+        "lrp-epsilon-plus-flat": lambda: zc.EpsilonPlusFlat(epsilon, canonizers=canonizers),
+        "lrp-epsilon-gamma-box": lambda: zc.EpsilonGammaBox(low=low, high=high, epsilon=epsilon, gamma=0.5,
+                                                            canonizers=canonizers),
+        "lrp-epsilon-alpha2-beta1": lambda: zc.EpsilonAlpha2Beta1(epsilon, canonizers=canonizers),
+        "lrp-epsilon-alpha2-beta1-flat": lambda: zc.EpsilonAlpha2Beta1Flat(epsilon, canonizers=canonizers),
+    }[name]()
+
+
+def _zennit(net, x, c, logits, composite):
+    with Gradient(model=net, composite=composite) as attributor:
+        _, relevance = attributor(x.clone().requires_grad_(), torch.eye(logits.shape[1])[[c]] * logits[0, c])
+    return relevance[0].permute(1, 2, 0).detach().numpy()  # NCHW -> the pixel grid (RGB models)
+
+
+def _rel_l2(got, ref):
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("net_name", ["vgg_bn", "resnet18"])
+@pytest.mark.parametrize("method", COMPOSITES)
+def test_lrp_composites_equal_zennit(nets, net_name, method):
+    """Every composite within 1e-4 relative L2 of Zennit's attribution with its canonizers (batch norms merged,
+    ResNet's residual sums split by the z-rule), started from the explained logit as convlens starts it. Epsilon
+    0.25 and gamma 0.5, not the defaults, so that a parameter lost on the way to the rules shows."""
+    case, pixels, x, c, logits = _case(nets, net_name)
+    composite = _zennit_composite(method, case["canonizers"], case["model"].input_spec, 0.25)
+    ref = _zennit(case["net"], x, c, logits, composite)
+    got = saliency(case["model"], pixels, target=c, method=method, epsilon=0.25, gamma=0.5)[0]
+    assert np.abs(ref).max() > 0
+    assert _rel_l2(got.attribution, ref) < 1e-4, _rel_l2(got.attribution, ref)
+    assert got.explained_score == pytest.approx(float(logits[0, c]), rel=1e-5)
+    assert got.relevance_sum == pytest.approx(float(ref.sum()), rel=1e-4, abs=1e-6 * float(np.abs(ref).sum()))
+
+
+def test_batch_norms_are_folded_before_the_rules(nets):
+    """Without the canonizer Zennit's rules see each convolution alone; convlens's map is far from that one and
+    equal to the merged one: the folding pass is what makes the match (not a coincidence of the weights)."""
+    case, pixels, x, c, logits = _case(nets, "vgg_bn", seed=3)
+    got = saliency(case["model"], pixels, target=c, method="lrp-epsilon-plus")[0].attribution
+    merged = _zennit(case["net"], x, c, logits, zc.EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
+    unmerged = _zennit(case["net"], x, c, logits, zc.EpsilonPlus())
+    assert _rel_l2(got, merged) < 1e-4
+    assert _rel_l2(got, unmerged) > 1e-2
+
+
+def test_lrp_epsilon_conserves_the_logit_without_biases(tmp_path):
+    """LRP-epsilon (small epsilon) on a ReLU net without biases: the input relevance sums to the explained logit;
+    with biases it does not (they absorb relevance), and the reported figures say so."""
+    torch.manual_seed(4)
+
+    def net(bias):
+        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=bias), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 8, 3, padding=1, bias=bias), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 4, bias=bias)).eval()
+
+    pixels = np.random.default_rng(5).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    errors = {}
+    for bias in (False, True):
+        model = load(save_onnx(convert_module(net(bias), torch.zeros(1, 3, 16, 16), preprocess="torch"),
+                               tmp_path / f"bias_{bias}.onnx"))
+        r = saliency(model, pixels, target=1, method="lrp-epsilon")[0]
+        errors[bias] = r.completeness_error
+        assert r.completeness_error == pytest.approx(abs(r.relevance_sum - r.explained_score) / abs(r.explained_score))
+    assert errors[False] < 1e-4, errors
+    assert errors[True] > 1e-3, errors
+
+
+@pytest.mark.parametrize("net_name", ["resnet18", "mobilenet_v2"])
+def test_input_x_gradient_equals_captum(nets, net_name):
+    case, pixels, x, c, _ = _case(nets, net_name, seed=6)
+    ref = InputXGradient(case["net"]).attribute(x.clone().requires_grad_(), target=c)[0].permute(1, 2, 0)
+    got = saliency(case["model"], pixels, target=c, method="input-x-gradient")[0]
+    assert _rel_l2(got.attribution, ref.detach().numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("net_name", ["resnet18", "mobilenet_v2"])
+def test_deconvnet_equals_captum(nets, net_name):
+    """Captum's Deconvolution changes nn.ReLU only: on MobileNetV2 (ReLU6, exported as Clip) it is the plain
+    gradient, and so is convlens's. convlens differentiates pixels: Captum's input gradient times scale / std."""
+    case, pixels, x, c, _ = _case(nets, net_name, seed=7)
+    spec = case["model"].input_spec
+    ref = Deconvolution(case["net"]).attribute(x.clone().requires_grad_(), target=c)[0].permute(1, 2, 0)
+    ref = ref.detach().numpy() * (spec.scale / np.asarray(spec.std))
+    got = saliency(case["model"], pixels, target=c, method="deconvnet")[0].attribution
+    assert _rel_l2(got, ref) < 1e-4
+    if net_name == "resnet18":  # and it is not the gradient there
+        plain = saliency(case["model"], pixels, target=c, method="vanilla")[0].attribution
+        assert _rel_l2(plain, ref) > 1e-2
+
+
+def test_lrp_on_attention_is_refused_in_one_sentence(tmp_path):
+    """A MatMul of two computed tensors (attention) has no LRP rule here: one sentence naming the node and the
+    methods that do apply."""
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 4, stride=4)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            t = self.conv(x).flatten(2).transpose(1, 2)  # (N, 16, 8) tokens
+            mixed = torch.softmax(t @ t.transpose(1, 2), dim=-1) @ t
+            return self.head(mixed.mean(1))
+
+    torch.manual_seed(8)
+    model = load(save_onnx(convert_module(Attention().eval(), torch.zeros(1, 3, 16, 16), preprocess="torch"),
+                           tmp_path / "attention.onnx"))
+    pixels = np.random.default_rng(9).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    with pytest.raises(ConvlensError) as err:
+        saliency(model, pixels, target=0, method="lrp-epsilon-plus")
+    message = str(err.value)
+    assert "attention" in message and "input-x-gradient" in message and message.count(".") <= 2
+    assert saliency(model, pixels, target=0, method="input-x-gradient")[0].relevance_sum is not None
+
+
+def test_saliency_command_reports_the_relevance_sum(tiny_torch, tmp_path, capsys):
+    import cv2
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.random.default_rng(10).uniform(0, 255, (40, 48, 3)).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["saliency", str(tiny_torch["path"]), str(photo), "--method", "lrp-epsilon-gamma-box",
+                 "--gamma", "0.5", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["images"][0]
+    assert report["relevance_sum"] is not None and report["explained_score"] != 0
+    assert (out / f"photo_lrp-epsilon-gamma-box_{report['class']}.npy").exists()
+    assert main(["saliency", str(tiny_torch["path"]), str(photo), "--method", "lrp-epsilon", "--epsilon", "-1",
+                 "-o", str(out / "bad")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--epsilon" in err and err.count("\n") == 0
