@@ -5,12 +5,53 @@ convolution must be folded into it first, as Zennit's SequentialMergeBatchNorm d
 the convolution alone and the batch norm passes relevance unchanged. Folded here: BatchNormalization after a
 Conv or Gemm, and a Mul then Add by per-channel constants after a Conv (how some exporters write a batch norm).
 The folded layer computes the same values (to float rounding) and keeps the batch norm's output name.
+A MatMul by a constant matrix followed by the Add of a constant bias (how tf2onnx writes a Keras Dense layer)
+becomes one Gemm first, so that the rules see the bias inside the layer as they do in torch's Linear.
 """
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+
+def canonize(nodes: list, weights: dict, inits: dict, shapes: dict) -> tuple[list, dict]:
+    """(nodes with dense layers made whole and normalizations folded into the layer before them, new weights)."""
+    return fold_batch_norms(dense_layers(nodes, weights, inits, shapes), weights, inits)
+
+
+def dense_layers(nodes: list, weights: dict, inits: dict, shapes: dict) -> list:
+    """MatMul(x, W) then Add(., b), x a matrix, W and b constants, the product used only by the Add: one Gemm."""
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def constant(name):
+        return weights.get(name) if name in weights else (numpy_helper.to_array(inits[name]) if name in inits
+                                                          else None)
+
+    out, dropped = [], set()
+    for n in nodes:
+        if id(n) in dropped:
+            continue
+        users = consumers.get(n.output[0], []) if n.op_type == "MatMul" else []
+        w = constant(n.input[1]) if n.op_type == "MatMul" else None
+        x_shape = shapes.get(n.input[0]) if n.op_type == "MatMul" else None
+        if w is None or w.ndim != 2 or not x_shape or len(x_shape) != 2 or len(users) != 1 or \
+                users[0].op_type != "Add":
+            out.append(n)
+            continue
+        add = users[0]
+        bias_name = add.input[1] if add.input[0] == n.output[0] else add.input[0]
+        b = constant(bias_name)
+        if b is None or b.size != w.shape[1] or b.ndim > 2:
+            out.append(n)
+            continue
+        out.append(helper.make_node("Gemm", [n.input[0], n.input[1], bias_name], [add.output[0]],
+                                    name=f"{add.output[0]}_dense"))
+        dropped.add(id(add))
+    return out
 
 
 def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import ConvlensError
-from .canonize import fold_batch_norms
+from .canonize import canonize
 from .composites import COMPOSITES
 from .emitter import Emitter
 from .passes import fuse_relu_into_unpool
@@ -40,7 +40,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     for name in overrides:
         if name in COMPOSITES:
             composite = COMPOSITES[name]
-            nodes, folded = fold_batch_norms(nodes, weights, inits)
+            nodes, folded = canonize(nodes, weights, inits, shapes)
             weights = {**weights, **folded}
             continue
         if name not in OVERRIDES:
