@@ -145,13 +145,15 @@ def attention(model, image, *, block: int, patch: tuple[int, int] | None = None,
 
 
 def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", steps: int = 32, samples: int = 25,
-           seed: int = 0, force: bool = False, **load_options):
+           seed: int = 0, force: bool = False, epsilon: float = 1e-6, gamma: float = 0.25, **load_options):
     """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
     the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given."""
 
     if out is not None:
         out = check_writable(out, force)
-    explainer = export_explainer(_model(model, **load_options), method, layer, steps, samples, seed)
+    _check_lrp_parameters(epsilon, gamma)
+    explainer = export_explainer(_model(model, **load_options), method, layer, steps, samples, seed, epsilon=epsilon,
+                                 gamma=gamma)
     if out is not None:
         save_large_onnx(explainer.proto, out, force)
     return explainer
@@ -166,11 +168,15 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
+    _check_lrp_parameters(epsilon, gamma)
+    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
+                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma)
+
+
+def _check_lrp_parameters(epsilon: float, gamma: float):
     for name, value in (("epsilon", epsilon), ("gamma", gamma)):
         if not value >= 0:
             raise ConvlensError(f"--{name} must be 0 or more, not {value}.")
-    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
-                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma)
 
 
 def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,

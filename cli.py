@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
     p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image")
     p.add_argument("--seed", type=int, default=0, help="smoothgrad: the seed of the noise baked into the graph")
+    p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
+    p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
     p.add_argument("-o", "--output", required=True, help="the explainer .onnx file to write")
 
     p = add("saliency", "Attributions in pixel space: gradients and relevance propagation (LRP).", SALIENCY_METHODS)

@@ -29,16 +29,22 @@ from ..graph import float_info
 from ..model.model import Model
 from ..model.tokens import token_grid
 from ..render.pictures import BLEND_ALPHA, colorize
-from ..runtime.adapter import PIXELS, adapter_nodes
+from ..autodiff.composites import COMPOSITES
+from ..runtime.adapter import GRAY, PIXELS, adapter_nodes
 from ..runtime.program import Graph, GradRequest, forward_and_backward
 from ..techniques.cam import resolve_layer
 from ..techniques.cam_methods import CAM_METHODS
+from ..techniques.saliency import zbox_bounds
 from ..techniques.targets import Target
 from ..writer import GraphWriter
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
-SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop")
+# relevance methods differentiate the model's own input, start from the explained logit, and map back to pixels
+RELEVANCE_EXPORTS = ("input-x-gradient", *COMPOSITES)
+SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet",
+                    *RELEVANCE_EXPORTS)
+OVERRIDES_OF = {"guided-backprop": ("guided",), "deconvnet": ("deconvnet",)} | {c: (c,) for c in COMPOSITES}
 
 
 @dataclass
@@ -50,7 +56,8 @@ class Explainer:
 
 
 def export_explainer(model: Model, method: str = "gradcam", layer: str | None = "auto", steps: int = 32,
-                     samples: int = 25, seed: int = 0, noise: float = 0.15, baseline: float = 0.0) -> Explainer:
+                     samples: int = 25, seed: int = 0, noise: float = 0.15, baseline: float = 0.0,
+                     epsilon: float = 1e-6, gamma: float = 0.25) -> Explainer:
     """The explainer graph for `method` (a CAM method of the gradient kind, or a saliency method)."""
 
     cam_method = method in CAM_METHODS and CAM_METHODS[method].onnx_map is not None
@@ -81,15 +88,27 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
             "the model was exported with a batch of 1 baked in, so the explainer takes one image per run (N = 1)"
         )
     scores = _score_tensor(model)
-    graph = _model_and_backward(model, scores, info, method, size)
+    params = ()
+    if method in COMPOSITES:
+        low, high = zbox_bounds(model.input_spec)
+        params = (("eps", epsilon), ("gamma", gamma), ("low", low), ("high", high))
+    graph = _model_and_backward(model, scores, info, method, size, params)
     e = GraphWriter(EXPORT_OPSET, scope="explainer")
     clean = _image_nodes(e, size)
     _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
     probabilities, target = _prediction_nodes(e, model, scores, copies)
-    _objective_weights(e, target, copies)
+    _objective_weights(e, target, copies, from_logit=method in COMPOSITES)
     if info is not None:
         raw = _cam_map(e, model, info, graph.grads[info.tensor], method, size)
         cam = _normalized(e, raw, "cam")
+    elif method in RELEVANCE_EXPORTS:
+        spec = model.input_spec
+        relevance = graph.grads[spec.name]
+        if method == "input-x-gradient":
+            relevance = e.op("Mul", relevance, spec.name)
+        raw = _on_pixel_grid(e, relevance, spec)
+        cam = None
+        raw = _normalized(e, e.reduce("ReduceMax", e.op("Abs", raw), [3], keepdims=0), "saliency")
     else:
         raw = _attribution(e, graph.grads[PIXELS], method, copies, clean, baseline)
         cam = None
@@ -146,7 +165,7 @@ OBJECTIVE_WEIGHTS, OBJECTIVE = "explainer_objective_weights", "explainer_objecti
 SCORES = "explainer_scores"  # the class scores, flattened to (N, classes)
 
 
-def _model_and_backward(model: Model, scores: str, info, method: str, size) -> Graph:
+def _model_and_backward(model: Model, scores: str, info, method: str, size, params: tuple = ()) -> Graph:
     """The adapter, the model (at opset 18) and the objective  sum(flatten(scores) * OBJECTIVE_WEIGHTS), with the
     backward graph to the CAM layer or the pixels, through the same builder as every program."""
     nodes, small = _model_at_export_opset(model)
@@ -154,14 +173,16 @@ def _model_and_backward(model: Model, scores: str, info, method: str, size) -> G
     w = GraphWriter(EXPORT_OPSET, scope="explainer_objective")
     flat = w.op("Flatten", scores, out=SCORES, axis=1)
     w.op("ReduceSum", w.op("Mul", flat, OBJECTIVE_WEIGHTS, out="explainer_weighted"), out=OBJECTIVE, keepdims=0)
-    wrt = [info.tensor] if info is not None else [PIXELS]
-    overrides = ("guided",) if method == "guided-backprop" else ()
-    # the layer is a target too: a Keras file exposes it as a relayout beside the path, which the walker follows
+    spec = model.input_spec
+    wrt = [info.tensor] if info is not None else [spec.name] if method in RELEVANCE_EXPORTS else [PIXELS]
+    # the layer is a target too: a Keras file exposes it as a relayout beside the path, which the walker follows;
+    # the model's input too, which input x gradient multiplies
+    targets = [scores, flat] + ([info.tensor] if info else []) + ([spec.name] if method in RELEVANCE_EXPORTS else [])
     return forward_and_backward(model.runtime, a_nodes + nodes + w.nodes, {**small, **a_inits, **w.new_inits},
-                                model.weights, [scores, flat] + ([info.tensor] if info else []), size,
+                                model.weights, targets, size,
                                 [float_info(OBJECTIVE_WEIGHTS, ["M", None])], [helper.make_opsetid("", EXPORT_OPSET)],
-                                GradRequest(OBJECTIVE, tuple(wrt), overrides),
-                                copy_weights=False)  # each weight stored once in the file
+                                GradRequest(OBJECTIVE, tuple(wrt), OVERRIDES_OF.get(method, ()), params),
+                                copy_weights=False)  # each weight stored once in the file (LRP rules' copies aside)
 
 
 def _model_at_export_opset(model: Model) -> tuple[list, dict]:
@@ -205,12 +226,16 @@ def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) ->
     return probabilities, target
 
 
-def _objective_weights(e: GraphWriter, target: str, copies: int):
-    """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only."""
+def _objective_weights(e: GraphWriter, target: str, copies: int, from_logit: bool = False):
+    """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only. `from_logit`:
+    the row holds the explained score itself (LRP's relevance starts at the logit)."""
     depth = e.op("Gather", e.op("Shape", SCORES), e.ints(1), axis=0)
     values = e.const(np.array([0.0, 1.0], np.float32))
     if not copies:
-        e.op("OneHot", target, depth, values, out=OBJECTIVE_WEIGHTS, axis=-1)
+        if from_logit:
+            e.op("Mul", e.op("OneHot", target, depth, values, axis=-1), SCORES, out=OBJECTIVE_WEIGHTS)
+        else:
+            e.op("OneHot", target, depth, values, out=OBJECTIVE_WEIGHTS, axis=-1)
         return
     repeated = e.op("Reshape", e.op("Expand", e.op("Unsqueeze", target, e.ints([1])),
                                     e.op("Concat", e.op("Shape", target), e.ints([copies]), axis=0)), e.ints([-1]))
@@ -249,6 +274,18 @@ def _attribution(e: GraphWriter, grad: str, method: str, copies: int, clean: str
     if method == "integrated-gradients":
         return e.op("Mul", e.op("Sub", clean, e.const(baseline)), mean)
     return mean
+
+
+def _on_pixel_grid(e: GraphWriter, relevance: str, spec) -> str:
+    """The model input's map (its layout, color order, channels) on the RGB pixel grid (N, h, w, 3), as
+    techniques.saliency.pixel_grid."""
+    if spec.layout.upper() == "NCHW":
+        relevance = e.op("Transpose", relevance, perm=[0, 2, 3, 1])
+    if spec.channels == 1:
+        return e.op("Mul", relevance, e.const(GRAY))
+    if spec.color.upper() == "BGR":
+        return e.op("Gather", relevance, e.ints([2, 1, 0]), axis=3)
+    return relevance
 
 
 def _normalized(e: GraphWriter, raw: str, what: str) -> str:
