@@ -160,17 +160,20 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
-             steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, **load_options):
+             steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, condition: str | None = None,
+             **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
-    Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from."""
+    Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from;
+    `condition` 'LAYER:CHANNELS' keeps only those channels' relevance at that layer (concept-conditional
+    relevance) and gives every channel's share of the layer's relevance."""
 
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
     _check_lrp_parameters(epsilon, gamma)
     return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
-                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma)
+                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition)
 
 
 def _check_lrp_parameters(epsilon: float, gamma: float):

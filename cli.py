@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="smoothgrad: the noise's seed")
     p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
     p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
+    p.add_argument("--condition", metavar="LAYER:CHANNELS",
+                   help="relevance methods: keep only these channels' relevance at LAYER (concept-conditional "
+                        "relevance, e.g. features.28:5,10); --json lists each channel's share of the layer's relevance")
     p.add_argument("-o", "--output", required=True, help="output folder")
 
     p = add("filters", "Filter patterns by gradient ascent in input space.")

@@ -253,14 +253,16 @@ def cmd_saliency(args) -> dict:
             place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
             for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
-                                  gamma=args.gamma):  # K maps for topK
+                                  gamma=args.gamma, condition=args.condition):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
                 files.append(str(write_png(out / f"{stem}.png", picture, args.force)))
                 report.append({"image": str(path), "class": r.class_index, "label": r.label,
                                "completeness_error": r.completeness_error, "relevance_sum": r.relevance_sum,
-                               "explained_score": r.explained_score})
+                               "explained_score": r.explained_score}
+                              | ({"concept_shares": [{"channel": k, "share": v} for k, v in r.concept_shares[:10]]}
+                                 if r.concept_shares else {}))
             progress.advance()
     summary = "\n".join(
         f"{e['image']}: {args.method} for {e['label']} ({e['class']})"

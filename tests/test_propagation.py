@@ -246,3 +246,38 @@ def test_exported_explainer_equals_saliency(nets, tmp_path, method):
         ref = saliency(case["model"], image[i].astype(np.float32), method=method, epsilon=0.01)[0]
         assert out["explained_class"][i] == ref.class_index
         assert np.abs(out["heatmap"][i] - ref.saliency).max() <= 1e-5, method
+
+
+def test_concept_conditional_relevance_equals_zennit_crp(torch_vgg16, image):
+    """zennit-crp's CondAttribution on VGG16's features.28 (EpsilonPlusFlat): the heatmap of each of three channels
+    (the input relevance summed over colors) within 1e-4, and every channel's share of the layer's relevance."""
+    from crp.attribution import CondAttribution
+    from crp.concepts import ChannelConcept
+
+    net, model = torch_vgg16["net"], load(torch_vgg16["path"])
+    x = torch.tensor(apply_numpy(image[None].astype(np.float32), model.input_spec)).requires_grad_()
+    with torch.no_grad():
+        c = int(net(x).argmax())
+    attribution = CondAttribution(net)
+    unconditioned = attribution(x, [{"y": [c]}], zc.EpsilonPlusFlat(), record_layer=["features.28"])
+    ref_shares = ChannelConcept().attribute(unconditioned.relevances["features.28"], abs_norm=True)[0].numpy()
+    channels = [int(k) for k in np.argsort(-np.abs(ref_shares))[:3]]  # the three concepts that matter most
+    for channel in channels:
+        ref = attribution(x, [{"features.28": [channel], "y": [c]}], zc.EpsilonPlusFlat()).heatmap[0].numpy()
+        got = saliency(model, image, target=c, method="lrp-epsilon-plus-flat", condition=f"features.28:{channel}")[0]
+        assert np.abs(ref).max() > 0
+        assert _rel_l2(got.attribution.sum(axis=2), ref) < 1e-4, (channel, _rel_l2(got.attribution.sum(axis=2), ref))
+    shares = dict(got.concept_shares)
+    assert [k for k, _ in got.concept_shares[:3]] == channels
+    np.testing.assert_allclose([shares[k] for k in range(len(ref_shares))], ref_shares, atol=1e-5)
+
+
+def test_condition_refusals(tiny_torch):
+    model = load(tiny_torch["path"])
+    pixels = np.random.default_rng(12).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    for method, condition, words in (("vanilla", "3:0", "relevance methods"),
+                                     ("lrp-epsilon", "no-such-layer:0", "no-such-layer"),
+                                     ("lrp-epsilon", "3", "LAYER:CHANNELS"),
+                                     ("lrp-epsilon", "3:99", "out of range")):
+        with pytest.raises(ConvlensError, match=words):
+            saliency(model, pixels, target=0, method=method, condition=condition)

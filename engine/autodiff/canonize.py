@@ -15,8 +15,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def canonize(nodes: list, weights: dict, inits: dict, shapes: dict) -> tuple[list, dict]:
-    """(nodes with dense layers made whole and normalizations folded into the layer before them, new weights)."""
+def canonize(nodes: list, weights: dict, inits: dict, shapes: dict) -> tuple[list, dict, dict]:
+    """(nodes with dense layers made whole and normalizations folded into the layer before them, new weights,
+    {old output name: new name} for the layers whose output now carries the folded node's name)."""
     return fold_batch_norms(dense_layers(nodes, weights, inits, shapes), weights, inits)
 
 
@@ -54,10 +55,12 @@ def dense_layers(nodes: list, weights: dict, inits: dict, shapes: dict) -> list:
     return out
 
 
-def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dict]:
-    """(nodes with each foldable normalization merged into the layer before it, the new weights by name)."""
+def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dict, dict]:
+    """(nodes with each foldable normalization merged into the layer before it, the new weights by name, the
+    renamed layer outputs)."""
     nodes = list(nodes)
     new: dict[str, np.ndarray] = {}
+    renamed: dict[str, str] = {}
 
     def value(name):
         if name in new:
@@ -98,9 +101,10 @@ def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dic
             merged.attribute.extend(layer.attribute)
             nodes[k] = merged
             nodes = [n for n in nodes if n is not after]
+            renamed[layer.output[0]] = base
             changed = True
             break
-    return nodes, new
+    return nodes, new, renamed
 
 
 def _gemm_transposed(node) -> bool:

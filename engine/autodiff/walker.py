@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from ..errors import ConvlensError
@@ -29,18 +30,20 @@ class Backward:
 
 def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, weights: dict, inits: dict,
                    overrides: tuple[str, ...] = (), opset: int = 17, copy_weights: bool = True,
-                   params: tuple = ()) -> Backward:
+                   params: tuple = (), conditions: tuple = ()) -> Backward:
     """Backward graph of scalar `objective` with respect to each tensor in `wrt`.
 
     `nodes` is the forward graph (topologically ordered); the returned nodes replace it. `overrides` names rule
     sets (OVERRIDES: by op type, e.g. "guided") or one LRP composite (COMPOSITES: by layer role, with the
     canonizers run first); `params`: (name, value) pairs for the composite's rules (eps, gamma, low, high).
+    `conditions`: (tensor, channels, channel axis) triples: the gradient (relevance) flowing back through that
+    tensor keeps only those channels (concept-conditional relevance, Achtibat et al. 2023).
     """
-    rules, composite, folded = dict(RULES), None, {}
+    rules, composite, folded, renamed = dict(RULES), None, {}, {}
     for name in overrides:
         if name in COMPOSITES:
             composite = COMPOSITES[name]
-            nodes, folded = canonize(nodes, weights, inits, shapes)
+            nodes, folded, renamed = canonize(nodes, weights, inits, shapes)
             weights = {**weights, **folded}
             continue
         if name not in OVERRIDES:
@@ -77,8 +80,12 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
     first = next((n for n in path if n.op_type in LINEAR_OPS), None) if composite else None
+    masks = {_final_name(t, renamed): (tuple(c), axis) for t, c, axis in conditions}
     for node in reversed(path):
         dys = [_gradient_of(e, o, contributions) if o in useful else None for o in node.output]
+        for k, o in enumerate(node.output):
+            if o in masks and dys[k] is not None:
+                dys[k] = _keep_channels(e, dys[k], o, *masks.pop(o))
         if all(d is None for d in dys):
             continue
         fn = composite.rule_for(e, node, node is first, dict(params)) if composite else None
@@ -101,6 +108,10 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             if node.op_type in BROADCASTING:
                 g = e.unbroadcast(g, e.shape(inp), e.shape(node.output[0]))
             contributions.setdefault(inp, []).append(g)
+    if masks:
+        raise ConvlensError(f"The condition on {', '.join(masks)} cannot be applied: the tensor is not on the path "
+                            "from the input to the explained score (a layer exposed beside it, as tf2onnx exposes "
+                            "NHWC layers, is not supported here); condition a layer of a file converted from torch.")
     grads = {}
     for asked, w in zip(requested, wrt):
         g = _gradient_of(e, w, contributions)
@@ -113,6 +124,23 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
         grads[asked] = g
     forward = [e.replaced.get(id(n), n) for n in nodes]
     return Backward(fuse_relu_into_unpool(forward + e.nodes), e.new_inits, {**folded, **e.new_weights}, grads)
+
+
+def _final_name(tensor: str, renamed: dict) -> str:
+    """A tensor's name after canonizing (a convolution folded with its batch norm takes the norm's output)."""
+    while tensor in renamed:
+        tensor = renamed[tensor]
+    return tensor
+
+
+def _keep_channels(e: Emitter, g: str, tensor: str, channels: tuple, axis: int) -> str:
+    shape = e.static_shape(tensor, "a conditioned layer")
+    axis = axis % len(shape)
+    mask = np.zeros([shape[axis] if a == axis else 1 for a in range(1, len(shape))], np.float32)
+    index = [slice(None)] * mask.ndim
+    index[axis - 1] = list(channels)
+    mask[tuple(index)] = 1.0
+    return e.op("Mul", g, e.const(mask))
 
 
 def on_path_source(w: str, nodes, objective: str, relayouts: dict) -> str:

@@ -27,6 +27,7 @@ class GradRequest:
     wrt: tuple[str, ...]
     overrides: tuple[str, ...] = ()  # names of rule sets that replace rules ("guided", an LRP composite)
     params: tuple = ()  # (name, value) pairs for those rules (an LRP composite's eps, gamma, bounds)
+    conditions: tuple = ()  # (tensor, channels, channel axis): relevance kept only in those channels there
 
 
 @dataclass
@@ -132,7 +133,8 @@ def forward_and_backward(runtime, nodes: list, inits: dict, weights: dict, targe
     if unknown:
         shapes.update(probe_shapes(runtime, cut, inits, weights, size, inputs, opset_imports, unknown))
     back = build_backward(cut, grad.objective, list(grad.wrt), shapes, weights, inits, grad.overrides, opset,
-                          copy_weights=copy_weights, params=grad.params)
+                          copy_weights=copy_weights, params=grad.params,
+                          conditions=grad.conditions)
     # the forward nodes (some with extra outputs) followed by the backward ones; rules may leave a node
     # they replaced (see the ReLU rule), so keep only what the targets and gradients need
     kept = needed_nodes(back.nodes, list(targets) + list(back.grads.values()), stop_at=stop_at)

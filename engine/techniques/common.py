@@ -64,3 +64,24 @@ def class_probabilities(model: Model, logits: np.ndarray) -> np.ndarray:
 
 def channel_axis(layout: str, ndim: int) -> int:
     return 3 if (layout.upper() == "NHWC" and ndim == 4) else 1
+
+
+def parse_channels(text: str, channels: int, flag: str, noun: str = "Channel") -> list[int]:
+    """'all', '0-63', '0,5,9' or a mix, checked against the layer's channel count."""
+    if text in (None, "all"):
+        return list(range(channels))
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise ConvlensError(f"{flag} must look like 0-63, 0,5,9 or all, not {text!r}.") from None
+    bad = [f for f in out if not 0 <= f < channels]
+    if bad:
+        raise ConvlensError(f"{noun} {bad[0]} is out of range; the layer has {channels} channels (0-{channels - 1}).")
+    return out

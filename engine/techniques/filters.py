@@ -13,6 +13,7 @@ from ..errors import ConvlensError, ConvlensWarning
 from ..model.model import Model
 from ..render.progress import Progress
 from ..runtime.program import program
+from .common import parse_channels
 from .filter_objective import FilterStep
 from .lucid import lucid_ascent
 
@@ -35,23 +36,7 @@ def deprocess(x: np.ndarray) -> np.ndarray:
 
 def parse_filters(text: str, channels: int) -> list[int]:
     """'all', '0-63', '0,5,9' or a mix, checked against the layer's channel count."""
-    if text in (None, "all"):
-        return list(range(channels))
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                a, b = part.split("-")
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-        except ValueError:
-            raise ConvlensError(f"--filters must look like 0-63, 0,5,9 or all, not {text!r}.") from None
-    bad = [f for f in out if not 0 <= f < channels]
-    if bad:
-        raise ConvlensError(f"Filter {bad[0]} is out of range; the layer has {channels} channels (0-{channels - 1}).")
-    return out
+    return parse_channels(text, channels, "--filters", "Filter")
 
 
 def batch_size_for(model: Model, layer_tensor: str, size, budget_bytes: float = 2e9) -> int:

@@ -29,6 +29,7 @@ def gradient_program(
     start: tuple = (),
     top: bool = False,
     params: tuple = (),
+    conditions: tuple = (),
 ):
     """The compiled program computing the objective, its gradient w.r.t. `wrt`, and `fetch` tensors
     (beginning at the `start` tensors, fed at run time, when given: see program()). With `top` the
@@ -48,7 +49,7 @@ def gradient_program(
         top=top,
         token_prefix=None if tokens is None else tokens.prefix,
     )
-    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides), tuple(params))
+    grad = GradRequest(OBJECTIVE, tuple(wrt), tuple(overrides), tuple(params), tuple(conditions))
     return program(model, [OBJECTIVE_ITEMS, *fetch], size, spec, extra, grad, start), int(channels)
 
 

@@ -14,7 +14,7 @@ from ..runtime.adapter import GRAY, PIXELS, per_channel_std_mean
 from ..runtime.objectives import TOP_CLASS, one_hot
 from ..runtime.program import program
 from .cam import gradcam
-from .common import prepare
+from .common import channel_axis, parse_channels, prepare
 from .gradients import gradient_program, run_gradient
 from .targets import Target, class_targets, score_values, single_class
 
@@ -30,6 +30,9 @@ class Attribution:
     # relevance methods: |sum(attr) - score| / |score| (LRP without biases conserves the explained score exactly)
     relevance_sum: float | None = None  # relevance methods: the sum of the input relevance ...
     explained_score: float | None = None  # ... against the score it started from (Captum's convergence delta)
+    # with a condition LAYER:CHANNELS: every channel's share of the layer's (unconditioned) relevance, largest
+    # |share| first, as zennit-crp's ChannelConcept.attribute (sum over positions, over the sum of |sums|)
+    concept_shares: list[tuple[int, float]] | None = None
 
 
 def pixel_gradients(model: Model, pixels: np.ndarray, classes, score="logit", overrides=(), batch=16) -> np.ndarray:
@@ -59,19 +62,22 @@ def top_class_gradients(model: Model, pixels: np.ndarray, score="logit", overrid
 
 
 def input_relevance(model: Model, pixels: np.ndarray, classes, start, score="logit", overrides=(), params=(),
-                    times_input=False) -> np.ndarray:
+                    times_input=False, conditions=(), layers=()) -> np.ndarray | tuple[np.ndarray, dict]:
     """The relevance (or gradient) at the model's own input tensor, propagated from `start[i]` at class
     classes[i] through the rules `overrides` selects; with `times_input`, multiplied by that input (input x
-    gradient). Returned on the pixel grid (N, H, W, 3): see pixel_grid."""
+    gradient); `conditions`: (tensor, channels, axis) where only those channels pass relevance on. Returned on
+    the pixel grid (N, H, W, 3): see pixel_grid; with `layers` (tensors), also their relevance by tensor."""
     spec = model.input_spec
-    prog, channels = gradient_program(model, Target(score=score), pixels.shape[1:3], wrt=(spec.name,),
+    prog, channels = gradient_program(model, Target(score=score), pixels.shape[1:3], wrt=(spec.name, *layers),
                                       fetch=(spec.name,) if times_input else (), overrides=tuple(overrides),
-                                      params=tuple(params))
+                                      params=tuple(params), conditions=tuple(conditions))
     weights = one_hot(classes, channels) * np.asarray(start, np.float32).reshape(-1, 1)
     res = run_gradient(prog, pixels, weights)
     r = res[prog.grads[spec.name]]
     if times_input:
         r = r * res[spec.name]
+    if layers:
+        return pixel_grid(r, spec), {t: res[prog.grads[t]] for t in layers}
     return pixel_grid(r, spec)
 
 
@@ -108,6 +114,7 @@ class _Context:
     rng: np.random.Generator
     epsilon: float = 1e-6
     gamma: float = 0.25
+    condition: tuple | None = None  # (layer tensor, channels, channel axis)
 
 
 def _vanilla(ctx: _Context, x, c):
@@ -151,9 +158,26 @@ def _conserved(ctx: _Context, x, c, overrides=(), times_input=False):
     if overrides:
         low, high = zbox_bounds(ctx.model.input_spec)
         params = (("eps", ctx.epsilon), ("gamma", ctx.gamma), ("low", low), ("high", high))
-    r = input_relevance(ctx.model, x[None], [c], [1.0 if times_input else start], ctx.score, overrides, params,
-                        times_input)[0]
-    return r, (float(r.sum()), start)
+    initial = [1.0 if times_input else start]
+    shares = None
+    if ctx.condition is not None:
+        tensor, channels, axis = ctx.condition
+        _, at_layer = input_relevance(ctx.model, x[None], [c], initial, ctx.score, overrides, params, times_input,
+                                      layers=(tensor,))
+        shares = concept_shares(at_layer[tensor][0], axis)
+        r = input_relevance(ctx.model, x[None], [c], initial, ctx.score, overrides, params, times_input,
+                            conditions=(ctx.condition,))[0]
+    else:
+        r = input_relevance(ctx.model, x[None], [c], initial, ctx.score, overrides, params, times_input)[0]
+    return r, (float(r.sum()), start, shares)
+
+
+def concept_shares(relevance: np.ndarray, axis: int) -> list[tuple[int, float]]:
+    """Each channel's relevance summed over positions, over the sum of |those sums|; largest |share| first."""
+    per_channel = np.moveaxis(relevance, axis - 1, 0).reshape(relevance.shape[axis - 1], -1).sum(axis=1)
+    shares = per_channel / (np.abs(per_channel).sum() + 1e-10)
+    order = np.argsort(-np.abs(shares), kind="stable")
+    return [(int(k), float(shares[k])) for k in order]
 
 
 def _input_x_gradient(ctx: _Context, x, c):
@@ -195,34 +219,51 @@ METHODS = tuple(SALIENCY_METHODS)
 
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
              noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0, epsilon: float = 1e-6,
-             gamma: float = 0.25) -> list[Attribution]:
+             gamma: float = 0.25, condition: str | None = None) -> list[Attribution]:
     """One attribution per image for its target class (the top class by default); with 'topK', K per image, in
     image order and within an image by rank."""
     row = SALIENCY_METHODS.get(method)
     if row is None:
         raise ConvlensError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}.")
+    if condition is not None and not row.relevance:
+        relevance_methods = ", ".join(m for m, r in SALIENCY_METHODS.items() if r.relevance)
+        raise ConvlensError(f"--condition applies to the relevance methods ({relevance_methods}), not to {method}.")
     pixels = prepare(model, images)
+    conditioned = None if condition is None else parse_condition(model, condition, pixels.shape[1:3])
     direct = row.plain_gradient is not None and single_class(model, target) == "top"
     if direct:  # the top class and its gradient in one run, no forward pass beforehand
         top, direct_grads = top_class_gradients(model, pixels, score, row.plain_gradient)
         classes = [[c] for c in top]
     else:
         classes = class_targets(model, class_scores(model, pixels, score), target)
-    ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed), epsilon, gamma)
+    ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed), epsilon, gamma,
+                   conditioned)
     results = []
     for i, x in enumerate(pixels):
         for c in classes[i]:
             attr, err = (direct_grads[i], None) if direct else row.attribute(ctx, x, c)
-            total = explained = None
+            total = explained = shares = None
             if row.relevance:
-                total, explained = err
+                total, explained, shares = err
                 err = abs(total - explained) / max(abs(explained), 1e-12)
             mag = np.abs(attr).max(axis=2)
             peak = mag.max()
             sal = (mag / peak).astype(np.float32) if peak > 0 else np.zeros_like(mag, np.float32)
             results.append(Attribution(attr.astype(np.float32), sal, int(c), model.label(int(c)), method, err, total,
-                                       explained))
+                                       explained, shares))
     return results
+
+
+def parse_condition(model: Model, text: str, size) -> tuple[str, tuple[int, ...], int]:
+    """'LAYER:CHANNELS' (channels as --filters takes them) -> (the layer's tensor, channels, its channel axis)."""
+    layer, sep, channels = str(text).rpartition(":")
+    if not sep or not layer:
+        raise ConvlensError(f"--condition must look like LAYER:CHANNELS (features.28:5,10), not {text!r}.")
+    info = model.layer(layer)
+    shape = model.shapes.of(info.tensor, size)
+    axis = channel_axis(info.layout, len(shape)) if len(shape) == 4 else len(shape) - 1
+    chosen = parse_channels(channels, int(shape[axis]), "--condition's channels")
+    return info.tensor, tuple(chosen), axis
 
 
 # attribution maps are dominated by a few pixels: as Captum's visualization does, the brightest 2 % saturate
