@@ -161,19 +161,22 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
              steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, condition: str | None = None,
-             **load_options):
+             baseline="black", baselines=8, **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
     Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from;
     `condition` 'LAYER:CHANNELS' keeps only those channels' relevance at that layer (concept-conditional
-    relevance) and gives every channel's share of the layer's relevance."""
+    relevance) and gives every channel's share of the layer's relevance. `baseline` (deeplift): black, blur, mean,
+    an image file or pixels; `baselines` (deeplift-shap, gradient-shap): a count of seeded noise images, a folder
+    or pixels (K, H, W, 3); gradient-shap draws `samples` points."""
 
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
     _check_lrp_parameters(epsilon, gamma)
     return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
-                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition)
+                     steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
+                     references=baselines)
 
 
 def _check_lrp_parameters(epsilon: float, gamma: float):

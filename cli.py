@@ -173,11 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))
     p.add_argument("--class", dest="target", default="top", help="an index, a label or top")
     p.add_argument("--score", default="logit", choices=["logit", "prob"])
-    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image")
+    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image; gradient-shap: points")
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
-    p.add_argument("--seed", type=int, default=0, help="smoothgrad: the noise's seed")
+    p.add_argument("--seed", type=int, default=0, help="smoothgrad, gradient-shap, deeplift-shap: the draws' seed")
     p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
     p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
+    p.add_argument("--baseline", default="black", help="deeplift: black, blur, mean (what the preprocessing maps "
+                   "to 0) or an image file")
+    p.add_argument("--baselines", default="8", help="deeplift-shap, gradient-shap: a folder of images, or N seeded "
+                   "noise images")
     p.add_argument("--condition", metavar="LAYER:CHANNELS",
                    help="relevance methods: keep only these channels' relevance at LAYER (concept-conditional "
                         "relevance, e.g. features.28:5,10); --json lists each channel's share of the layer's relevance")

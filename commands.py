@@ -253,7 +253,8 @@ def cmd_saliency(args) -> dict:
             place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
             for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
-                                  gamma=args.gamma, condition=args.condition):  # K maps for topK
+                                  gamma=args.gamma, condition=args.condition, baseline=args.baseline,
+                                  baselines=args.baselines):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from captum.attr import Deconvolution, InputXGradient
+from captum.attr import DeepLift, DeepLiftShap, Deconvolution, GradientShap, InputXGradient
 from torch import nn
 from zennit import composites as zc
 from zennit.attribution import Gradient
@@ -281,3 +281,114 @@ def test_condition_refusals(tiny_torch):
                                      ("lrp-epsilon", "3:99", "out of range")):
         with pytest.raises(ConvlensError, match=words):
             saliency(model, pixels, target=0, method=method, condition=condition)
+
+
+def _distinct_relus(net):
+    """torchvision's ResNet blocks call one ReLU module twice, which Captum's DeepLift hooks refuse; give each call
+    its own module (same function, same exported graph)."""
+    import types
+
+    from torchvision.models.resnet import BasicBlock
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu_out(self.bn2(self.conv2(out)) + identity)
+
+    for block in net.modules():
+        if isinstance(block, BasicBlock):
+            block.relu_out = nn.ReLU()
+            block.forward = types.MethodType(forward, block)
+    return net
+
+
+def _baselines(case, count, seed):
+    rng = np.random.default_rng(seed)
+    refs = rng.uniform(0, 255, (count, case["size"], case["size"], 3)).astype(np.float32)
+    return refs, torch.tensor(apply_numpy(refs, case["model"].input_spec))
+
+
+@pytest.mark.parametrize("net_name", ["mobilenet_v2", "plain"])
+def test_deeplift_and_deeplift_shap_equal_captum(nets, tmp_path, net_name):
+    """On nets without max-pools Captum applies every rescale rule it names: DeepLift (one baseline) and
+    DeepLiftShap (four) within 1e-4, and the attributions sum to the score's difference from the baselines."""
+    if net_name == "plain":
+        torch.manual_seed(14)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1, stride=2),
+                            nn.Tanh(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 10)).eval()
+        path = save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), preprocess="torch"), tmp_path / "p.onnx")
+        nets = {"plain": {"net": net, "model": load(path), "size": 32}}
+    case, pixels, x, c, _ = _case(nets, net_name, seed=15)
+    refs, torch_refs = _baselines(case, 4, 16)
+    ref = DeepLift(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs[:1], target=c)
+    got = saliency(case["model"], pixels, target=c, method="deeplift", reference=refs[0])[0]
+    assert _rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
+    # (seeded MobileNetV2's scores barely move with the image: an absolute floor)
+    assert abs(got.relevance_sum - got.explained_score) <= 1e-3 * abs(got.explained_score) + 1e-7
+    ref = DeepLiftShap(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c)
+    got = saliency(case["model"], pixels, target=c, method="deeplift-shap", references=refs)[0]
+    assert _rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
+
+
+def test_deeplift_keeps_the_rescale_rule_at_max_pools_where_captum_does_not(tmp_path, monkeypatch):
+    """Captum names a max-pool rule but computes a plain gradient there (measured: its attribution equals
+    convlens's with the max-pool rule swapped for the gradient, to 1e-6, and misses summation-to-delta); convlens
+    keeps DeepLIFT's rule at max-pools, and its attributions sum to the score's difference. On ResNet-18 (with a
+    ReLU module per call, which Captum's hooks need)."""
+    from convlens.engine.autodiff import rules
+    from convlens.engine.autodiff.rules_deeplift import DEEPLIFT
+
+    torch.manual_seed(17)
+    net = _distinct_relus(_randomize_batch_norms(torchvision.models.resnet18(weights=None, num_classes=10)))
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 64, 64), preprocess="torch"), tmp_path / "r.onnx")
+    case = {"net": net, "model": load(path), "size": 64}
+    case, pixels, x, c, _ = _case({"r": case}, "r", seed=18)
+    refs, torch_refs = _baselines(case, 1, 19)
+    ref = DeepLift(net).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c)[0]
+    ref = ref.permute(1, 2, 0).detach().numpy()
+    got = saliency(case["model"], pixels, target=c, method="deeplift", reference=refs[0])[0]
+    assert got.completeness_error < 1e-3  # convlens: summation-to-delta holds
+    assert abs(ref.sum() - got.explained_score) > 1e-2 * abs(got.explained_score)  # Captum's does not
+    assert _rel_l2(got.attribution, ref) > 1e-2
+    monkeypatch.setitem(rules.OVERRIDES, "deeplift", {k: v for k, v in DEEPLIFT.items() if k != "MaxPool"})
+    as_captum = saliency(load(path), pixels, target=c, method="deeplift", reference=refs[0])[0]
+    assert _rel_l2(as_captum.attribution, ref) < 1e-4
+
+
+@pytest.mark.parametrize("net_name", ["resnet18", "mobilenet_v2"])
+def test_gradient_shap_equals_captum(nets, net_name):
+    """Same seed, same baselines: Captum draws the baselines and the points from numpy's global RandomState,
+    convlens from RandomState(seed) in the same order."""
+    case, pixels, x, c, _ = _case(nets, net_name, seed=20)
+    refs, torch_refs = _baselines(case, 5, 21)
+    np.random.seed(22)
+    ref = GradientShap(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c,
+                                              n_samples=6)[0].permute(1, 2, 0).detach().numpy()
+    got = saliency(case["model"], pixels, target=c, method="gradient-shap", references=refs, samples=6, seed=22)[0]
+    assert _rel_l2(got.attribution, ref) < 1e-4
+
+
+def test_baseline_flags(tiny_torch, tmp_path, capsys):
+    """--baseline blur|mean|black|FILE and --baselines FOLDER|N reach DeepLIFT and the SHAP methods; a baseline
+    that is not an image is one sentence."""
+    import cv2
+
+    rng = np.random.default_rng(23)
+    photo, folder = tmp_path / "photo.png", tmp_path / "refs"
+    folder.mkdir()
+    cv2.imwrite(str(photo), rng.uniform(0, 255, (32, 32, 3)).astype(np.uint8))
+    for k in range(3):
+        cv2.imwrite(str(folder / f"{k}.png"), rng.uniform(0, 255, (20, 24, 3)).astype(np.uint8))
+    sums = {}
+    for method, flag, value in (("deeplift", "--baseline", "blur"), ("deeplift", "--baseline", "mean"),
+                                ("deeplift", "--baseline", str(photo)), ("deeplift-shap", "--baselines", str(folder)),
+                                ("gradient-shap", "--baselines", "3")):
+        out = tmp_path / f"{method}_{len(sums)}"
+        assert main(["saliency", str(tiny_torch["path"]), str(photo), "--method", method, flag, value, "-o", str(out),
+                     "--json"]) == 0
+        sums[(method, value)] = json.loads(capsys.readouterr().out)["images"][0]["relevance_sum"]
+    assert sums[("deeplift", str(photo))] == 0  # the image as its own baseline: nothing to attribute
+    assert len({round(v, 6) for v in sums.values()}) == len(sums)  # each baseline gives its own attribution
+    assert main(["saliency", str(tiny_torch["path"]), str(photo), "--method", "deeplift", "--baseline",
+                 str(tmp_path / "missing.png"), "-o", str(tmp_path / "bad")]) == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0

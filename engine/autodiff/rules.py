@@ -10,8 +10,13 @@ The rules live by family: rules_elementwise, rules_linear, rules_conv, rules_sha
 from .registry import BROADCASTING, NON_DIFFERENTIABLE, RULES, rule  # noqa: F401
 from .rules_conv import *  # noqa: F401,F403  (importing a family registers its rules)
 from .rules_elementwise import *  # noqa: F401,F403
-from .rules_elementwise import OVERRIDES, gelu, guided_clip, guided_relu  # noqa: F401
+from .rules_deeplift import DEEPLIFT
+from .rules_elementwise import OVERRIDES as ELEMENTWISE_OVERRIDES
+from .rules_elementwise import gelu, guided_clip, guided_relu  # noqa: F401
 from .rules_linear import *  # noqa: F401,F403
 from .rules_norm import *  # noqa: F401,F403
 from .rules_quant import *  # noqa: F401,F403
 from .rules_shape import *  # noqa: F401,F403
+
+# rule sets a request may select by name, by op type (the LRP composites, by layer role, are in composites.py)
+OVERRIDES = {**ELEMENTWISE_OVERRIDES, "deeplift": DEEPLIFT}

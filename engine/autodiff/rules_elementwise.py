@@ -76,7 +76,7 @@ def deconvnet_relu(e, node, dy, needs):
     return [e.op("Relu", dy[0])]
 
 
-# rule sets a request may select, by op type (the LRP composites, by layer role, are in composites.py)
+# the rule sets of this family a request may select (all of them: rules.OVERRIDES)
 OVERRIDES = {"guided": {"Relu": guided_relu, "Clip": guided_clip}, "deconvnet": {"Relu": deconvnet_relu}}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import ConvlensError
 from ..model.model import Model
 from ..autodiff.composites import COMPOSITES
+from ..render.images import image_paths
 from ..runtime.adapter import GRAY, PIXELS, per_channel_std_mean
 from ..runtime.objectives import TOP_CLASS, one_hot
 from ..runtime.program import program
@@ -115,6 +116,9 @@ class _Context:
     epsilon: float = 1e-6
     gamma: float = 0.25
     condition: tuple | None = None  # (layer tensor, channels, channel axis)
+    reference: object = "black"  # DeepLIFT's baseline: black, blur, mean, an image file or pixels (H, W, 3)
+    references: object = 8  # DeepLIFT-SHAP's and GradientSHAP's baselines: N, a folder, or pixels (K, H, W, 3)
+    seed: int = 0
 
 
 def _vanilla(ctx: _Context, x, c):
@@ -188,6 +192,85 @@ def _lrp(name: str):
     return lambda ctx, x, c: _conserved(ctx, x, c, (name,))
 
 
+def reference_pixels(model: Model, x: np.ndarray, baseline) -> np.ndarray:
+    """One baseline image at x's size: `black` (pixels 0), `mean` (the pixels the preprocessing maps to 0: the
+    training set's mean color, Captum's default of zeros on the model's input), `blur` (x blurred, sigma a tenth
+    of its side), an image file, or pixels."""
+    h, w = x.shape[:2]
+    if isinstance(baseline, np.ndarray):
+        ref = baseline.astype(np.float32)
+    elif baseline == "black":
+        ref = np.zeros_like(x)
+    elif baseline == "mean":
+        spec = model.input_spec
+        color = np.asarray(spec.mean, np.float64) / spec.scale
+        color = color[::-1] if spec.color.upper() == "BGR" else color
+        ref = np.broadcast_to(color.astype(np.float32), x.shape).copy()
+    elif baseline == "blur":
+        ref = cv2.GaussianBlur(x, (0, 0), max(h, w) / 10)
+    else:
+        ref = prepare(model, [baseline], (h, w))[0]
+    if ref.shape != x.shape:
+        raise ConvlensError(f"The baseline is {ref.shape[1]}x{ref.shape[0]} pixels, the image {w}x{h}; give one "
+                            "of the image's size.")
+    return ref
+
+
+def reference_set(model: Model, x: np.ndarray, baselines, seed: int) -> np.ndarray:
+    """Baselines (K, H, W, 3): N uniform-noise images drawn from the seed, the images of a folder, or pixels."""
+    if isinstance(baselines, np.ndarray):
+        refs = baselines.astype(np.float32).reshape((-1,) + x.shape)
+    elif isinstance(baselines, (int, np.integer)) or str(baselines).isdigit():
+        count = int(baselines)
+        if count < 1:
+            raise ConvlensError(f"--baselines must be a folder or a count of 1 or more, not {baselines}.")
+        refs = np.random.default_rng(seed).uniform(0, 255, (count,) + x.shape).astype(np.float32)
+    else:
+        refs = prepare(model, [str(p) for p in image_paths([str(baselines)])], x.shape[:2])
+    return refs
+
+
+def _deeplift_multipliers(ctx: _Context, x, refs, c) -> np.ndarray:
+    """The rescale rule's multipliers of each (x, reference) pair, in one run on the batch [x ... ; refs]."""
+    if ctx.model.single_image:
+        raise ConvlensError("DeepLIFT runs each image beside its baseline in one batch, but this file was exported "
+                            "with a batch of 1 baked in; export the model with a dynamic batch axis.")
+    pairs = np.concatenate([np.repeat(x[None], len(refs), axis=0), refs]).astype(np.float32)
+    prog, channels = gradient_program(ctx.model, Target(score=ctx.score), x.shape[:2], wrt=(PIXELS,),
+                                      overrides=("deeplift",))
+    return run_gradient(prog, pairs, one_hot([c] * len(pairs), channels))[prog.grads[PIXELS]][:len(refs)]
+
+
+def _difference_from(ctx: _Context, x, refs, c) -> float:
+    scores = class_scores(ctx.model, np.concatenate([x[None], refs]).astype(np.float32), ctx.score)[:, c]
+    return float(scores[0] - scores[1:].mean())
+
+
+def _deeplift(ctx: _Context, x, c):
+    refs = reference_pixels(ctx.model, x, ctx.reference)[None]
+    attr = ((x - refs) * _deeplift_multipliers(ctx, x, refs, c)).mean(axis=0)
+    return attr, (float(attr.sum()), _difference_from(ctx, x, refs, c), None)
+
+
+def _deeplift_shap(ctx: _Context, x, c):
+    refs = reference_set(ctx.model, x, ctx.references, ctx.seed)
+    attr = ((x - refs) * _deeplift_multipliers(ctx, x, refs, c)).mean(axis=0)
+    return attr, (float(attr.sum()), _difference_from(ctx, x, refs, c), None)
+
+
+def _gradient_shap(ctx: _Context, x, c):
+    """Captum's GradientShap without input noise (its default): per sample a baseline drawn from the set and a
+    point drawn uniformly on the segment to x; the mean of (x - baseline) times the gradient there. The draws come
+    from numpy's RandomState(seed) in Captum's order (baselines, then points), so a run seeded alike matches."""
+    refs = reference_set(ctx.model, x, ctx.references, ctx.seed)
+    rng = np.random.RandomState(ctx.seed)
+    chosen = refs[rng.choice(len(refs), ctx.samples)]
+    alphas = rng.uniform(0.0, 1.0, ctx.samples).astype(np.float32).reshape(-1, 1, 1, 1)
+    points = (chosen + alphas * (x[None] - chosen)).astype(np.float32)
+    attr = ((x[None] - chosen) * pixel_gradients(ctx.model, points, [c] * ctx.samples, ctx.score)).mean(axis=0)
+    return attr, (float(attr.sum()), _difference_from(ctx, x, chosen, c), None)
+
+
 @dataclass(frozen=True)
 class SaliencyMethod:
     name: str
@@ -195,6 +278,7 @@ class SaliencyMethod:
     attribute: Callable  # (context, image, class) -> (attribution (H, W, 3), completeness error or None)
     plain_gradient: tuple[str, ...] | None = None  # rule overrides when the attribution is one gradient
     relevance: bool = False  # attributions that sum to (about) the explained score: the sum is reported
+    conditional: bool = False  # --condition applies (relevance propagated through the rules, LRP and input x grad)
 
 
 # the saliency family as one table: the CLI's choices, sanity and the docs read it; a method is one row
@@ -210,23 +294,32 @@ SALIENCY_METHODS: dict[str, SaliencyMethod] = {m.name: m for m in [
     SaliencyMethod("deconvnet", "the gradient with ReLUs passing the positive part of the signal going back "
                    "(Zeiler and Fergus 2014)", _deconvnet, ("deconvnet",)),
     SaliencyMethod("input-x-gradient", "the model's input times its gradient (Shrikumar et al. 2016)",
-                   _input_x_gradient, relevance=True),
+                   _input_x_gradient, relevance=True, conditional=True),
+    SaliencyMethod("deeplift", "(x - baseline) times multipliers (y - y_ref) / (x - x_ref) through the "
+                   "nonlinearities, the rescale rule (Shrikumar et al. 2017), as Captum's DeepLift",
+                   _deeplift, relevance=True),
+    SaliencyMethod("deeplift-shap", "DeepLIFT averaged over a set of baselines (Lundberg and Lee 2017), as "
+                   "Captum's DeepLiftShap", _deeplift_shap, relevance=True),
+    SaliencyMethod("gradient-shap", "(x - baseline) times the gradient at a random point between them, averaged "
+                   "over random baselines of a set (Lundberg and Lee 2017), as Captum's GradientShap",
+                   _gradient_shap, relevance=True),
 ]} | {name: SaliencyMethod(name, f"layer-wise relevance propagation, {c.reference}'s rules (Bach et al. 2015, "
-                                 "Montavon et al. 2019)", _lrp(name), relevance=True)
+                                 "Montavon et al. 2019)", _lrp(name), relevance=True, conditional=True)
       for name, c in COMPOSITES.items()}
 METHODS = tuple(SALIENCY_METHODS)
 
 
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
              noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0, epsilon: float = 1e-6,
-             gamma: float = 0.25, condition: str | None = None) -> list[Attribution]:
+             gamma: float = 0.25, condition: str | None = None, reference="black",
+             references=8) -> list[Attribution]:
     """One attribution per image for its target class (the top class by default); with 'topK', K per image, in
     image order and within an image by rank."""
     row = SALIENCY_METHODS.get(method)
     if row is None:
         raise ConvlensError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}.")
-    if condition is not None and not row.relevance:
-        relevance_methods = ", ".join(m for m, r in SALIENCY_METHODS.items() if r.relevance)
+    if condition is not None and not row.conditional:
+        relevance_methods = ", ".join(m for m, r in SALIENCY_METHODS.items() if r.conditional)
         raise ConvlensError(f"--condition applies to the relevance methods ({relevance_methods}), not to {method}.")
     pixels = prepare(model, images)
     conditioned = None if condition is None else parse_condition(model, condition, pixels.shape[1:3])
@@ -237,7 +330,7 @@ def saliency(model: Model, images, target="top", method="vanilla", score="logit"
     else:
         classes = class_targets(model, class_scores(model, pixels, score), target)
     ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed), epsilon, gamma,
-                   conditioned)
+                   conditioned, reference, references, seed)
     results = []
     for i, x in enumerate(pixels):
         for c in classes[i]:
