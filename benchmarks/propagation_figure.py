@@ -3,8 +3,9 @@
     python benchmarks/propagation_figure.py [-o docs/propagation_lite0.png]
 
 Each map is the attribution summed over the three colors, red positive, blue negative, white zero, scaled by
-its 99.5th percentile of |value| (a few pixels dominate every such map); the title gives the relevance's sum
-against the explained logit where the method conserves one.
+its 99.5th percentile of |value| (a few pixels dominate every such map); the title gives the attribution's sum
+against what it should sum to (the logit for LRP, the logit's difference from the baselines' for DeepLIFT and
+GradientSHAP; DeepLIFT against a black image, GradientSHAP over 8 seeded noise images, 25 points).
 """
 import argparse
 import tempfile
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ["vanilla", "input-x-gradient", "deconvnet", "guided-backprop", "lrp-epsilon-plus-flat",
-           "lrp-epsilon-gamma-box", "lrp-epsilon-alpha2-beta1"]
+# (deconvnet is the gradient on this ReLU6 model, as in Captum: left out)
+METHODS = ["vanilla", "input-x-gradient", "deeplift", "gradient-shap", "lrp-epsilon-plus-flat", "lrp-epsilon-gamma-box",
+           "lrp-epsilon-alpha2-beta1"]
 
 
 def main():

@@ -3,9 +3,12 @@
 The program runs on a batch of 2N: the N inputs, then their N references (baselines). A nonlinearity's
 multiplier is (y - y_ref) / (x - x_ref), the same for an item and its reference, where the input moved
 (|x - x_ref| >= 1e-10) and its gradient elsewhere; linear ops keep their gradient rules. The attribution is
-(x - x_ref) times the inputs' half of the resulting "gradient". Captum applies the rule to ReLU, ELU, LeakyReLU,
-Sigmoid, Tanh, Softplus and MaxPool modules; the same ops here (a ReLU6, exported as Clip, keeps its gradient,
-as Captum's does, for ReLU6 is none of those modules).
+(x - x_ref) times the inputs' half of the resulting "gradient", and it sums to F(x) - F(x_ref).
+
+Captum's DeepLift names ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus and MaxPool modules; here every elementwise
+activation gets the rule (ReLU6 too, which Captum leaves to the gradient: MobileNets and EfficientNet-Lite then
+lose summation-to-delta there), and max-pools get the rule Captum names but, as measured, does not apply
+(tests/test_propagation.py). Where a net has only the modules Captum covers and no max-pool, the two agree.
 """
 from __future__ import annotations
 
@@ -62,5 +65,6 @@ def rescale_max_pool(e, node, dy, needs):
     return [_where_moved(e, delta_in, gradient, e.op("Div", summed, safe))]
 
 
-DEEPLIFT = {op: rescale for op in ("Relu", "Elu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus")} | \
-    {"MaxPool": rescale_max_pool}
+ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "Softplus", "Softsign", "Clip",
+               "HardSigmoid", "HardSwish", "Gelu", "Mish")
+DEEPLIFT = {op: rescale for op in ACTIVATIONS} | {"MaxPool": rescale_max_pool}
