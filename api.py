@@ -145,15 +145,19 @@ def attention(model, image, *, block: int, patch: tuple[int, int] | None = None,
 
 
 def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", steps: int = 32, samples: int = 25,
-           seed: int = 0, force: bool = False, epsilon: float = 1e-6, gamma: float = 0.25, **load_options):
+           seed: int = 0, force: bool = False, epsilon: float = 1e-6, gamma: float = 0.25, input_size=None,
+           **load_options):
     """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
-    the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given."""
+    the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given. `input_size`
+    (H, W) fixes the size for a file whose graph leaves it dynamic."""
 
     if out is not None:
         out = check_writable(out, force)
     _check_lrp_parameters(epsilon, gamma)
-    explainer = export_explainer(_model(model, **load_options), method, layer, steps, samples, seed, epsilon=epsilon,
-                                 gamma=gamma)
+    m = _model(model, **load_options)
+    if input_size is not None:
+        m = m.with_input_size(input_size_arg(input_size))
+    explainer = export_explainer(m, method, layer, steps, samples, seed, epsilon=epsilon, gamma=gamma)
     if out is not None:
         save_large_onnx(explainer.proto, out, force)
     return explainer

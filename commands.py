@@ -111,7 +111,7 @@ def cmd_activations(args) -> dict:
 def cmd_export(args) -> dict:
     explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
                            samples=args.samples, seed=args.seed, force=args.force, epsilon=args.epsilon,
-                           gamma=args.gamma)
+                           gamma=args.gamma, input_size=args.input_size)
     outputs = [o.name for o in explainer.proto.graph.output]
     lines = [f"wrote {args.output}: {args.method}" + (f" at {explainer.layer}" if explainer.layer else "") +
              f"; inputs image (uint8 N x H x W x 3), target (int64 N, optional); outputs {', '.join(outputs)}"]

@@ -495,3 +495,27 @@ def test_a_vit_with_a_conv_decoder_reads_its_patch_grid_off_the_patch_embedding(
     np.testing.assert_allclose(maps[0][0].cam, ref / ref.max(), atol=1e-4)
     rollout, _ = convlens.cam(model, PIXELS, method="rollout")  # the global attention is found: 17 = 1 + 4x4 keys
     assert rollout[0][0].cam.shape == (4, 4)
+
+
+def test_export_takes_the_input_size_a_dynamic_file_leaves_open(tmp_path, capsys):
+    """A torch.onnx export with dynamic H and W: export refuses without a size and names --input-size; with
+    --input-size 48,40 the explainer's cam equals torch's Grad-CAM at that size on an image of that size."""
+    import onnxruntime as ort
+
+    from helpers import torch_gradcam
+
+    net = _net()
+    path = tmp_path / "dynamic.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["scores"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    out = tmp_path / "explainer.onnx"
+    assert main(["export", str(path), "--preprocess", "raw", "-o", str(out)]) == 1
+    assert "give `convlens export` --input-size H,W" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(path), "--preprocess", "raw", "--input-size", "48,40", "--layer", "3.Relu",
+                 "-o", str(out)]) == 0
+    pixels = np.random.default_rng(1).uniform(0, 255, (48, 40, 3)).astype(np.uint8)
+    session = ort.InferenceSession(str(out))
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": pixels[None]})))
+    ref, cls = torch_gradcam(net, net[3], _package_input(pixels.astype(np.float32)))
+    assert int(got["explained_class"][0]) == cls
+    np.testing.assert_allclose(got["cam"][0], ref, atol=1e-5)

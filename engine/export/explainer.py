@@ -65,8 +65,9 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
         exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
         raise ConvlensError(f"{method!r} cannot be exported; choose from {', '.join(exportable)}.")
     if model.input_spec.size is None:
-        advice = ("describe it once with `convlens annotate MODEL.onnx --input-size H,W -o OUT.onnx` and export that"
-                  if model.meta.source == "onnx" else "convert it again with --input-size")
+        advice = ("give `convlens export` --input-size H,W, or describe the file once with `convlens annotate "
+                  "MODEL.onnx --input-size H,W -o OUT.onnx`" if model.meta.source == "onnx"
+                  else "give `convlens export` --input-size H,W")
         raise ConvlensError(f"The model records no input size, so the explainer cannot resize images to it; {advice}.")
     if model.input_spec.resize != "stretch":
         raise ConvlensError(f"An exported explainer stretches each image to the model's size inside its graph; this "

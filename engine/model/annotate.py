@@ -40,13 +40,9 @@ def annotate(path: str | os.PathLike, out: str | os.PathLike, *, recipe: InputRe
     if out.resolve() == path.resolve():
         raise ConvlensError(f"annotate writes a copy: give -o a path other than {path} (the original is kept).")
     model = Model.load(path, layout=layout, scores=scores, labels=labels, recipe=recipe)
-    meta = model.meta
     if input_size is not None:
-        fixed = meta.input.size
-        if fixed is not None and tuple(fixed) != tuple(input_size):
-            raise ConvlensError(f"--input-size {input_size[0]}x{input_size[1]} differs from the {fixed[0]}x{fixed[1]} "
-                                f"that {path.name} fixes in its graph; leave --input-size out.")
-        meta.input.size = tuple(input_size)
+        model = model.with_input_size(input_size)
+    meta = model.meta
     if scores is None and not (meta.logits or meta.probabilities) and model.scores_refusal:
         raise ConvlensError(model.scores_refusal)
     meta.inferred = False  # described now: later loads read this, not the graph's guesses

@@ -92,12 +92,21 @@ class Model:
         """The same graph and weights (shared, not copied) read through another input adapter; the
         original is left as it was. compare() feeds one model's preprocessing to both this way."""
         import copy
-        import dataclasses
 
         view = copy.copy(self)
         view.meta = dataclasses.replace(self.meta, input=spec)
         view.programs, view.shapes = {}, ShapeService(view)
         return view
+
+    def with_input_size(self, size: tuple[int, int]) -> "Model":
+        """This model at a stated input size, for a file whose graph leaves H and W dynamic (export and
+        evaluate need one); a size the file already fixes cannot be changed."""
+        size = (int(size[0]), int(size[1]))
+        fixed = self.input_spec.size
+        if fixed is not None and tuple(fixed) != size:
+            raise ConvlensError(f"--input-size {size[0]}x{size[1]} differs from the {fixed[0]}x{fixed[1]} that "
+                                f"{Path(self.path).name if self.path else 'the model'} fixes; leave --input-size out.")
+        return self.with_input_spec(dataclasses.replace(self.input_spec, size=size))
 
     @property
     def opset(self) -> int:
