@@ -26,6 +26,7 @@ from .engine.metadata import InputRecipe
 from .engine.model.annotate import annotate as write_annotated
 from .engine.model.model import Model
 from .engine.model.model import load as load_model
+from .engine.model.output_targets import OutputTarget
 from .engine.model.onnx_file import check_writable, save_large_onnx
 from .engine.render.images import image_paths, sample_image
 from .engine.render.progress import Progress
@@ -34,26 +35,52 @@ from .engine.techniques.attention_maps import head_maps
 from .engine.techniques.cam import gradcam_with_predictions
 from .engine.techniques.filters import visualize_filters
 from .engine.techniques.layers import layer_table
+from .engine.techniques.output_inputs import decoded_sequences, like_vector, region_on_input
 from .engine.techniques.saliency import saliency as attribute
 
 
 def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None,
          scale=None, mean=None, std=None, resize: str | None = None, crop_fraction=None, pad_value=None,
          layout: str | None = None, scores: str | None = None, labels: str | None = None, device: str = "cpu",
-         threads: int = 0) -> Model:
+         threads: int = 0, region=None, sequence: bool = False, position: int | None = None, like=None,
+         index: int | None = None) -> Model:
     """Open an .onnx file. The input is (pixels[channel_order] * scale - mean) / std, pixels 0..255:
     `preprocess` (caffe, torch, tf, raw) names a preset and `channel_order` (rgb, bgr), `scale` (a number or
     "1/255"), `mean` and `std` (three numbers, or "A,B,C") refine it. `resize` (stretch, center-crop with
     `crop_fraction`, letterbox with `pad_value`) says how a photo becomes the input's size. `layout`
-    describes a file without convlens metadata, `scores` names the class-score output where a file has several."""
+    describes a file without convlens metadata, `scores` names the class-score output where a file has several.
 
-    return load_model(path, preprocess=preprocess, channel_order=channel_order, scale=scale, mean=mean, std=std,
-                      resize=resize, crop_fraction=crop_fraction, pad_value=pad_value, layout=layout, scores=scores,
-                      labels=labels, device=device, threads=threads)
+    What to explain when the output is not class scores (`scores` names it where the file has several):
+    `region` for a dense map (predicted, all; a box x1,y1,x2,y2 or a mask image is drawn on a photo, so it is
+    given to cam or saliency with the images), `sequence` or `position` T for an (N, T, C) sequence, `like` (an
+    image, or a vector or .npy file) for an embedding: the cosine similarity, `index` I for the I-th value of
+    any output."""
+
+    m = load_model(path, preprocess=preprocess, channel_order=channel_order, scale=scale, mean=mean, std=std,
+                   resize=resize, crop_fraction=crop_fraction, pad_value=pad_value, layout=layout, scores=scores,
+                   labels=labels, device=device, threads=threads)
+    return _explaining(m, None, region=region, sequence=sequence, position=position, like=like, index=index)
+
+
+def _explaining(m: Model, images, *, region=None, sequence=False, position=None, like=None, index=None) -> Model:
+    """The model with the target head the options ask for (engine/model/output_targets.py), or as it is."""
+    if region is None and not sequence and position is None and like is None and index is None:
+        return m
+    mask = None
+    if region is not None and str(region) not in ("predicted", "all"):
+        if images is None:
+            raise ConvlensError(f"--region {region} is drawn on a photo: give it to cam or saliency with the images.")
+        mask, region = region_on_input(m, region, images), None
+    if like is not None:
+        like = like_vector(m, like)
+    target = OutputTarget(output=m.explained_output, region=region, region_mask=mask, sequence=bool(sequence),
+                          position=position, like=like, index=index)
+    return m.explaining(target)
 
 
 RECIPE_OPTIONS = ("preprocess", "channel_order", "scale", "mean", "std", "resize", "crop_fraction", "pad_value")
-LOAD_OPTIONS = (*RECIPE_OPTIONS, "layout", "scores", "labels", "device", "threads")
+TARGET_OPTIONS = ("region", "sequence", "position", "like", "index")
+LOAD_OPTIONS = (*RECIPE_OPTIONS, "layout", "scores", "labels", "device", "threads", *TARGET_OPTIONS)
 
 
 def _recipe(options: dict):
@@ -65,9 +92,11 @@ def _recipe(options: dict):
     return InputRecipe(**options)
 
 
-def _model(model, **load_options) -> Model:
+def _model(model, images=None, **load_options) -> Model:
+    targets = {k: load_options.pop(k) for k in TARGET_OPTIONS if k in load_options}
     _check_load_options(model, load_options)
-    return model if isinstance(model, Model) else load(model, **load_options)
+    m = model if isinstance(model, Model) else load(model, **load_options)
+    return _explaining(m, images, **targets)
 
 
 def _check_load_options(model, load_options: dict) -> None:
@@ -133,8 +162,21 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
     """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions.
     `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout."""
 
-    return gradcam_with_predictions(_model(model, **load_options), _pixels_or_paths(images), target, layer, method,
-                                    score, top=top, head_fusion=head_fusion, discard=discard)
+    images = _pixels_or_paths(images)
+    m = _model(model, images, **load_options)
+    return gradcam_with_predictions(m, images, _default_class(m, target), layer, method, score, top=top,
+                                    head_fusion=head_fusion, discard=discard)
+
+
+def _default_class(m: Model, target):
+    """An `index` target explains its value unless a class is named."""
+    return m.target.index if target == "top" and m.target is not None and m.target.index is not None else target
+
+
+def decoded(model, images, **load_options) -> list[str] | None:
+    """Per image, the greedy decoding of a sequence output (a CTC recognizer's text), else None."""
+    images = _pixels_or_paths(images)
+    return decoded_sequences(_model(model, images, **load_options), images)
 
 
 def attention(model, image, *, block: int, patch: tuple[int, int] | None = None, **load_options) -> np.ndarray:
@@ -178,7 +220,9 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
     _check_lrp_parameters(epsilon, gamma)
-    return attribute(_model(model, **load_options), _pixels_or_paths(images), target, method, score, samples=samples,
+    images = _pixels_or_paths(images)
+    m = _model(model, images, **load_options)
+    return attribute(m, images, _default_class(m, target), method, score, samples=samples,
                      steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
                      references=baselines)
 

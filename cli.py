@@ -80,6 +80,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ONNX Runtime's choice)")
 
 
+def _target_args(p: argparse.ArgumentParser) -> None:
+    """What to explain when the output is not class scores (--scores names it where the file has several)."""
+    g = p.add_argument_group("outputs that are not class scores")
+    g.add_argument("--region", help="dense maps: predicted (default: where the class wins, or where a one-channel "
+                                    "map's sigmoid exceeds 0.5), all, x1,y1,x2,y2 (pixels of the photo) or MASK.png")
+    g.add_argument("--sequence", action="store_true", help="(N, T, C) sequences: the greedy path's log-probability "
+                                                           "(the default for such outputs)")
+    g.add_argument("--position", type=int, metavar="T", help="(N, T, C) sequences: the logits of step T (--class C)")
+    g.add_argument("--like", metavar="IMAGE", help="embeddings: the cosine similarity with this image's embedding")
+    g.add_argument("--like-vector", metavar="FILE.npy", help="embeddings: the cosine similarity with this vector")
+    g.add_argument("--index", type=int, metavar="I", help="any output: its I-th value (flattened), raw")
+
+
 def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
@@ -127,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p = add("cam", "Class activation heatmaps (Grad-CAM family) with overlays and top-5 predictions.", CAM_METHODS)
     _model_args(p)
+    _target_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--layer", default="auto", help="a layer with a spatial grid or a transformer's token layer; auto: "
                    "the last one after the last convolution's activation or residual add, before pooling (on a "
@@ -158,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
     p = add("export", "Write a standalone explainer .onnx: uint8 image in; probabilities, class, heatmap, overlay out.")
     _model_args(p)
+    _target_args(p)
     p.add_argument("--method", default="gradcam", choices=exportable)
     p.add_argument("--layer", default="auto", help="CAM methods: the layer (auto: as convlens cam picks it)")
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
@@ -170,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("saliency", "Attributions in pixel space: gradients and relevance propagation (LRP).", SALIENCY_METHODS)
     _model_args(p)
+    _target_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))
     p.add_argument("--class", dest="target", default="top", help="an index, a label or top")

@@ -44,7 +44,35 @@ def _recipe(args) -> dict:
 
 def _load(args):
     return api.load(args.model, **_recipe(args), layout=args.layout, scores=args.scores, labels=args.labels,
-                    device=args.device, threads=args.threads)
+                    device=args.device, threads=args.threads, **_target(args, drawn=False))
+
+
+def _target(args, drawn: bool) -> dict:
+    """The output-target options of a command that has them; a region drawn on a photo (a box or a mask image)
+    only where the images are at hand (`drawn`)."""
+    if not hasattr(args, "region"):
+        return {}
+    if args.like and args.like_vector:
+        raise ConvlensError("Give --like IMAGE or --like-vector FILE.npy, not both.")
+    on_photo = args.region is not None and args.region not in ("predicted", "all")
+    if on_photo and not drawn:
+        return {}
+    return {"region": args.region, "sequence": args.sequence, "position": args.position,
+            "like": args.like or args.like_vector, "index": args.index}
+
+
+def _target_summary(model) -> dict:
+    """What an output target explains, for --json and the summary (empty for class scores)."""
+    head = model.target
+    if head is None:
+        return {}
+    return {"target": {"kind": head.kind, "output": model.explained_output, "objective": head.objective}}
+
+
+def _target_lines(model, decoded: dict) -> list[str]:
+    head = model.target
+    lines = [f"explaining {model.explained_output}: {head.objective}"] if head else []
+    return lines + [f"{image}: decoded {text!r}" for image, text in decoded.items()]
 
 
 def cmd_convert(args) -> dict:
@@ -174,22 +202,25 @@ def cmd_cam(args) -> dict:
     with Progress(total, "images", args.quiet or args.json) as progress:
         for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
             paths = [p for p, _ in batch]
+            images = [img for _, img in batch]
             maps, tops = api.cam(
                 model,
-                [img for _, img in batch],
+                images,
                 target=args.target,
                 layer=args.layer,
                 method=args.method,
                 score=args.score,
                 head_fusion=args.head_fusion,
                 discard=args.discard,
+                **_target(args, drawn=True),
             )
-            for (path, original), results, top in zip(batch, maps, tops):
+            texts = api.decoded(model, images) or [None] * len(batch)
+            for (path, original), results, top, text in zip(batch, maps, tops, texts):
                 entry = {
                     "image": str(path),
                     "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top],
                     "maps": [],
-                }
+                } | ({"decoded": text} if text is not None else {})
                 size = model_size(model, original)
                 place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
                 for r in results:
@@ -221,10 +252,12 @@ def cmd_cam(args) -> dict:
                 f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}"
                 + (" (zero map: nothing to show)" if m["zero"] else "")
             )
+    lines += _target_lines(model, {e["image"]: e["decoded"] for e in report if "decoded" in e})
     lines.append(f"wrote {len(files)} files to {out}")
     layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
     rule = report[0]["maps"][0]["layer_rule"] if report and report[0]["maps"] else None
-    return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines)}
+    return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines),
+            **_target_summary(model)}
 
 
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
@@ -254,7 +287,7 @@ def cmd_saliency(args) -> dict:
             for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
                                   gamma=args.gamma, condition=args.condition, baseline=args.baseline,
-                                  baselines=args.baselines):  # K maps for topK
+                                  baselines=args.baselines, **_target(args, drawn=True)):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
@@ -272,7 +305,9 @@ def cmd_saliency(args) -> dict:
            f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
         for e in report
     )
-    return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}"}
+    summary = "\n".join([summary, *_target_lines(model, {})])
+    return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}",
+            **_target_summary(model)}
 
 
 def cmd_filters(args) -> dict:

@@ -177,11 +177,14 @@ class Sequence(torch.nn.Module):
         return self.classify(f).log_softmax(-1)
 
 
-@pytest.mark.parametrize("net, what", [
-    (DenseMap(), "The output 'scores' (1, 1, 32, 32) is not a vector of class scores: a single-channel dense map"),
-    (Sequence(), "No output of this model is a vector of class scores (scores (1, 16, 12)); (N, T, C) is a sequence"),
+@pytest.mark.parametrize("net, kind, words", [
+    (DenseMap(), "dense", "sigmoid exceeds 0.5"),
+    (Sequence(), "sequence", "log-probability of the greedy symbol"),
 ])
-def test_outputs_that_are_not_class_scores_are_refused(tmp_path, net, what, capsys):
+def test_outputs_that_are_not_class_scores_are_explained_by_their_own_target(tmp_path, net, kind, words, capsys):
+    """A one-channel sigmoid map and an (N, T, C) sequence are never scored as classes (no "prob 1.0", no T*C
+    classes): each gets its target (test_output_targets.py checks the numbers), and `--layer auto` on the map
+    steps back from the convolution that makes it (its Grad-CAM would be the prediction itself)."""
     path = _export(net.eval(), tmp_path / "not_classes.onnx")
     image = tmp_path / "x.png"
     import cv2
@@ -189,11 +192,14 @@ def test_outputs_that_are_not_class_scores_are_refused(tmp_path, net, what, caps
     cv2.imwrite(str(image), PIXELS.astype(np.uint8))
     assert main(["layers", str(path), "--preprocess", "raw"]) == 0  # the file is still readable
     capsys.readouterr()
-    for command in (["cam"], ["saliency"]):
-        assert main(command + [str(path), str(image), "--preprocess", "raw", "-o", str(tmp_path / "o")]) == 1
-        err = capsys.readouterr().err
-        assert what in err and "--scores NAME" in err
-    assert not (tmp_path / "o").exists()
+    assert main(["saliency", str(path), str(image), "--preprocess", "raw", "-o", str(tmp_path / "s"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["target"]["kind"] == kind and words in result["target"]["objective"]
+    if kind == "dense":
+        assert main(["cam", str(path), str(image), "--preprocess", "raw", "-o", str(tmp_path / "c"), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["layer"] == "body.1.Relu" and result["layer_rule"].startswith("auto, class-map head")
+        assert result["images"][0]["top5"][0]["prob"] != 1.0
 
 
 def _with_props(path, out, **props):
@@ -314,17 +320,31 @@ def test_a_session_onnx_runtime_cannot_make_names_the_node(tmp_path, plain):
         in str(err.value)
 
 
+class Ambiguous(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.a, self.b = torch.nn.Linear(8, 3), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        f = self.body(x)
+        return self.a(f), self.b(f)
+
+
 def test_a_refused_evaluate_writes_nothing(tmp_path, capsys):
-    path = _export(DenseMap().eval(), tmp_path / "map.onnx")
+    path = tmp_path / "two_heads.onnx"
+    torch.onnx.export(Ambiguous().eval(), (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False,
+                      opset_version=17, input_names=["x"], output_names=["a", "b"])
     image = tmp_path / "x.png"
     import cv2
 
     cv2.imwrite(str(image), PIXELS.astype(np.uint8))
     run = tmp_path / "run"
     assert main(["evaluate", str(path), str(image), "--preprocess", "raw", "-o", str(run)]) == 1
-    assert "is not a vector of class scores" in capsys.readouterr().err
+    assert "several outputs that could be its class scores" in capsys.readouterr().err
     assert not run.exists()  # no run.json to lock the folder
-    assert main(["evaluate", str(path), str(tmp_path / "missing.png"), "-o", str(run)]) == 1
+    assert main(["evaluate", str(path), str(tmp_path / "missing.png"), "--scores", "a", "-o", str(run)]) == 1
     assert f"Image file not found: {tmp_path / 'missing.png'}" in capsys.readouterr().err
     assert not run.exists()
 

@@ -38,12 +38,14 @@ def segmentation(tmp_path_factory):
     return wrapped, _export(wrapped, tmp_path_factory.mktemp("seg") / "lraspp.onnx", ["out"])
 
 
-def test_dense_outputs_score_each_class_by_its_mean_logit(segmentation):
+def test_dense_outputs_score_each_class_by_its_mean_logit_over_the_whole_map(segmentation):
+    """--region all (the default region, predicted, is checked in test_output_targets.py)."""
     net, path = segmentation
     with torch.no_grad():
         mean_logits = net(X).mean(dim=(2, 3))[0].numpy()
     expected_top = list(np.argsort(-mean_logits)[:3])
-    maps, top5 = convlens.cam(path, PIXELS, preprocess="raw", target="top3", layer="net.backbone.16.0.Conv")
+    maps, top5 = convlens.cam(path, PIXELS, preprocess="raw", target="top3", layer="net.backbone.16.0.Conv",
+                              region="all")
     assert [m.class_index for m in maps[0]] == expected_top  # classes 0..20, never a flattened pixel index
     assert [t[0] for t in top5[0]][:3] == expected_top and max(t[0] for t in top5[0]) < 21
     np.testing.assert_allclose([m.score for m in maps[0]], mean_logits[expected_top], rtol=1e-4, atol=1e-5)

@@ -217,6 +217,8 @@ def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) ->
                                          e.ints([0]))
     if model.meta.probabilities and scores == model.meta.probabilities:
         probabilities = clean
+    elif model.meta.activation == "identity":  # an output target's scores: reported as they are
+        probabilities = e.op("Identity", clean)
     else:
         probabilities = (
             e.op("Sigmoid", clean) if model.meta.activation == "sigmoid" else e.op("Softmax", clean, axis=-1)

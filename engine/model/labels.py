@@ -64,7 +64,11 @@ def parse_label_list(text: str) -> list[str] | None:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value] if value and all(isinstance(v, (str, int, float)) for v in value) else None
     if value is None and "\n" in text:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+        # one name per line: split on newlines only and strip ASCII blanks only, so a character list keeps its
+        # other whitespace characters (PaddleOCR's lists hold U+3000) and every name keeps its index
+        names = [line.strip(" \t\r") for line in text.split("\n")]
+        while names and not names[-1]:
+            names.pop()
         return names or None
     return None
 

@@ -20,7 +20,8 @@ from .layouts import tensor_ranks, tensor_shapes
 from .onnx_file import load_onnx
 from .opset import upgrade_opset
 from .precision import widen_float16
-from .scores import choose_scores
+from .output_targets import TARGET_SCORES, OutputTarget, build_head
+from .scores import choose_scores, output_layout
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime/session.py).
 _BIG = 1024
@@ -62,7 +63,14 @@ class Model:
         hw = (dims[1:3] if meta.input.layout == "NHWC" else dims[2:4]) if len(dims) == 4 else []
         fixed = len(hw) == 2 and all(isinstance(d, int) and d > 0 for d in hw) and meta.source == "onnx"
         self.fixed_size = tuple(hw) if fixed else None
+        # a size to read shapes at when nothing else gives one: the graph's fixed H or W, 224 where it is free
+        self.probe_size = tuple(d if isinstance(d, int) and d > 0 else 224 for d in hw) if len(hw) == 2 else None
         self.classes: int | None = None  # the class count, where the graph fixes it (set by load)
+        self.explained_output: str | None = None  # the output a target head reads (set by load)
+        self.output_layouts: dict = {}  # that output's layout, where it is 4-D (set by load)
+        self.output_shapes: dict = {}  # and its shape as the file declares it (set by load)
+        self.target = None  # the target head (output_targets.TargetHead) a view explains, else None
+        self.base: Model | None = None  # the model a view was made from
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (runtime/program.py)
         self.shapes = ShapeService(self)  # tensor shapes, by image size and input adapter (runtime/shapes.py)
@@ -112,10 +120,44 @@ class Model:
     def opset(self) -> int:
         return next((o.version for o in self.opset_imports if o.domain in ("", "ai.onnx")), 17)
 
+    def explaining(self, target: OutputTarget, size: tuple[int, int] | None = None) -> "Model":
+        """This model with a target head (output_targets.py) whose row of scores the techniques explain; `size`
+        is an input size at which to read the output's shape (the model's own, else 224x224)."""
+        import copy
+
+        if self.target is not None:  # a view already: the new head replaces its head
+            return self.base.explaining(target, size)
+        output = target.output or self.explained_output
+        if output is None:
+            outs = ", ".join(self.graph_outputs)
+            raise ConvlensError(f"The model has several outputs ({outs}); name the one to explain with --scores NAME.")
+        size = tuple(self.input_spec.size or size or self.probe_size or (224, 224))
+        # rank and class axis suffice (the file's own shapes give them), unless an index is asked
+        shape = self.output_shapes.get(output) or self.shapes.static(size).get(output)
+        if shape is None or not isinstance(shape[-1], int) or target.index is not None:
+            shape = self.shapes.of(output, size)
+        if shape is None:
+            raise ConvlensError(f"--scores {output!r} is not a tensor of this model; its outputs are: "
+                                f"{', '.join(self.graph_outputs)}.")
+        layout = next((l.layout for l in self.layers if l.tensor == output), None) or self.output_layouts.get(output)
+        head = build_head(self.nodes, output, shape, layout or "NCHW", target, self.opset)
+        view = copy.copy(self)
+        view.nodes = self.nodes + head.nodes
+        view.small_inits = {**self.small_inits, **head.inits}
+        view.weights = {**self.weights, **head.weights}
+        names = resolve_labels(self.meta.labels, None)
+        names = head.names or (names if names and len(names) == head.classes else None)
+        view.meta = dataclasses.replace(self.meta, logits=TARGET_SCORES, probabilities=None,
+                                        activation=head.activation, labels=names)
+        view.classes, view.scores_refusal, view.target, view.base = head.classes, None, head, self
+        view.explained_output = output
+        view.programs, view.shapes = {}, ShapeService(view)
+        return view
+
     @classmethod
     def load(cls, path: str | os.PathLike, preprocess: str | None = None, layout: str | None = None,
              scores: str | None = None, labels: str | None = None, recipe: InputRecipe | None = None,
-             runtime: Runtime | None = None) -> "Model":
+             runtime: Runtime | None = None, target: OutputTarget | None = None) -> "Model":
         """Load an .onnx file; its convlens metadata is used when present, else inferred from the graph.
         `recipe` states the input (a preset refined by numbers); `scores` names the class-score tensor where
         the graph does not say it unambiguously (scores.py)."""
@@ -147,6 +189,15 @@ class Model:
         model = cls(proto, meta, str(path), runtime)
         model.classes = choice.classes
         model.scores_refusal = None if (meta.logits or meta.probabilities) else choice.refusal
+        single = model.graph_outputs[0] if len(model.graph_outputs) == 1 else None
+        model.explained_output = scores or choice.explain or meta.logits or meta.probabilities or single
+        if model.explained_output is not None:
+            model.output_layouts = {model.explained_output: output_layout(proto, model.explained_output,
+                                                                          meta.input.name, meta.input.layout)}
+            model.output_shapes = {model.explained_output: shapes.get(model.explained_output)}
+        if target is not None and target.stated or (choice.explain is not None and model.scores_refusal):
+            # an output that is not class scores gets its default target (a region, the greedy sequence)
+            model = model.explaining(target or OutputTarget())
         return model
 
     # --- layers -------------------------------------------------------------------------------

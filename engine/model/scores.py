@@ -1,10 +1,10 @@
 """Which tensor holds the class scores: the user's (--scores), the converter's, or read off the graph.
 
-A foreign file's scores are the output with a class axis: (N, K), or (N, K, H, W) for a dense model
-(segmentation), whose score for class k is the mean over pixels of its logit; a mean-over-pixels node is
-appended so every technique sees (N, K). Of several outputs, one that feeds another (an embedding that
-the logits are computed from) is not the scores; two that remain are ambiguous and refused. An output
-made by Softmax has its logits at the Softmax's input, as convlens's own Keras files do.
+A foreign file's scores are the output with a class axis (N, K). A dense map (N, K, H, W) or a sequence (N, T, C)
+is handed to a target head (output_targets.py) that makes its row of scores. Of several outputs, one that
+feeds another (an embedding that the logits are computed from) is not the scores; two that remain are
+ambiguous and refused. An output made by Softmax has its logits at the Softmax's input, as convlens's own Keras
+files do.
 """
 from __future__ import annotations
 
@@ -14,12 +14,8 @@ import onnx
 
 from ..errors import ConvlensError
 from ..graph import needed_nodes, producers
-from ..writer import GraphWriter
 from .infer import find_head_activation
 from .layouts import tensor_layouts, tensor_ranks, tensor_shapes
-
-DENSE_SCORES = "convlens_class_scores"
-
 
 @dataclass
 class Scores:
@@ -30,6 +26,7 @@ class Scores:
     activation: str = "softmax"  # how probabilities come from the logits: softmax, or sigmoid per class
     classes: int | None = None  # the length of the class axis, where the graph fixes it
     refusal: str | None = None  # why the outputs are not class scores (said when a technique needs them)
+    explain: str | None = None  # an output that is not class scores but has a default target (output_targets.py)
 
 
 def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, requested: str | None,
@@ -46,7 +43,7 @@ def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, re
             outs = ", ".join(o.name for o in proto.graph.output)
             raise ConvlensError(f"--scores {requested!r} is not a tensor of this model; its outputs are: {outs}.")
         scores = _read_head(proto, requested, input_name, input_layout, shapes, ranks)
-        if scores.refusal:  # asked for by name: say so now
+        if scores.refusal and not scores.explain:  # asked for by name: say so now
             raise ConvlensError(scores.refusal)
         return scores
     if not inferred:
@@ -69,32 +66,24 @@ def _read_head(proto, tensor: str, input_name: str, input_layout: str, shapes: d
     if found:
         logits, probabilities = found[1], tensor
         activation = "softmax" if found[0] == "Softmax" else "sigmoid"
-    shape = shapes.get(logits)
-    rank = ranks.get(logits)
-    if rank == 3 or (rank == 4 and _channels(shape, _layout(proto, logits, input_name, input_layout, ranks)) == 1):
-        return Scores(None, None, refusal=f"The output {tensor!r} {_shape_text(shapes.get(tensor))} is not a vector "
-                                          f"of class scores: {_what_it_looks_like(shape)}")
-    if rank == 4:
-        layout = _layout(proto, logits, input_name, input_layout, ranks)
-        dense = _dense_mean(logits, layout, _opset(proto))
-        dense.classes = _channels(shape, layout)
-        dense.activation = activation
-        return dense
+    made = producers(proto.graph.node)
+    if found and logits in made and made[logits].op_type == "Flatten" and ranks.get(tensor) in (3, 4):
+        logits = made[logits].input[0]  # onnx's version converter: Flatten -> Softmax -> Reshape of a 3-D/4-D tensor
+    shape, rank = shapes.get(logits), ranks.get(logits)
+    if shape is None and found and made[tensor].input[0] == logits:
+        shape, rank = shapes.get(tensor), ranks.get(tensor)  # an activation keeps its input's shape
+    if rank in (3, 4):  # a sequence or a dense map: explained through a target head (output_targets.py)
+        refusal = (f"The output {tensor!r} {_shape_text(shapes.get(tensor))} is not a vector of class scores: "
+                   f"{_what_it_looks_like(shape)}")
+        return Scores(None, None, explain=tensor, refusal=refusal)
     classes = class_count(shape)
     if classes == 1:  # one logit: a binary classifier's positive class, never a softmax over one class
         activation = "sigmoid"
     return Scores(logits, probabilities, activation=activation, classes=classes)
 
 
-def _layout(proto, tensor, input_name, input_layout, ranks) -> str:
-    return tensor_layouts(proto.graph.node, input_name, input_layout, ranks).get(tensor) or "NCHW"
-
-
-def _channels(shape, layout: str) -> int | None:
-    if not shape or len(shape) != 4:
-        return None
-    c = shape[3] if layout == "NHWC" else shape[1]
-    return c if isinstance(c, int) else None
+def output_layout(proto, tensor, input_name, input_layout) -> str:
+    return tensor_layouts(proto.graph.node, input_name, input_layout, tensor_ranks(proto)).get(tensor) or "NCHW"
 
 
 def class_count(shape) -> int | None:
@@ -111,16 +100,17 @@ def _shape_text(shape) -> str:
 
 def _what_it_looks_like(shape) -> str:
     """One clause for an output that is not class scores, and what to do."""
-    advice = "convlens explains class scores; choose another output with --scores NAME if the model has one."
+    advice = "choose another output with --scores NAME, or explain one value of it with --index I."
     if shape and len(shape) == 3:
-        return (f"(N, T, C) is a sequence (a CTC text recognizer's per-step symbols), not T*C classes; {advice}")
+        return ("(N, T, C) is a sequence (a CTC text recognizer's per-step symbols), not T*C classes; explain it "
+                "with --sequence or --position T.")
     if shape and len(shape) == 4:
-        return f"a single-channel dense map (a detector's or a mask's per-pixel prediction); {advice}"
+        return "a dense map (per-pixel predictions); explain a class over a region with --region."
     return advice
 
 
 def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
-    outputs = [o.name for o in proto.graph.output if ranks.get(o.name) in (2, 4)]
+    outputs = [o.name for o in proto.graph.output if ranks.get(o.name) in (2, 3, 4)]
     if len(outputs) <= 1:
         return outputs
     # an output that another output is computed from (an embedding before the classifier) is not the scores
@@ -134,13 +124,3 @@ def _score_outputs(proto: onnx.ModelProto, ranks: dict) -> list[str]:
         raise ConvlensError(f"The model has several outputs that could be its class scores ({shapes}); "
                             "choose one with --scores NAME.")
     return remaining
-
-
-def _dense_mean(tensor: str, layout: str, opset: int) -> Scores:
-    w = GraphWriter(opset, scope="convlens_scores")
-    w.reduce("ReduceMean", tensor, [1, 2] if layout == "NHWC" else [2, 3], keepdims=0, out=DENSE_SCORES)
-    return Scores(DENSE_SCORES, None, w.nodes, w.new_inits)
-
-
-def _opset(proto: onnx.ModelProto) -> int:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)

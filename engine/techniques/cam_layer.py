@@ -33,8 +33,8 @@ AUTO_RULE = ("auto: the last layer on the path to the scores with a spatial grid
              "activation or residual add that follows the last convolution, before any pooling; on a class-token "
              "transformer, the output of the last block's first norm")
 CLASS_MAP_RULE = ("auto, class-map head: the model's last convolution makes one channel per class and is pooled "
-                  "straight into the scores (its map would be the prediction itself), so the layer is the last one "
-                  "before that convolution, by the convnet rule")
+                  "straight into the scores (or is the dense map explained: its map would be the prediction itself), "
+                  "so the layer is the last one before that convolution, by the convnet rule")
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 DENSE_OPS = ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "Einsum")
 
@@ -148,7 +148,8 @@ def _makes_class_maps(model: Model, path: list, last_conv: int, shapes: dict) ->
     between (SqueezeNet's classifier, fully convolutional heads). A Conv's output is NCHW by definition."""
     shape = shapes.get(path[last_conv].output[0])
     channels = shape[1] if shape and len(shape) == 4 else None
-    return bool(model.classes and model.classes > 1 and channels == model.classes
+    dense_map = model.target is not None and model.target.kind == "dense"  # a segmenter's or detector's map
+    return bool(model.classes and (model.classes > 1 or dense_map) and channels == model.classes
                 and not any(n.op_type in DENSE_OPS + CONV_OPS for n in path[last_conv + 1:]))
 
 

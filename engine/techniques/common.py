@@ -57,6 +57,8 @@ def class_probabilities(model: Model, logits: np.ndarray) -> np.ndarray:
     """(N, classes) probabilities from a batch of the model's logits: a softmax over the classes, or a sigmoid
     per class where the head is multi-label or binary (the model's metadata says which)."""
     x = np.asarray(logits, np.float64).reshape(len(logits), -1)
+    if model.meta.activation == "identity":  # an output target's scores (a region sum, a similarity): as they are
+        return x
     if model.meta.activation == "sigmoid":
         return 1.0 / (1.0 + np.exp(-x))
     return softmax(x)

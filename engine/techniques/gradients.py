@@ -36,7 +36,8 @@ def gradient_program(
     objective is each item's largest channel (its top class), chosen in the graph: no weights to feed."""
     spec = spec or model.input_spec
     tensor, layout, shape, channels = objective_source(model, target, size, spec)
-    to_probability = target.layer is None and target.score == "prob" and tensor == model.meta.logits
+    to_probability = (target.layer is None and target.score == "prob" and tensor == model.meta.logits
+                      and model.meta.activation != "identity")  # an output target's score has no probability
     activation = ("Sigmoid" if model.meta.activation == "sigmoid" else "Softmax") if to_probability else None
     tokens = token_grid(model, tensor, model.shapes.static(size, spec)) if len(shape) == 3 else None
     extra = channel_objective(

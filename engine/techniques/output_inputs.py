@@ -1,0 +1,86 @@
+"""What an output target needs from images: a region drawn on the photo, mapped onto the model's input grid, and
+the embedding another image (or a stored vector) gives, for the cosine-similarity target."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ConvlensError
+from ..model.model import Model
+from ..model.output_targets import greedy_decode
+from ..render.images import fit_image, load_image, to_rgb
+from ..runtime.program import program
+from .common import model_size, prepare
+
+
+def _photo(item) -> np.ndarray:
+    return load_image(item) if isinstance(item, (str, bytes, os.PathLike)) else to_rgb(item)
+
+
+def region_on_input(model: Model, region, images) -> np.ndarray:
+    """(H, W) float mask on the model's input grid, 1 inside: `region` is a box 'x1,y1,x2,y2' in the photo's
+    pixels or a mask image of the photo's size (nonzero inside), placed by the input's resize policy."""
+    photos = [_photo(i) for i in images]
+    sizes = {p.shape[:2] for p in photos}
+    if len(sizes) != 1:
+        raise ConvlensError(f"--region {region} is drawn on one photo size, but the images have sizes "
+                            f"{sorted(sizes)}; explain them in separate runs.")
+    (height, width), = sizes
+    text = str(region)
+    if Path(text).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        if not Path(text).is_file():
+            raise ConvlensError(f"Region mask file not found: {text}.")
+        drawn = cv2.imread(text, cv2.IMREAD_GRAYSCALE)
+        if drawn is None or drawn.shape != (height, width):
+            raise ConvlensError(f"The region mask {text} must be an image of the photo's size {width}x{height}.")
+        canvas = (drawn > 0).astype(np.float32)
+    else:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in text.split(","))
+        except ValueError:
+            raise ConvlensError(f"--region must be predicted, all, x1,y1,x2,y2 (pixels of the photo) or a mask "
+                                f"image, not {text!r}.") from None
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise ConvlensError(f"--region box {text} is not inside the {width}x{height} photo with x1 < x2, y1 < y2.")
+        canvas = np.zeros((height, width), np.float32)
+        canvas[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = 1.0
+    spec = model.input_spec
+    size = model_size(model, photos[0])
+    placed, _ = fit_image(np.repeat(canvas[..., None], 3, axis=2), size, spec.resize, spec.crop_fraction, 0.0)
+    mask = (placed[..., 0] > 0.5).astype(np.float32)
+    if not mask.any():
+        raise ConvlensError(f"--region {text} covers no pixel of the model's {size[0]}x{size[1]} input.")
+    return mask
+
+
+def like_vector(model: Model, like) -> np.ndarray:
+    """The vector an embedding is compared with: a vector or .npy file as given, else the model's output for
+    that image (the output being explained)."""
+    if isinstance(like, np.ndarray) and like.ndim == 1:
+        return like
+    if isinstance(like, (str, os.PathLike)) and str(like).endswith(".npy"):
+        if not Path(like).is_file():
+            raise ConvlensError(f"Vector file not found: {like}.")
+        return np.load(like).reshape(-1)
+    output = model.explained_output
+    if output is None:
+        raise ConvlensError("The model has several outputs; name the embedding with --scores NAME.")
+    pixels = prepare(model, [like])
+    return program(model, [output], pixels.shape[1:3]).run(pixels)[output][0].reshape(-1)
+
+
+def decoded_sequences(model: Model, images) -> list[str] | None:
+    """Per image, the greedy CTC decoding of the sequence a sequence target explains (None for other targets),
+    with the character names stored in the file where they fit."""
+    if model.target is None or model.target.kind != "sequence":
+        return None
+    output = model.explained_output
+    names = model.base.meta.labels if isinstance(model.base.meta.labels, list) else None
+    out = []
+    for item in images:
+        pixels = prepare(model, [item])
+        out.append(greedy_decode(program(model, [output], pixels.shape[1:3]).run(pixels)[output][0], names))
+    return out
