@@ -6,6 +6,7 @@ run survives being stopped); `convlens.cli` calls these and writes the files.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -35,7 +36,13 @@ from .engine.techniques.attention_maps import head_maps
 from .engine.techniques.cam import gradcam_with_predictions
 from .engine.techniques.filters import visualize_filters
 from .engine.techniques.layers import layer_table
-from .engine.techniques.output_inputs import decoded_sequences, like_vector, region_on_input
+from .engine.techniques.output_inputs import (
+    chosen_detections,
+    decoded_sequences,
+    like_vector,
+    photo_detections,
+    region_on_input,
+)
 from .engine.techniques.saliency import saliency as attribute
 
 
@@ -158,14 +165,70 @@ def activations(model, image, layers: str | list[str], **load_options) -> dict[s
 
 
 def cam(model, images, *, target="top", layer: str = "auto", method: str = "gradcam", score: str = "logit",
-        top: int = 5, head_fusion: str = "mean", discard: float = 0.0, **load_options):
+        top: int = 5, head_fusion: str = "mean", discard: float = 0.0, box=None, conf: float = 0.25,
+        iou: float = 0.7, **load_options):
     """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions.
-    `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout."""
+    `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout.
+    Detectors: `box` K (the K-th detection by score; 0 by default), 'all' or 'x1,y1,x2,y2' (the detection of
+    highest IoU with it), among the detections above `conf` after NMS at `iou`; predictions list detections."""
 
     images = _pixels_or_paths(images)
     m = _model(model, images, **load_options)
+    if m.detector is not None and m.target is None:
+        def run(view, image, picked, layer_name):
+            maps, _ = gradcam_with_predictions(view, [image], picked, layer_name, method, score, top=0,
+                                               head_fusion=head_fusion, discard=discard)
+            return maps[0]
+
+        return _per_detection(m, images, box, conf, iou, top, run, layer)
     return gradcam_with_predictions(m, images, _default_class(m, target), layer, method, score, top=top,
                                     head_fusion=head_fusion, discard=discard)
+
+
+def detections(model, image, *, conf: float = 0.25, iou: float = 0.7, **load_options) -> list:
+    """A detector's detections on the photo (box x1, y1, x2, y2 in its pixels, class, score, candidate), highest
+    score first: decoded from its YOLO-style head with convlens's NMS (engine/model/detections.py)."""
+    return photo_detections(_model(model, **load_options), image, conf, iou)
+
+
+def _detection_label(m: Model, d) -> str:
+    return f"{m.label(d.cls)} {d.score:.2f} at {', '.join(f'{v:.0f}' for v in d.box)}"
+
+
+DETECTION_LAYER_RULE = ("auto, detection: the feature map that the detection's level of the head reads (its "
+                        "candidate's stride), where the box and class branches part")
+
+
+def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None):
+    """Per image: its detections, the ones `box` chooses explained through views whose scores are their logits
+    (one run per layer: with layer auto, each detection at the feature map its level reads); results carry each
+    detection's index (by score) and '<name> <score>' as label."""
+    maps, tops = [], []
+    for image in images:
+        found = photo_detections(m, image, conf, iou)
+        picks = chosen_detections(found, box)
+        groups: dict = {}
+        for k in picks:
+            groups.setdefault(_detection_layer(m, found[k], layer), []).append(k)
+        results = []
+        for layer_name, group in groups.items():
+            view = m.explaining(OutputTarget(detections=tuple(found[k] for k in group)))
+            rule = {"layer_rule": DETECTION_LAYER_RULE} if layer == "auto" and layer_name != "auto" else {}
+            results += [dataclasses.replace(r, class_index=group[r.class_index], **rule)
+                        for r in run(view, image, f"top{len(group)}", layer_name)]
+        maps.append(sorted(results, key=lambda r: r.class_index))
+        tops.append([(k, _detection_label(m, d), d.score) for k, d in enumerate(found[:top])])
+    return maps, tops
+
+
+def _detection_layer(m: Model, detection, layer):
+    """`layer`, or for auto the layer whose output is the feature map the detection's level reads."""
+    if layer != "auto":
+        return layer
+    for start, end, tensor in m.detector_levels:
+        if start <= detection.anchor < end:
+            return next((l.name for l in m.layers if l.tensor == tensor), "auto")
+    return "auto"
 
 
 def _default_class(m: Model, target):
@@ -207,7 +270,7 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
              steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, condition: str | None = None,
-             baseline="black", baselines=8, **load_options):
+             baseline="black", baselines=8, box=None, conf: float = 0.25, iou: float = 0.7, **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
     Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from;
@@ -222,6 +285,13 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
     _check_lrp_parameters(epsilon, gamma)
     images = _pixels_or_paths(images)
     m = _model(model, images, **load_options)
+    if m.detector is not None and m.target is None:  # detectors: `box`, `conf`, `iou` as in cam()
+        def run(view, image, picked, _layer):
+            return attribute(view, [image], picked, method, score, samples=samples, steps=steps, seed=seed,
+                             epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
+                             references=baselines)
+
+        return [a for per_image in _per_detection(m, images, box, conf, iou, 0, run)[0] for a in per_image]
     return attribute(m, images, _default_class(m, target), method, score, samples=samples,
                      steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
                      references=baselines)

@@ -91,6 +91,10 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--like", metavar="IMAGE", help="embeddings: the cosine similarity with this image's embedding")
     g.add_argument("--like-vector", metavar="FILE.npy", help="embeddings: the cosine similarity with this vector")
     g.add_argument("--index", type=int, metavar="I", help="any output: its I-th value (flattened), raw")
+    g.add_argument("--box", help="detectors: K (the K-th detection by score, 0-based; default 0), all, or "
+                                 "x1,y1,x2,y2 (pixels of the photo: the detection of highest IoU with it)")
+    g.add_argument("--conf", type=float, default=0.25, help="detectors: the score a detection needs (default 0.25)")
+    g.add_argument("--iou", type=float, default=0.7, help="detectors: NMS's IoU threshold (default 0.7)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from .engine.render.images import fit_image, image_paths, load_image, sample_ima
 from .engine.render.pictures import (
     channel_grid,
     colorize,
+    draw_box,
     filter_grid,
     line_plot,
     overlay,
@@ -59,6 +60,10 @@ def _target(args, drawn: bool) -> dict:
         return {}
     return {"region": args.region, "sequence": args.sequence, "position": args.position,
             "like": args.like or args.like_vector, "index": args.index}
+
+
+def _detector(args) -> dict:
+    return {"box": args.box, "conf": args.conf, "iou": args.iou} if hasattr(args, "box") else {}
 
 
 def _target_summary(model) -> dict:
@@ -213,6 +218,7 @@ def cmd_cam(args) -> dict:
                 head_fusion=args.head_fusion,
                 discard=args.discard,
                 **_target(args, drawn=True),
+                **_detector(args),
             )
             texts = api.decoded(model, images) or [None] * len(batch)
             for (path, original), results, top, text in zip(batch, maps, tops, texts):
@@ -221,6 +227,10 @@ def cmd_cam(args) -> dict:
                     "top5": [{"index": i, "label": l, "prob": p} for i, l, p in top],
                     "maps": [],
                 } | ({"decoded": text} if text is not None else {})
+                found = api.detections(model, original, conf=args.conf, iou=args.iou) if model.detector else []
+                if found:
+                    entry["detections"] = [{"index": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
+                                            "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found)]
                 size = model_size(model, original)
                 place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
                 for r in results:
@@ -228,9 +238,11 @@ def cmd_cam(args) -> dict:
                     heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
                     files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
                     files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
-                    files.append(
-                        str(write_png(out / f"{stem}_overlay.png", overlay(original, heat, args.overlay), args.force))
-                    )
+                    picture = overlay(original, heat, args.overlay)
+                    if found:
+                        d = found[r.class_index]
+                        picture = draw_box(picture, d.box, f"{r.class_index}: {model.label(d.cls)} {d.score:.2f}")
+                    files.append(str(write_png(out / f"{stem}_overlay.png", picture, args.force)))
                     entry["maps"].append(
                         {
                             "class": r.class_index,
@@ -287,7 +299,8 @@ def cmd_saliency(args) -> dict:
             for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
                                   gamma=args.gamma, condition=args.condition, baseline=args.baseline,
-                                  baselines=args.baselines, **_target(args, drawn=True)):  # K maps for topK
+                                  baselines=args.baselines, **_target(args, drawn=True),
+                                  **_detector(args)):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape

@@ -52,8 +52,9 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
     ranks = tensor_ranks(model) if ranks is None else ranks
     layouts = tensor_layouts(model.graph.node, inp.name, layout, ranks)
     layers, counts, seen = [], {}, set()
+    made = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
-        kind = KIND_BY_OP.get(node.op_type)
+        kind = KIND_BY_OP.get(node.op_type) or ("activation" if _is_silu(node, made) else None)
         if kind is None or not node.output:
             continue
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -66,6 +67,17 @@ def infer_meta(model: onnx.ModelProto, preprocess: str | None = None, layout: st
         layers.append(LayerInfo(name=name, tensor=node.output[0], kind=kind, layout=tensor_layout))
     return ModelMeta(source="onnx", source_name=model.graph.name or "model", input=spec, layers=layers,
                      logits=None, probabilities=None, labels=None, inferred=True)
+
+
+def _is_silu(node, made: dict) -> bool:
+    """x * sigmoid(x): SiLU (swish) as exporters write it, the activation of EfficientNet's and YOLO's convs."""
+    if node.op_type != "Mul" or len(node.input) != 2:
+        return False
+    for x, gate in (node.input, node.input[::-1]):
+        g = made.get(gate)
+        if g is not None and g.op_type == "Sigmoid" and g.input[0] == x:
+            return True
+    return False
 
 
 def _clean(name: str) -> str:

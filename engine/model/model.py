@@ -20,7 +20,8 @@ from .layouts import tensor_ranks, tensor_shapes
 from .onnx_file import load_onnx
 from .opset import upgrade_opset
 from .precision import widen_float16
-from .output_targets import TARGET_SCORES, OutputTarget, build_head
+from .detections import find_detection_head, level_features
+from .output_targets import TARGET_SCORES, OutputTarget, build_head, detection_head
 from .scores import choose_scores, output_layout
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime/session.py).
@@ -71,6 +72,8 @@ class Model:
         self.output_shapes: dict = {}  # and its shape as the file declares it (set by load)
         self.target = None  # the target head (output_targets.TargetHead) a view explains, else None
         self.base: Model | None = None  # the model a view was made from
+        self.detector = None  # the YOLO-style head (detections.DetectionHead) of a detector (set by load)
+        self.detector_levels: list = []  # its levels: (first candidate, end, the feature map they read)
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (runtime/program.py)
         self.shapes = ShapeService(self)  # tensor shapes, by image size and input adapter (runtime/shapes.py)
@@ -123,10 +126,15 @@ class Model:
     def explaining(self, target: OutputTarget, size: tuple[int, int] | None = None) -> "Model":
         """This model with a target head (output_targets.py) whose row of scores the techniques explain; `size`
         is an input size at which to read the output's shape (the model's own, else 224x224)."""
-        import copy
-
         if self.target is not None:  # a view already: the new head replaces its head
             return self.base.explaining(target, size)
+        if target.detections is not None:
+            if not target.detections:
+                raise ConvlensError("No detection to explain: nothing scored above --conf; lower it, or give "
+                                    "another image.")
+            names = resolve_labels(self.meta.labels, None)
+            return self._with_head(detection_head(self.detector, target.detections, names, self.opset),
+                                   self.detector.raw)
         output = target.output or self.explained_output
         if output is None:
             outs = ", ".join(self.graph_outputs)
@@ -140,7 +148,11 @@ class Model:
             raise ConvlensError(f"--scores {output!r} is not a tensor of this model; its outputs are: "
                                 f"{', '.join(self.graph_outputs)}.")
         layout = next((l.layout for l in self.layers if l.tensor == output), None) or self.output_layouts.get(output)
-        head = build_head(self.nodes, output, shape, layout or "NCHW", target, self.opset)
+        return self._with_head(build_head(self.nodes, output, shape, layout or "NCHW", target, self.opset), output)
+
+    def _with_head(self, head, output: str) -> "Model":
+        import copy
+
         view = copy.copy(self)
         view.nodes = self.nodes + head.nodes
         view.small_inits = {**self.small_inits, **head.inits}
@@ -195,7 +207,12 @@ class Model:
             model.output_layouts = {model.explained_output: output_layout(proto, model.explained_output,
                                                                           meta.input.name, meta.input.layout)}
             model.output_shapes = {model.explained_output: shapes.get(model.explained_output)}
-        if target is not None and target.stated or (choice.explain is not None and model.scores_refusal):
+        model.detector = find_detection_head(proto.graph.node, shapes)
+        model.detector_levels = level_features(proto.graph.node, model.detector, shapes) if model.detector else []
+        if model.detector is not None and not (meta.logits or meta.probabilities):
+            model.scores_refusal = ("The model is a detector: explain its detections with --box K|all|x1,y1,x2,y2 "
+                                    "(cam and saliency list them).")
+        elif target is not None and target.stated or (choice.explain is not None and model.scores_refusal):
             # an output that is not class scores gets its default target (a region, the greedy sequence)
             model = model.explaining(target or OutputTarget())
         return model

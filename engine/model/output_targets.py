@@ -39,6 +39,7 @@ class OutputTarget:
     position: int | None = None  # sequences: the logits of one step
     like: np.ndarray | None = dataclasses.field(default=None, compare=False)  # embeddings: compare with this
     index: int | None = None  # any output: its flattened I-th value
+    detections: tuple | None = None  # detectors: the detections (detections.Detection) to explain, in order
 
     @property
     def stated(self) -> bool:
@@ -75,6 +76,19 @@ def _logits_of(nodes, output: str) -> tuple[str, str | None]:
     if reshaped and before is not None and before.op_type == "Flatten":
         return before.input[0], node.op_type
     return node.input[0], node.op_type
+
+
+def detection_head(detector, detections, names: list[str] | None, opset: int) -> TargetHead:
+    """One score per detection: its class's logit (before the sigmoid) at its candidate, read from the head's
+    (N, C, A) logits flattened; reported through the sigmoid, so the value is the detection's score."""
+    w = GraphWriter(opset, scope="convlens_target")
+    flat = w.op("Flatten", detector.logits, axis=1)
+    picks = [d.cls * detector.anchors + d.anchor for d in detections]
+    w.op("Gather", flat, w.const(picks, np.int64), axis=1, out=TARGET_SCORES)
+    labels = [f"{names[d.cls] if names and d.cls < len(names) else f'class {d.cls}'} {d.score:.2f}"
+              for d in detections]
+    return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), "sigmoid", labels, "detection",
+                      "the detected class's logit (before the sigmoid) at the candidate that made the box")
 
 
 def build_head(nodes, output: str, shape: list, layout: str, target: OutputTarget, opset: int) -> TargetHead:

@@ -69,6 +69,22 @@ def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, style: str = "blend") ->
     return np.clip(colored * BLEND_ALPHA + image * (1 - BLEND_ALPHA), 0, 255).astype(np.uint8)
 
 
+def draw_box(image_rgb: np.ndarray, box, label: str) -> np.ndarray:
+    """A detection's box (x1, y1, x2, y2 in the picture's pixels) and its label, drawn on a copy."""
+    out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    h, w = out.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, x2 = max(0, min(w - 1, x1)), max(0, min(w - 1, x2))
+    y1, y2 = max(0, min(h - 1, y1)), max(0, min(h - 1, y2))
+    thick = max(1, round(max(h, w) / 300))
+    cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thick + 2)
+    cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 0), thick)
+    scale = max(0.35, max(h, w) / 1000)
+    cv2.putText(out, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick + 2)
+    cv2.putText(out, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick)
+    return out
+
+
 def encode_png(img: np.ndarray) -> bytes:
     arr = np.asarray(img)
     if arr.ndim == 3:

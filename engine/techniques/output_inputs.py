@@ -1,5 +1,6 @@
-"""What an output target needs from images: a region drawn on the photo, mapped onto the model's input grid, and
-the embedding another image (or a stored vector) gives, for the cosine-similarity target."""
+"""What an output target needs from images: a region drawn on the photo, mapped onto the model's input grid; the
+embedding another image (or a stored vector) gives, for the cosine-similarity target; a detector's detections
+on each photo, and the ones `--box` chooses."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConvlensError
+from ..model.detections import Detection, box_iou, decode
 from ..model.model import Model
 from ..model.output_targets import greedy_decode
 from ..render.images import fit_image, load_image, to_rgb
@@ -84,3 +86,45 @@ def decoded_sequences(model: Model, images) -> list[str] | None:
         pixels = prepare(model, [item])
         out.append(greedy_decode(program(model, [output], pixels.shape[1:3]).run(pixels)[output][0], names))
     return out
+
+
+def photo_detections(model: Model, image, conf: float = 0.25, iou: float = 0.7) -> list[Detection]:
+    """A detector's detections on one photo, highest score first, boxes in the photo's pixels; each keeps its
+    candidate (anchor) so that it can be explained."""
+    if model.detector is None:
+        raise ConvlensError("--box applies to detectors (a YOLO-style head); this model has none.")
+    for name, value in (("--conf", conf), ("--iou", iou)):
+        if not 0 <= value <= 1:
+            raise ConvlensError(f"{name} must be between 0 and 1, not {value}.")
+    photo = _photo(image)
+    spec = model.input_spec
+    size = model_size(model, photo)
+    pixels, place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)
+    raw = program(model, [model.detector.raw], size).run(pixels[None].astype(np.float32))[model.detector.raw][0]
+    (sy, sx), (oy, ox) = place.scale, place.offset
+    return [Detection(((d.box[0] - ox) / sx, (d.box[1] - oy) / sy, (d.box[2] - ox) / sx, (d.box[3] - oy) / sy),
+                      d.cls, d.score, d.anchor) for d in decode(raw, conf, iou, corners=model.detector.corners)]
+
+
+def chosen_detections(detections: list[Detection], box) -> list[int]:
+    """The indices `--box` chooses: K (0-based, by score), all, or x1,y1,x2,y2 in the photo's pixels (the
+    detection of highest IoU with it)."""
+    if not detections:
+        raise ConvlensError("No detection to explain: nothing scored above --conf; lower it, or give another image.")
+    text = "0" if box is None else str(box)
+    if text == "all":
+        return list(range(len(detections)))
+    if text.lstrip("-").isdigit():
+        k = int(text)
+        if not 0 <= k < len(detections):
+            raise ConvlensError(f"--box {k} is out of range; the image has {len(detections)} detections "
+                                f"(0-{len(detections) - 1}).")
+        return [k]
+    try:
+        given = np.asarray([float(v) for v in text.split(",")])
+    except ValueError:
+        given = np.zeros(0)
+    if given.size != 4 or not (given[0] < given[2] and given[1] < given[3]):
+        raise ConvlensError(f"--box must be K (a detection's rank), all or x1,y1,x2,y2 (pixels), not {text!r}.")
+    overlap = box_iou(given, np.asarray([d.box for d in detections]))
+    return [int(np.argmax(overlap))]

@@ -1,0 +1,144 @@
+"""Detectors: the YOLO-style head in a graph, its candidates decoded and kept by convlens's own NMS.
+
+The head is found where ultralytics' exporter writes it (YOLOv8, YOLO11): a Concat on axis 1 of the boxes
+(N, 4, A) (centre x, centre y, width, height in input pixels) and a Sigmoid of the class logits (N, C, A), one
+column per candidate (anchor). A file with NonMaxSuppression inside holds the same head before it: the head is
+read there, and convlens decodes it itself, so a file with NMS and one without give the same detections.
+Decoding follows ultralytics' non_max_suppression (best class per candidate, score above `conf`, class-aware
+greedy NMS at `iou`, at most `max_det`); a detection is explained by its class's logit (before the sigmoid) at
+its candidate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..graph import producers
+
+MAX_WH = 7680  # ultralytics' per-class offset for class-aware NMS
+
+
+@dataclass(frozen=True)
+class DetectionHead:
+    raw: str  # (N, 4 + C, A): boxes then class probabilities
+    logits: str  # (N, C, A): the class logits before the sigmoid
+    classes: int
+    anchors: int
+    corners: bool = False  # boxes as x1, y1, x2, y2 (ultralytics' exports with NMS inside), else centre and size
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the model input's pixels
+    cls: int
+    score: float
+    anchor: int  # the candidate's column in the head
+
+
+def find_detection_head(nodes, shapes: dict) -> DetectionHead | None:
+    """The YOLO-style head (module docstring), or None. `shapes` are batch-1 shapes at some input size."""
+    made = producers(nodes)
+    for node in nodes:
+        if node.op_type != "Concat" or len(node.input) != 2:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        boxes, scores = (shapes.get(t) for t in node.input)
+        sigmoid = made.get(node.input[1])
+        if axis not in (1, -2) or sigmoid is None or sigmoid.op_type != "Sigmoid" or not boxes or not scores:
+            continue
+        if len(boxes) == 3 and len(scores) == 3 and boxes[1] == 4 and isinstance(scores[1], int) \
+                and isinstance(scores[2], int) and boxes[2] == scores[2]:
+            return DetectionHead(node.output[0], sigmoid.input[0], scores[1], scores[2], _corners(made, node.input[0]))
+    return None
+
+
+def _corners(made: dict, boxes: str) -> bool:
+    """Whether the head writes corners: ultralytics' dist2bbox concatenates (x1y1 + x2y2) / 2 and x2y2 - x1y1
+    for centre and size (a Div first), or x1y1 = anchor - left-top and x2y2 = anchor + right-bottom (a Sub
+    first), scaled by the strides."""
+    node = made.get(boxes)
+    if node is not None and node.op_type == "Mul":
+        node = made.get(node.input[0])
+    if node is None or node.op_type != "Concat" or not node.input:
+        return False
+    first = made.get(node.input[0])
+    return first is not None and first.op_type == "Sub"
+
+
+def decode(raw: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+           corners: bool = False) -> list[Detection]:
+    """The detections of one image's head output (4 + C, A), highest score first."""
+    box_rows, probabilities = raw[:4].T.astype(np.float64), raw[4:].T.astype(np.float64)
+    cls = probabilities.argmax(1)
+    score = probabilities[np.arange(len(cls)), cls]
+    keep = np.flatnonzero(score > conf)
+    if keep.size == 0:
+        return []
+    if corners:
+        boxes = box_rows[keep]
+    else:
+        xy, wh = box_rows[keep, :2], box_rows[keep, 2:]
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+    order = nms(boxes + (cls[keep] * MAX_WH)[:, None], score[keep], iou)[:max_det]
+    return [Detection(tuple(float(v) for v in boxes[i]), int(cls[keep[i]]), float(score[keep[i]]), int(keep[i]))
+            for i in order]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy NMS: indices kept, highest score first; a box is dropped when its IoU with a kept one exceeds `iou`."""
+    order = list(np.argsort(-scores, kind="stable"))
+    kept = []
+    while order:
+        best, order = order[0], order[1:]
+        kept.append(int(best))
+        if order:
+            rest = np.asarray(order)
+            overlap = box_iou(boxes[best], boxes[rest])
+            order = [int(i) for i, o in zip(rest, overlap) if o <= iou]
+    return kept
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with each of `others` (K, 4)."""
+    others = np.atleast_2d(others)
+    x1, y1 = np.maximum(box[0], others[:, 0]), np.maximum(box[1], others[:, 1])
+    x2, y2 = np.minimum(box[2], others[:, 2]), np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def level_features(nodes, head: DetectionHead, shapes: dict) -> list[tuple[int, int, str]]:
+    """Per level of the head (stride 8, 16, 32 in YOLOv8): (first candidate, end, the feature map the level's
+    branches read). The logits concatenate one (N, C, h*w) block per level; walking up a block's branch, the
+    feature map is the first tensor that a convolution outside the branch also reads (the box branch)."""
+    made = producers(nodes)
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    concat = made.get(head.logits)
+    if concat is None or concat.op_type != "Concat":
+        return []
+    levels, start = [], 0
+    for block in concat.input:
+        shape = shapes.get(block)
+        if not shape or not isinstance(shape[-1], int):
+            return []
+        chain, tensor, found = set(), block, None
+        for _ in range(64):
+            node = made.get(tensor)
+            if node is None:
+                break
+            chain.add(id(node))
+            tensor = node.input[0]
+            if any(r.op_type == "Conv" and id(r) not in chain for r in readers.get(tensor, [])):
+                found = tensor
+                break
+        if found is None:
+            return []
+        levels.append((start, start + shape[-1], found))
+        start += shape[-1]
+    return levels if start == head.anchors else []

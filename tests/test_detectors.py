@@ -1,0 +1,147 @@
+"""Detectors: a YOLOv8n built by ultralytics from its yaml (seeded weights, its class head spread so that
+detections score between 0.25 and 1) and exported by ultralytics' own exporter, with and without NMS inside.
+
+- convlens's decoding and NMS equal ultralytics' non_max_suppression on the same head output: boxes, classes,
+  scores and the candidate behind each detection;
+- Grad-CAM and the input gradient of a detection equal torch autograd of that candidate's class logit on the
+  ultralytics model, at the feature map its level reads (which `--layer auto` picks);
+- the file with NMS inside gives the same detections and maps as the one without;
+- `convlens cam --box all` writes one overlay per detection with its box, and lists the detections.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from helpers import normalized
+
+import convlens
+from convlens.cli import main
+
+SIZE = 160
+CONF, IOU = 0.25, 0.7
+PHOTO = cv2.resize(skimage.data.astronaut(), (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+LEVEL_MODULES = (15, 18, 21)  # the neck outputs the three levels of YOLOv8's head read (strides 8, 16, 32)
+
+
+@pytest.fixture(scope="module")
+def yolo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("yolo")
+    os.environ["YOLO_CONFIG_DIR"] = str(folder / "config")  # ultralytics writes its settings there
+    os.environ["YOLO_OFFLINE"] = "1"
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolov8n.yaml")
+    # random convolutions shrink activations to ~1e-6 by the neck, so every candidate scores the same: the batch
+    # norms take their statistics from three photos (as a trained net's are), and the class head is spread so
+    # that scores differ from candidate to candidate
+    photos = [cv2.resize(f(), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+              for f in (skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea)]
+    for module in model.model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # the plain average over the batch
+    model.model.train()
+    with torch.no_grad():
+        model.model(torch.from_numpy(np.stack(photos).transpose(0, 3, 1, 2).copy() / 255).float())
+        for branch in model.model.model[-1].cv3:
+            branch[-1].weight.normal_(0.0, 0.15)
+            branch[-1].bias.normal_(-7.0, 0.5)
+    model.model.eval()
+    here = os.getcwd()
+    os.chdir(folder)  # the exporter writes next to the working directory for a yaml-built model
+    try:
+        raw = shutil.move(model.export(format="onnx", imgsz=SIZE, simplify=False, opset=17), folder / "raw.onnx")
+        nms = shutil.move(model.export(format="onnx", imgsz=SIZE, simplify=False, opset=17, nms=True),
+                          folder / "nms.onnx")
+    finally:
+        os.chdir(here)
+    net = model.model.float().eval()  # fused by the export, as the files are
+    return net, Path(raw), Path(nms)
+
+
+def _x(photo=PHOTO):
+    return torch.from_numpy(photo.transpose(2, 0, 1)[None].copy() / 255).float()
+
+
+def _reference(net, photo=PHOTO):
+    """ultralytics' own post-processing: (detections (K, 6), candidate index per detection, raw head output)."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    with torch.no_grad():
+        out = net(_x(photo))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    kept, index = non_max_suppression(out, CONF, IOU, return_idxs=True)
+    return kept[0].numpy(), index[0].numpy().reshape(-1), out
+
+
+def test_decoding_and_nms_equal_ultralytics(yolo):
+    net, raw, nms = yolo
+    kept, index, _ = _reference(net)
+    assert 2 <= len(kept) <= 300, "the head spread should give a few detections"
+    for path in (raw, nms):
+        found = convlens.api.detections(path, PHOTO, conf=CONF, iou=IOU, scale="1/255")
+        assert [d.anchor for d in found] == list(index)
+        assert [d.cls for d in found] == [int(c) for c in kept[:, 5]]
+        np.testing.assert_allclose([d.score for d in found], kept[:, 4], rtol=2e-4)  # float32: ONNX Runtime, torch
+        np.testing.assert_allclose([d.box for d in found], kept[:, :4], atol=1e-2)
+
+
+def test_a_detections_gradcam_and_gradient_equal_torch_for_its_candidate(yolo):
+    net, raw, nms = yolo
+    kept, index, _ = _reference(net)
+    model = convlens.load(raw, scale="1/255")
+    levels = model.detector_levels
+    assert [(a, b) for a, b, _ in levels] == [(0, 400), (400, 500), (500, 525)]
+    maps, tops = convlens.cam(model, PHOTO, box="all", conf=CONF, iou=IOU)
+    assert [t[0] for t in tops[0]] == list(range(min(5, len(kept))))
+    for k, result in enumerate(maps[0]):
+        anchor, cls = int(index[k]), int(kept[k, 5])
+        level = next(i for i, (a, b, _) in enumerate(levels) if a <= anchor < b)
+        assert result.class_index == k and result.layer == f"model.{LEVEL_MODULES[level]}.cv2.act.Mul"
+        kept_maps = {}
+        hook = net.model[LEVEL_MODULES[level]].register_forward_hook(lambda _m, _i, o: kept_maps.__setitem__("A", o))
+        x = _x().requires_grad_(True)
+        out = net(x)
+        hook.remove()
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        logit = torch.logit(out[0, 4 + cls, anchor].double())  # the class logit before the head's sigmoid
+        grad_a, grad_x = torch.autograd.grad(logit, [kept_maps["A"], x])
+        ref = normalized((grad_a.mean(dim=(2, 3), keepdim=True) * kept_maps["A"]).sum(1)[0].detach().numpy())
+        np.testing.assert_allclose(result.cam, ref, atol=1e-4)
+        assert result.score == pytest.approx(float(logit), rel=1e-3, abs=1e-3)
+        if k == 0:  # the input gradient, in pixel units (the file reads pixels / 255)
+            (a,) = convlens.saliency(model, PHOTO, box=0, conf=CONF, iou=IOU)
+            expected = grad_x[0].numpy().transpose(1, 2, 0) / 255
+            np.testing.assert_allclose(a.attribution, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    with_nms, _ = convlens.cam(nms, PHOTO, box="all", conf=CONF, iou=IOU, scale="1/255")
+    for a, b in zip(maps[0], with_nms[0]):
+        assert a.class_index == b.class_index and np.abs(a.cam - b.cam).max() < 1e-5
+
+
+def test_cam_box_all_writes_one_overlay_per_detection_with_its_box(yolo, tmp_path, capsys):
+    net, raw, _ = yolo
+    kept, _, _ = _reference(net)
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), PHOTO[..., ::-1].astype(np.uint8))
+    assert main(["cam", str(raw), str(image), "--scale", "1/255", "--box", "all", "-o", str(tmp_path / "c"),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    entry = result["images"][0]
+    assert len(entry["detections"]) == len(kept) == len(entry["maps"])
+    np.testing.assert_allclose(entry["detections"][0]["box"], kept[0, :4], atol=0.01)
+    picture = cv2.imread(str(tmp_path / "c" / "street_gradcam_0_overlay.png"))
+    x1, y1 = (int(round(max(v, 0))) for v in kept[0, :2])
+    assert picture is not None and picture[min(y1, SIZE - 1), min(x1 + 3, SIZE - 1)].max() in (0, 255)  # the box
+    first = entry["detections"][1]["box"]
+    assert main(["saliency", str(raw), str(image), "--scale", "1/255", "--box", ",".join(str(v) for v in first),
+                 "-o", str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"][0]["class"] == 1  # the detection of highest IoU
+    assert main(["cam", str(raw), str(image), "--scale", "1/255", "--box", "999", "-o", str(tmp_path / "x")]) == 1
+    assert "--box 999 is out of range" in capsys.readouterr().err
