@@ -18,6 +18,7 @@ from .engine.checks.sanity import markdown as sanity_markdown
 from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
 from .engine.export.report import build_report
+from .engine.model.output_targets import DETECTION_OBJECTIVE
 from .engine.model.onnx_file import check_writable, save_onnx, write_atomic
 from .engine.render.images import fit_image, image_paths, load_image, sample_image, to_photo
 from .engine.render.pictures import (
@@ -69,6 +70,8 @@ def _detector(args) -> dict:
 def _target_summary(model) -> dict:
     """What an output target explains, for --json and the summary (empty for class scores)."""
     head = model.target
+    if head is None and model.detector is not None:
+        return {"target": {"kind": "detection", "output": model.detector.raw, "objective": DETECTION_OBJECTIVE}}
     if head is None:
         return {}
     return {"target": {"kind": head.kind, "output": model.explained_output, "objective": head.objective}}

@@ -134,6 +134,7 @@ def test_cam_box_all_writes_one_overlay_per_detection_with_its_box(yolo, tmp_pat
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     entry = result["images"][0]
+    assert result["target"]["kind"] == "detection"
     assert len(entry["detections"]) == len(kept) == len(entry["maps"])
     np.testing.assert_allclose(entry["detections"][0]["box"], kept[0, :4], atol=0.01)
     picture = cv2.imread(str(tmp_path / "c" / "street_gradcam_0_overlay.png"))

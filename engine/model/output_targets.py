@@ -26,6 +26,7 @@ from ..writer import GraphWriter
 from .infer import SHAPE_ONLY_OPS
 
 TARGET_SCORES = "convlens_target_scores"
+DETECTION_OBJECTIVE = "the detected class's logit (before the sigmoid) at the candidate that made the box"
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def detection_head(detector, detections, names: list[str] | None, opset: int) ->
     labels = [f"{names[d.cls] if names and d.cls < len(names) else f'class {d.cls}'} {d.score:.2f}"
               for d in detections]
     return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), "sigmoid", labels, "detection",
-                      "the detected class's logit (before the sigmoid) at the candidate that made the box")
+                      DETECTION_OBJECTIVE)
 
 
 def build_head(nodes, output: str, shape: list, layout: str, target: OutputTarget, opset: int) -> TargetHead:
