@@ -16,6 +16,7 @@ from .converters import convert as convert_source
 from .converters.common import input_size_arg
 from .converters.framework_reference import framework_reference, reference_weights
 from .converters.quiet import quiet_frameworks
+from .engine.atlas.build import build_atlas
 from .engine.checks.compare import compare as compare_models
 from .engine.checks.sanity import cascading_randomization
 from .engine.checks.verification import verify as verify_against
@@ -309,6 +310,16 @@ def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps:
 
     return visualize_filters(_model(model, **load_options), layer, filters, recipe, steps, size, seed, init,
                              quiet=quiet)
+
+
+def atlas(model, images, out, *, layers="auto", units="0-15", top: int = 9, recipe: str = "chollet",
+          steps: int | None = None, size: int | None = None, shard_size: int = 32, force: bool = False,
+          quiet: bool = True, **load_options) -> dict:
+    """A static site of every chosen unit: its feature visualization, the `top` images of the set that excite it
+    (whole and cropped to its receptive field) and its activation distribution; returns the site's data. `layers`
+    auto takes the first convolution at each grid size; a folder holding an unfinished run resumes it."""
+    return build_atlas(_model(model, **load_options), images, out, layers=layers, units=units, top=top,
+                       recipe=recipe, steps=steps, size=size, shard_size=shard_size, force=force, quiet=quiet)
 
 
 def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = None, target="top",

@@ -35,6 +35,7 @@ EXAMPLES = {
     "sanity": "convlens sanity vgg16.onnx cat.jpg --method guided-backprop -o sanity/",
     "verify": "convlens verify vgg16_torch.onnx --source torch:vgg16 --weights vgg16.pth",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
+    "atlas": "convlens atlas vgg16.onnx images/ --layers auto --units 0-15 -o atlas/",
     "evaluate": "convlens evaluate lite0.onnx images/ --methods gradcam,gradcam++,vanilla "
     "--metrics deletion,insertion,road "
     "-o run/",
@@ -218,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from this image or .npy array instead of noise")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p = add("atlas", "A static site of every unit of chosen layers: its feature visualization, the images of a set "
+                     "that excite it most (whole and cropped to its receptive field), its activation distribution.")
+    _model_args(p)
+    p.add_argument("images", nargs="+", help="image files or folders (the set)")
+    p.add_argument("--layers", default="auto", help="L1,L2 or auto (the first convolution at each grid size)")
+    p.add_argument("--units", default="0-15", help="0-15, 0,5,9 or all (per layer, clipped to its channels)")
+    p.add_argument("--top", type=int, default=9, help="images per unit")
+    p.add_argument("--recipe", default="chollet", choices=["chollet", "lucid"], help="feature visualization recipe")
+    p.add_argument("--steps", type=int, help="feature visualization steps (the recipe's default)")
+    p.add_argument("--size", type=int, help="feature visualization size, and the set's for a model of any size")
+    p.add_argument("--shard-size", type=int, default=32, help="images per shard (a killed run resumes by shards)")
+    p.add_argument("-o", "--output", required=True, help="the site's folder (a folder with a run in it resumes)")
+
     p = add("report", "One self-contained HTML page with every technique on a model and images.")
     _model_args(p)
     p.add_argument("images", nargs="+", help="image files or folders")

@@ -326,6 +326,19 @@ def cmd_saliency(args) -> dict:
             **_target_summary(model)}
 
 
+def cmd_atlas(args) -> dict:
+    data = api.atlas(_load(args), args.images, args.output, layers=args.layers, units=args.units, top=args.top,
+                     recipe=args.recipe, steps=args.steps, size=args.size, shard_size=args.shard_size,
+                     force=args.force, quiet=args.quiet or args.json)
+    units = sum(len(layer["units"]) for layer in data["layers"])
+    lines = [f"atlas of {units} units in {len(data['layers'])} layers over {len(data['images'])} images:"]
+    lines += [f"  {layer['name']}: units {layer['units'][0]['unit']}-{layer['units'][-1]['unit']}, "
+              f"{layer['grid'][0]}x{layer['grid'][1]} grid" for layer in data["layers"]]
+    lines.append(f"wrote {Path(args.output) / 'index.html'}")
+    return {"files": [str(Path(args.output) / "index.html")], "layers": [l["name"] for l in data["layers"]],
+            "units": units, "summary": "\n".join(lines)}
+
+
 def cmd_filters(args) -> dict:
     model = _load(args)
     init = None
@@ -474,7 +487,8 @@ def cmd_evaluate(args) -> dict:
             "summary": "\n".join(lines)}
 
 
-FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo"}
+FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo",
+                  "atlas"}
 COMMANDS = {
     "annotate": cmd_annotate,
     "evaluate": cmd_evaluate,
@@ -491,4 +505,5 @@ COMMANDS = {
     "cam": cmd_cam,
     "saliency": cmd_saliency,
     "filters": cmd_filters,
+    "atlas": cmd_atlas,
 }
