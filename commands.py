@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import api
@@ -26,6 +27,7 @@ from .engine.render.pictures import (
     colorize,
     draw_box,
     filter_grid,
+    labelled_tiles,
     line_plot,
     overlay,
     upscale,
@@ -165,15 +167,23 @@ def cmd_attention(args) -> dict:
             patch = ()
         if len(patch) != 2:
             raise ConvlensError(f"--patch must look like ROW,COL (two integers), not {args.patch!r}.")
-    maps = api.attention(_load(args), args.image, block=args.block, patch=patch)
+    model = _load(args)
+    maps = api.attention(model, args.image, block=args.block, patch=patch)
     out = Path(args.output)
     stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
-    files = [
-        str(write_npy(out / f"{stem}.npy", maps, args.force)),
-        str(
-            write_png(out / f"{stem}.png", upscale(colorize(channel_grid(maps, per_row=min(len(maps), 6)))), args.force)
-        ),
-    ]
+    # each head's map over the photo at its own shape, labelled, as cam's overlays are
+    photo = load_image(args.image)
+    spec = model.input_spec
+    size = model_size(model, photo)
+    place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+    overlays = []
+    for head in maps:
+        scaled = (head - head.min()) / (np.ptp(head) or 1.0)
+        grid = cv2.resize(scaled.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        overlays.append(overlay(photo, to_photo(grid, photo.shape[:2], size, place)))
+    tiles = labelled_tiles(overlays, [f"head {k}" for k in range(len(maps))], per_row=min(len(maps), 4))
+    files = [str(write_npy(out / f"{stem}.npy", maps, args.force)), str(write_png(out / f"{stem}.png", tiles,
+                                                                                 args.force))]
     who = "the class token" if patch is None else f"patch {patch[0]},{patch[1]}"
     return {"files": files, "heads": len(maps), "grid": list(maps.shape[1:]),
             "summary": f"{len(maps)} heads of block {args.block}, attention of {who} over a "

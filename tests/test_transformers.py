@@ -305,7 +305,8 @@ def test_cli_lists_attention_maps_and_writes_head_grids(zoo, tmp_path, capsys):
 
     _, model, size, _, _ = zoo["deit"]
     image = tmp_path / "img.png"
-    cv2.imwrite(str(image), _pixels(size)[0].astype(np.uint8))
+    wide = cv2.resize(_pixels(size)[0].astype(np.uint8), (size * 3 // 2, size))  # a photo of another shape
+    cv2.imwrite(str(image), wide)
     assert main(["layers", str(model.path), "--json"]) == 0
     import json
 
@@ -318,7 +319,11 @@ def test_cli_lists_attention_maps_and_writes_head_grids(zoo, tmp_path, capsys):
     )
     heads = np.load(tmp_path / "att" / "attention_block11_class.npy")
     assert heads.shape == (3, 4, 4)
-    assert cv2.imread(str(tmp_path / "att" / "attention_block11_class.png")) is not None
+    tiles = cv2.imread(str(tmp_path / "att" / "attention_block11_class.png"))
+    # three heads side by side, each over the photo at its own 3:2 shape (224 x 149 tiles, 4 px apart)
+    assert tiles.shape[:2] == (149, 3 * 224 + 2 * 4)
+    first = tiles[40:, :224].astype(int)  # below the label: the photo shows through the blended map
+    assert np.corrcoef(first.mean(2).ravel(), cv2.resize(wide, (224, 149))[40:].mean(2).ravel())[0, 1] > 0.3
     assert main(["attention", str(model.path), str(image), "--block", "1", "--patch", "x", "-o",
                  str(tmp_path / "att2")]) == 1
     assert "--patch must look like ROW,COL" in capsys.readouterr().err

@@ -85,6 +85,23 @@ def draw_box(image_rgb: np.ndarray, box, label: str) -> np.ndarray:
     return out
 
 
+def labelled_tiles(pictures: list[np.ndarray], labels: list[str], per_row: int = 4, side: int = 224,
+                   gap: int = 4) -> np.ndarray:
+    """Pictures of one shape as a grid of tiles (longer side `side`), each with its label in the corner."""
+    h, w = pictures[0].shape[:2]
+    scale = side / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    rows, cols = math.ceil(len(pictures) / per_row), min(len(pictures), per_row)
+    grid = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, np.uint8)
+    for i, (picture, label) in enumerate(zip(pictures, labels)):
+        r, k = divmod(i, per_row)
+        tile = cv2.resize(np.ascontiguousarray(picture, np.uint8), (tw, th), interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 3)
+        cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        grid[r * (th + gap): r * (th + gap) + th, k * (tw + gap): k * (tw + gap) + tw] = tile
+    return grid
+
+
 def encode_png(img: np.ndarray) -> bytes:
     arr = np.asarray(img)
     if arr.ndim == 3:
