@@ -305,11 +305,27 @@ def _check_lrp_parameters(epsilon: float, gamma: float):
 
 
 def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps: int | None = None,
-            size: int | None = None, seed: int = 0, init=None, quiet: bool = True, **load_options):
-    """A FilterResult: one uint8 image per chosen filter of `layer` (`.images`), the float images, objectives."""
+            size: int | None = None, seed: int = 0, init=None, quiet: bool = True, objective: str = "channel",
+            position=None, direction=None, diversity: int = 1, **load_options):
+    """A FilterResult: one uint8 image per chosen filter of `layer` (`.images`), the float images, objectives.
+    `objective` channel (a filter's mean), neuron (one `position` (row, col), the centre by default), direction
+    (cosine with `direction`, a vector or .npy file, over the grid; one image) or deepdream (one image);
+    `diversity` N: N images per filter pushed apart by Lucid's diversity term."""
 
+    if isinstance(position, str):
+        try:
+            position = tuple(int(v) for v in position.split(","))
+        except ValueError:
+            position = ()
+        if len(position) != 2:
+            raise ConvlensError("--position must look like ROW,COL (two integers).")
+    if isinstance(direction, (str, os.PathLike)):
+        if not Path(direction).is_file():
+            raise ConvlensError(f"Direction file not found: {direction}.")
+        direction = np.load(direction).reshape(-1)
     return visualize_filters(_model(model, **load_options), layer, filters, recipe, steps, size, seed, init,
-                             quiet=quiet)
+                             quiet=quiet, objective=objective, position=position, direction=direction,
+                             diversity=diversity)
 
 
 def atlas(model, images, out, *, layers="auto", units="0-15", top: int = 9, recipe: str = "chollet",

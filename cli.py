@@ -218,7 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="image side in pixels (chollet 150, lucid 224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from this image or .npy array instead of noise")
+    p.add_argument("--objective", default="channel", choices=["channel", "neuron", "direction", "deepdream"],
+                   help="channel: a filter's mean; neuron: one position of it (--position, the centre by default); "
+                        "direction: cosine with --direction over the grid; deepdream: the mean square of the layer")
+    p.add_argument("--position", help="neuron: ROW,COL on the layer's grid")
+    p.add_argument("--direction", help="direction: a vector in channel space, FILE.npy")
+    p.add_argument("--diversity", type=int, default=1, help="N images per filter pushed apart (Lucid's diversity)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+
     p = add("atlas", "A static site of every unit of chosen layers: its feature visualization, the images of a set "
                      "that excite it most (whole and cropped to its receptive field), its activation distribution.")
     _model_args(p)

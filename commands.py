@@ -355,13 +355,18 @@ def cmd_filters(args) -> dict:
     if args.init:
         init = np.load(args.init) if args.init.endswith(".npy") else load_image(args.init)
     res = api.filters(model, args.layer, filters=args.filters, recipe=args.recipe, steps=args.steps, size=args.size,
-                      seed=args.seed, init=init, quiet=args.quiet or args.json)
+                      seed=args.seed, init=init, quiet=args.quiet or args.json, objective=args.objective,
+                      position=args.position, direction=args.direction, diversity=args.diversity)
     out = Path(args.output)
     safe = args.layer.replace("/", "_").replace(":", "_")
-    files = [str(write_png(out / f"{safe}_{f}.png", img, args.force)) for f, img in zip(res.filters, res.images)]
+    if args.objective != "channel":
+        safe += f"_{args.objective}"
+    names = [f"{f}" if res.filters.count(f) == 1 else f"{f}_{k}"
+             for k, f in enumerate(res.filters)]  # with --diversity, a filter's N images
+    files = [str(write_png(out / f"{safe}_{n}.png", img, args.force)) for n, img in zip(names, res.images)]
     files.append(str(write_png(out / f"{safe}_grid.png", filter_grid(res.images), args.force)))
     files.append(str(write_npy(out / f"{safe}.npy", res.raw, args.force)))
-    objectives = {int(f): float(o) for f, o in zip(res.filters, res.objectives)}
+    objectives = {n: float(o) for n, o in zip(names, res.objectives)}
     summary = (f"{len(res.filters)} filters of {args.layer} ({args.recipe}); mean final activation "
                f"{np.mean(res.objectives):.3g}" + (f"; dead filters: {res.dead}" if res.dead else "")
                + f"\nwrote {len(files)} files to {out}")

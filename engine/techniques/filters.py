@@ -15,6 +15,7 @@ from ..render.progress import Progress
 from ..runtime.program import program
 from .common import parse_channels
 from .filter_objective import FilterStep
+from .unit_objectives import DIVERSITY_WEIGHT, OBJECTIVES, UnitStep
 from .lucid import lucid_ascent
 
 
@@ -76,11 +77,24 @@ def fixed_size_needed(model: Model, tensor: str, hw: tuple[int, int]) -> tuple[t
 
 def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "chollet", steps: int | None = None,
                       size: int | None = None, seed: int = 0, init: np.ndarray | None = None, step_size: float = 1.0,
-                      batch: int | None = None, quiet: bool = True, selected: bool = True) -> FilterResult:
-    """Images that maximize the mean activation of each chosen filter of `layer`.
+                      batch: int | None = None, quiet: bool = True, selected: bool = True, objective: str = "channel",
+                      position=None, direction=None, diversity: int = 1,
+                      diversity_weight: float = DIVERSITY_WEIGHT) -> FilterResult:
+    """Images that maximize the mean activation of each chosen filter of `layer`; or another objective of
+    unit_objectives.py (neuron at `position`, direction, deepdream: the last two make one image, not one per
+    filter), and with `diversity` N, N images per filter pushed apart by Lucid's diversity term.
 
     `selected=False` computes every channel of the layer instead of only the chosen one (same results to
     float rounding, slower; kept for checking the one-channel objective)."""
+    if objective not in OBJECTIVES:
+        raise ConvlensError(f"Unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}.")
+    if diversity < 1:
+        raise ConvlensError(f"--diversity must be 1 or more, not {diversity}.")
+    if objective == "direction" and direction is None:
+        raise ConvlensError("The direction objective needs a vector: give --direction FILE.npy.")
+    if objective != "channel" or diversity > 1:
+        return _unit_objective(model, layer, filters, recipe, steps, size, seed, quiet, objective, position,
+                               direction, diversity, diversity_weight)
     info = model.layer(layer)
     if recipe not in ("chollet", "lucid"):
         raise ConvlensError(f"Unknown recipe {recipe!r}; use chollet or lucid.")
@@ -141,6 +155,36 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
             stacklevel=2,
         )
     return FilterResult(images, raw, obj, chosen, dead)
+
+
+def _unit_objective(model, layer, filters, recipe, steps, size, seed, quiet, objective, position, direction,
+                    diversity, diversity_weight) -> FilterResult:
+    """One batch of `diversity` images per filter (per objective, for direction and deepdream)."""
+    info = model.layer(layer)
+    px = size or (150 if recipe == "chollet" else 224)
+    hw = tuple(model.input_spec.size) if own_size(model) else (px, px)
+    spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
+    step = UnitStep(model, info.name, hw, spec, objective, position, direction,
+                    diversity_weight if diversity > 1 else 0.0)
+    per_unit = objective in ("channel", "neuron")
+    chosen = (parse_filters(filters, step.channels) if not isinstance(filters, list) else filters) if per_unit else [0]
+    rng = np.random.default_rng(seed)
+    raws, objs, lives, labels = [], [], [], []
+    with Progress(len(chosen), "filters", quiet) as progress:
+        for unit in chosen:
+            group = [unit] * diversity
+            if recipe == "chollet":
+                raw, obj, live = _chollet(step, group, hw, 40 if steps is None else steps, 1.0, rng, None)
+            else:
+                raw, obj, live = lucid_ascent(step, group, hw, 512 if steps is None else steps, rng)
+            raws.append(raw), objs.append(obj), lives.append(live)
+            labels += group
+            progress.advance()
+    raw = np.concatenate(raws)
+    images = (np.clip(raw, 0, 255).astype(np.uint8) if recipe == "lucid" else np.stack([deprocess(r) for r in raw]))
+    live = np.concatenate(lives)
+    images[~live] = 128
+    return FilterResult(images, raw, np.concatenate(objs), labels, [u for u, ok in zip(labels, live) if not ok])
 
 
 def _chollet(step, filters, hw, steps, step_size, rng, init):
