@@ -468,8 +468,16 @@ def cmd_sanity(args) -> dict:
     table = sanity_markdown(rows)
     files = [str(write_atomic(out / f"sanity_{args.method}.md", table.encode(), args.force)),
              str(write_atomic(out / f"sanity_{args.method}.json", json.dumps(rows).encode(), args.force)),
-             str(write_png(out / f"sanity_{args.method}.png", line_plot([r["spearman"] for r in rows]), args.force))]
+             str(write_png(out / f"sanity_{args.method}.png", _sanity_figure(rows, args.method), args.force))]
     return {"rows": rows, "files": files, "summary": table + f"\nwrote {len(files)} files to {out}"}
+
+
+def _sanity_figure(rows: list, method: str):
+    """The randomization curve with its axes named: x, the layers randomized so far from the top (the last one
+    named), y, the map's Spearman correlation with the trained model's map."""
+    labels = ["trained"] + [f"to {r['top_layer']}" for r in rows[1:]]
+    return line_plot([r["spearman"] for r in rows], labels, title=f"{method}: cascading randomization, top down",
+                     y_label="Spearman with the trained map")
 
 
 def cmd_verify(args) -> dict:

@@ -87,7 +87,9 @@ def test_sanity_cli(tmp_path, lite0, capsys):
     assert json.loads((out / "sanity_guided-backprop.json").read_text()) == rows
     table = (out / "sanity_guided-backprop.md").read_text()
     assert all(f"| {r['spearman']:.3f} |" in table for r in rows)
-    assert cv2.imread(str(out / "sanity_guided-backprop.png")) is not None
+    figure = cv2.imread(str(out / "sanity_guided-backprop.png"), cv2.IMREAD_GRAYSCALE)
+    assert figure.shape[1] == 640 and figure[:360, :22].min() < 128  # the y axis's label, written upwards
+    assert figure[360:, 60:].min() < 128  # the randomized layers named under the x axis
     assert main(["sanity", lite0.path, str(tmp_path / "nope.png"), "-o", str(tmp_path / "t")]) == 1
 
 

@@ -136,20 +136,43 @@ def filter_grid(images: np.ndarray, per_row: int = 8, margin: int = 5) -> np.nda
     return grid
 
 
-def line_plot(values, width: int = 480, height: int = 240, margin: int = 30) -> np.ndarray:
-    """A minimal plot of values in [-1, 1] against their index (white background, zero line)."""
-    img = np.full((height, width, 3), 255, np.uint8)
+def line_plot(values, labels=None, title: str = "", y_label: str = "", width: int = 640,
+              height: int = 360) -> np.ndarray:
+    """Values in [-1, 1] against their index on a white picture with axes: y ticks at -1, -0.5, 0, 0.5, 1 and
+    `y_label`, the x ticks named by `labels` (written downwards), `title` on top."""
+    font, gray, ink = cv2.FONT_HERSHEY_SIMPLEX, (150, 150, 150), (40, 40, 40)
+    longest = max((len(t) for t in labels or []), default=0)
+    left, right, top, bottom = 70, 20, 34, 16 + min(longest, 28) * 6
+    img = np.full((height + bottom, width, 3), 255, np.uint8)
     n = max(len(values) - 1, 1)
 
     def point(i, v):
-        x = margin + int((width - 2 * margin) * i / n)
-        y = margin + int((height - 2 * margin) * (1 - (np.clip(v, -1, 1) + 1) / 2))
-        return x, y
+        return (left + int((width - left - right) * i / n),
+                top + int((height - top - 10) * (1 - (np.clip(v, -1, 1) + 1) / 2)))
 
-    cv2.line(img, point(0, 0), point(n, 0), (200, 200, 200), 1)
-    cv2.line(img, point(0, 1), point(n, 1), (230, 230, 230), 1)
+    for tick in (-1, -0.5, 0, 0.5, 1):
+        y = point(0, tick)[1]
+        cv2.line(img, (left, y), (width - right, y), (225, 225, 225) if tick else gray, 1)
+        cv2.putText(img, f"{tick:g}", (left - 34, y + 4), font, 0.4, ink, 1)
+    cv2.line(img, (left, top), (left, point(0, -1)[1]), gray, 1)
     for i in range(1, len(values)):
         cv2.line(img, point(i - 1, values[i - 1]), point(i, values[i]), (30, 90, 200), 2)
     for i, v in enumerate(values):
         cv2.circle(img, point(i, v), 4, (200, 60, 30), -1)
+    if title:
+        cv2.putText(img, title, (left, 20), font, 0.5, ink, 1)
+    if y_label:  # written upwards beside the axis
+        strip = np.full((20, height), 255, np.uint8)
+        cv2.putText(strip, y_label[:60], (top, 14), font, 0.4, 40, 1)
+        img[:height, 2:22] = np.rot90(strip)[:, :, None]
+    for i, text in enumerate(labels or []):
+        x = point(i, 0)[0]
+        strip = np.full((14, bottom - 6), 255, np.uint8)
+        cv2.putText(strip, text[:28], (2, 11), font, 0.35, 40, 1)
+        column = np.rot90(strip, -1)  # read downwards from the axis
+        x0 = min(max(x - 7, 0), width - 14)
+        rows = slice(height - 4, height - 4 + column.shape[0])
+        img[rows, x0:x0 + 14] = np.minimum(img[rows, x0:x0 + 14], column[:, :, None])
     return img
+
+
