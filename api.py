@@ -38,6 +38,7 @@ from .engine.techniques.cam import gradcam_with_predictions
 from .engine.techniques.filters import visualize_filters
 from .engine.techniques.layers import layer_table
 from .engine.techniques.output_inputs import (
+    box_on_input,
     chosen_detections,
     decoded_sequences,
     like_vector,
@@ -167,11 +168,13 @@ def activations(model, image, layers: str | list[str], **load_options) -> dict[s
 
 def cam(model, images, *, target="top", layer: str = "auto", method: str = "gradcam", score: str = "logit",
         top: int = 5, head_fusion: str = "mean", discard: float = 0.0, box=None, conf: float = 0.25,
-        iou: float = 0.7, **load_options):
+        iou: float = 0.7, box_objective: str = "score", **load_options):
     """(maps, predictions): per image a list of CamResult (one per class) and its top-`top` predictions.
     `head_fusion` (mean, max, min) and `discard` (the fraction of weakest attention dropped) apply to rollout.
     Detectors: `box` K (the K-th detection by score; 0 by default), 'all' or 'x1,y1,x2,y2' (the detection of
-    highest IoU with it), among the detections above `conf` after NMS at `iou`; predictions list detections."""
+    highest IoU with it), among the detections above `conf` after NMS at `iou`; predictions list detections;
+    `box_objective` score (the class logit) or score+iou (plus the candidate box's IoU with the box given as
+    x1,y1,x2,y2, else with the detected box, where its gradient is zero: the two boxes coincide)."""
 
     images = _pixels_or_paths(images)
     m = _model(model, images, **load_options)
@@ -181,7 +184,7 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
                                                head_fusion=head_fusion, discard=discard)
             return maps[0]
 
-        return _per_detection(m, images, box, conf, iou, top, run, layer)
+        return _per_detection(m, images, box, conf, iou, top, run, layer, box_objective)
     return gradcam_with_predictions(m, images, _default_class(m, target), layer, method, score, top=top,
                                     head_fusion=head_fusion, discard=discard)
 
@@ -200,10 +203,12 @@ DETECTION_LAYER_RULE = ("auto, detection: the feature map that the detection's l
                         "candidate's stride), where the box and class branches part")
 
 
-def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None):
+def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None, box_objective="score"):
     """Per image: its detections, the ones `box` chooses explained through views whose scores are their logits
     (one run per layer: with layer auto, each detection at the feature map its level reads); results carry each
     detection's index (by score) and '<name> <score>' as label."""
+    if box_objective not in ("score", "score+iou"):
+        raise ConvlensError(f"--box-objective must be score or score+iou, not {box_objective!r}.")
     maps, tops = [], []
     for image in images:
         found = photo_detections(m, image, conf, iou)
@@ -213,13 +218,21 @@ def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None):
             groups.setdefault(_detection_layer(m, found[k], layer), []).append(k)
         results = []
         for layer_name, group in groups.items():
-            view = m.explaining(OutputTarget(detections=tuple(found[k] for k in group)))
+            chosen = tuple(found[k] for k in group)
+            if box_objective == "score+iou" and _is_box(box):  # the IoU with the box the user drew
+                given = box_on_input(m, image, [float(v) for v in str(box).split(",")])
+                chosen = tuple(dataclasses.replace(d, input_box=given) for d in chosen)
+            view = m.explaining(OutputTarget(detections=chosen, box_iou=box_objective == "score+iou"))
             rule = {"layer_rule": DETECTION_LAYER_RULE} if layer == "auto" and layer_name != "auto" else {}
             results += [dataclasses.replace(r, class_index=group[r.class_index], **rule)
                         for r in run(view, image, f"top{len(group)}", layer_name)]
         maps.append(sorted(results, key=lambda r: r.class_index))
         tops.append([(k, _detection_label(m, d), d.score) for k, d in enumerate(found[:top])])
     return maps, tops
+
+
+def _is_box(box) -> bool:
+    return box is not None and str(box).count(",") == 3
 
 
 def _detection_layer(m: Model, detection, layer):
@@ -271,7 +284,8 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
              steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, condition: str | None = None,
-             baseline="black", baselines=8, box=None, conf: float = 0.25, iou: float = 0.7, **load_options):
+             baseline="black", baselines=8, box=None, conf: float = 0.25, iou: float = 0.7,
+             box_objective: str = "score", **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
     Relevance methods (input-x-gradient, lrp-*) also give the relevance's sum and the score it started from;
@@ -292,7 +306,8 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
                              epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
                              references=baselines)
 
-        return [a for per_image in _per_detection(m, images, box, conf, iou, 0, run)[0] for a in per_image]
+        return [a for per_image in _per_detection(m, images, box, conf, iou, 0, run, None, box_objective)[0]
+                for a in per_image]
     return attribute(m, images, _default_class(m, target), method, score, samples=samples,
                      steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
                      references=baselines)

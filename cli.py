@@ -96,6 +96,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                                  "x1,y1,x2,y2 (pixels of the photo: the detection of highest IoU with it)")
     g.add_argument("--conf", type=float, default=0.25, help="detectors: the score a detection needs (default 0.25)")
     g.add_argument("--iou", type=float, default=0.7, help="detectors: NMS's IoU threshold (default 0.7)")
+    g.add_argument("--box-objective", default="score", choices=["score", "score+iou"],
+                   help="detectors: the class logit, or plus the candidate box's IoU with the detected box")
 
 
 def build_parser() -> argparse.ArgumentParser:

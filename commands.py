@@ -66,7 +66,8 @@ def _target(args, drawn: bool) -> dict:
 
 
 def _detector(args) -> dict:
-    return {"box": args.box, "conf": args.conf, "iou": args.iou} if hasattr(args, "box") else {}
+    return ({"box": args.box, "conf": args.conf, "iou": args.iou, "box_objective": args.box_objective}
+            if hasattr(args, "box") else {})
 
 
 def _target_summary(model) -> dict:

@@ -146,3 +146,33 @@ def test_cam_box_all_writes_one_overlay_per_detection_with_its_box(yolo, tmp_pat
     assert json.loads(capsys.readouterr().out)["images"][0]["class"] == 1  # the detection of highest IoU
     assert main(["cam", str(raw), str(image), "--scale", "1/255", "--box", "999", "-o", str(tmp_path / "x")]) == 1
     assert "--box 999 is out of range" in capsys.readouterr().err
+
+
+def test_score_plus_iou_adds_the_candidate_boxs_iou_as_faster_rcnn_box_score_target_does(yolo):
+    """The objective of pytorch-grad-cam's FasterRCNNBoxScoreTarget on a YOLO candidate: its class logit plus the
+    IoU of its box (a function of the image) with a reference box. With the detected box as reference the IoU is 1
+    at a kink and its gradient 0 (as in pytorch-grad-cam, whose references are the predicted boxes); with a box
+    the user draws (`--box x1,y1,x2,y2`, nearest to detection 0) it pulls: input gradient vs autograd."""
+    from torchvision.ops import box_iou
+
+    net, raw, nms = yolo
+    kept, index, _ = _reference(net)
+    anchor, cls = int(index[0]), int(kept[0, 5])
+    drawn = kept[0, :4] + np.array([6.0, -4.0, 10.0, 3.0])  # near detection 0, not on it
+    x = _x().requires_grad_(True)
+    out = net(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    cx, cy, w, h = out[0, :4, anchor]
+    box = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])[None]
+    iou = box_iou(box, torch.from_numpy(drawn[None]).float())[0, 0]
+    objective = torch.logit(out[0, 4 + cls, anchor].double()) + iou
+    (grad,) = torch.autograd.grad(objective, x)
+    expected = grad[0].numpy().transpose(1, 2, 0) / 255
+    given = ",".join(f"{v:.4f}" for v in drawn)
+    for path in (raw, nms):  # centre-and-size boxes, and corners (the file with NMS inside)
+        (a,) = convlens.saliency(path, PHOTO, box=given, conf=CONF, iou=IOU, box_objective="score+iou",
+                                 scale="1/255")
+        assert a.class_index == 0
+        np.testing.assert_allclose(a.attribution, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    (plain,) = convlens.saliency(raw, PHOTO, box=given, conf=CONF, iou=IOU, scale="1/255")
+    assert np.abs(plain.attribution - a.attribution).max() > 1e-2 * np.abs(expected).max()  # the IoU term counts

@@ -30,10 +30,11 @@ class DetectionHead:
 
 @dataclass(frozen=True)
 class Detection:
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the model input's pixels
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in the model input's pixels (the photo's, once placed)
     cls: int
     score: float
     anchor: int  # the candidate's column in the head
+    input_box: tuple | None = None  # the box in the model input's pixels, where `box` is the photo's
 
 
 def find_detection_head(nodes, shapes: dict) -> DetectionHead | None:

@@ -133,8 +133,8 @@ class Model:
                 raise ConvlensError("No detection to explain: nothing scored above --conf; lower it, or give "
                                     "another image.")
             names = resolve_labels(self.meta.labels, None)
-            return self._with_head(detection_head(self.detector, target.detections, names, self.opset),
-                                   self.detector.raw)
+            return self._with_head(detection_head(self.detector, target.detections, names, self.opset,
+                                                  target.box_iou), self.detector.raw)
         output = target.output or self.explained_output
         if output is None:
             outs = ", ".join(self.graph_outputs)

@@ -41,6 +41,7 @@ class OutputTarget:
     like: np.ndarray | None = dataclasses.field(default=None, compare=False)  # embeddings: compare with this
     index: int | None = None  # any output: its flattened I-th value
     detections: tuple | None = None  # detectors: the detections (detections.Detection) to explain, in order
+    box_iou: bool = False  # detectors: add the IoU of the candidate's box with the detection's (score+iou)
 
     @property
     def stated(self) -> bool:
@@ -79,17 +80,46 @@ def _logits_of(nodes, output: str) -> tuple[str, str | None]:
     return node.input[0], node.op_type
 
 
-def detection_head(detector, detections, names: list[str] | None, opset: int) -> TargetHead:
+def detection_head(detector, detections, names: list[str] | None, opset: int, box_iou: bool = False) -> TargetHead:
     """One score per detection: its class's logit (before the sigmoid) at its candidate, read from the head's
-    (N, C, A) logits flattened; reported through the sigmoid, so the value is the detection's score."""
+    (N, C, A) logits flattened; reported through the sigmoid, so the value is the detection's score. With
+    `box_iou`, plus the IoU of the candidate's box (a function of the image) with the detected box (a constant),
+    as pytorch-grad-cam's FasterRCNNBoxScoreTarget adds it; reported as it is."""
     w = GraphWriter(opset, scope="convlens_target")
     flat = w.op("Flatten", detector.logits, axis=1)
     picks = [d.cls * detector.anchors + d.anchor for d in detections]
-    w.op("Gather", flat, w.const(picks, np.int64), axis=1, out=TARGET_SCORES)
+    logits = w.op("Gather", flat, w.const(picks, np.int64), axis=1)
+    if box_iou:
+        w.op("Add", logits, _candidate_iou(w, detector, detections), out=TARGET_SCORES)
+    else:
+        w.op("Identity", logits, out=TARGET_SCORES)
     labels = [f"{names[d.cls] if names and d.cls < len(names) else f'class {d.cls}'} {d.score:.2f}"
               for d in detections]
-    return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), "sigmoid", labels, "detection",
-                      DETECTION_OBJECTIVE)
+    return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), "identity" if box_iou else "sigmoid",
+                      labels, "detection", DETECTION_OBJECTIVE + (" plus its box's IoU with the detected box"
+                                                                  if box_iou else ""))
+
+
+def _candidate_iou(w: GraphWriter, detector, detections) -> str:
+    """(N, K): the IoU of each detection's candidate box in the head (x1, y1, x2, y2 after converting a centre
+    and size) with the detected box, in the model input's pixels."""
+    rows = w.op("Slice", detector.raw, w.ints([0]), w.ints([4]), w.ints([1]))  # (N, 4, A)
+    boxes = w.op("Gather", rows, w.const([d.anchor for d in detections], np.int64), axis=2)  # (N, 4, K)
+    a, b, c, d = (w.op("Gather", boxes, w.const(k, np.int64), axis=1) for k in range(4))  # (N, K) each
+    if detector.corners:
+        x1, y1, x2, y2 = a, b, c, d
+    else:
+        half_w, half_h = w.op("Mul", c, w.const(0.5)), w.op("Mul", d, w.const(0.5))
+        x1, y1, x2, y2 = w.op("Sub", a, half_w), w.op("Sub", b, half_h), w.op("Add", a, half_w), w.op("Add", b, half_h)
+    given = np.asarray([det.input_box or det.box for det in detections], np.float32)  # (K, 4)
+    gx1, gy1, gx2, gy2 = (w.const(given[:, k]) for k in range(4))
+    zero = w.const(0.0)
+    inter = w.op("Mul", w.op("Max", w.op("Sub", w.op("Min", x2, gx2), w.op("Max", x1, gx1)), zero),
+                 w.op("Max", w.op("Sub", w.op("Min", y2, gy2), w.op("Max", y1, gy1)), zero))
+    area = w.op("Mul", w.op("Sub", x2, x1), w.op("Sub", y2, y1))
+    given_area = w.const((given[:, 2] - given[:, 0]) * (given[:, 3] - given[:, 1]))
+    union = w.op("Sub", w.op("Add", area, given_area), inter)
+    return w.op("Div", inter, w.op("Max", union, w.const(1e-12)))
 
 
 def build_head(nodes, output: str, shape: list, layout: str, target: OutputTarget, opset: int) -> TargetHead:

@@ -103,7 +103,7 @@ def photo_detections(model: Model, image, conf: float = 0.25, iou: float = 0.7) 
     raw = program(model, [model.detector.raw], size).run(pixels[None].astype(np.float32))[model.detector.raw][0]
     (sy, sx), (oy, ox) = place.scale, place.offset
     return [Detection(((d.box[0] - ox) / sx, (d.box[1] - oy) / sy, (d.box[2] - ox) / sx, (d.box[3] - oy) / sy),
-                      d.cls, d.score, d.anchor) for d in decode(raw, conf, iou, corners=model.detector.corners)]
+                      d.cls, d.score, d.anchor, d.box) for d in decode(raw, conf, iou, corners=model.detector.corners)]
 
 
 def chosen_detections(detections: list[Detection], box) -> list[int]:
@@ -128,3 +128,13 @@ def chosen_detections(detections: list[Detection], box) -> list[int]:
         raise ConvlensError(f"--box must be K (a detection's rank), all or x1,y1,x2,y2 (pixels), not {text!r}.")
     overlap = box_iou(given, np.asarray([d.box for d in detections]))
     return [int(np.argmax(overlap))]
+
+
+def box_on_input(model: Model, image, box) -> tuple[float, float, float, float]:
+    """A box x1, y1, x2, y2 in the photo's pixels, in the model input's pixels (through the resize policy)."""
+    photo = _photo(image)
+    spec = model.input_spec
+    _, place = fit_image(photo, model_size(model, photo), spec.resize, spec.crop_fraction, spec.pad_value)
+    (sy, sx), (oy, ox) = place.scale, place.offset
+    x1, y1, x2, y2 = box
+    return (x1 * sx + ox, y1 * sy + oy, x2 * sx + ox, y2 * sy + oy)
