@@ -3,7 +3,7 @@
     python benchmarks/bench_detections.py [--threads 2] [--repeat 3] [--size 640] [--boxes 10]
 
 YOLOv8n built by ultralytics from its yaml (seeded; batch norms calibrated on three photos and the class head
-spread, as tests/test_detectors.py does, so that detections differ) and exported by ultralytics' exporter.
+spread, as tests/model/test_detectors.py does, so that detections differ) and exported by ultralytics' exporter.
 convlens explains the image's top `--boxes` detections with Grad-CAM, one batched backward run per feature map
 their levels read; the torch baseline runs forward and backward once per box (hooks at the same feature maps,
 the way pytorch-grad-cam users loop over boxes). Prints the median seconds of each, the ratio convlens / torch,

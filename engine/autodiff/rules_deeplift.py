@@ -8,7 +8,7 @@ multiplier is (y - y_ref) / (x - x_ref), the same for an item and its reference,
 Captum's DeepLift names ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus and MaxPool modules; here every elementwise
 activation gets the rule (ReLU6 too, which Captum leaves to the gradient: MobileNets and EfficientNet-Lite then
 lose summation-to-delta there), and max-pools get the rule Captum names but, as measured, does not apply
-(tests/test_propagation.py). Where a net has only the modules Captum covers and no max-pool, the two agree.
+(tests/autodiff/test_propagation.py). Where a net has only the modules Captum covers and no max-pool, the two agree.
 """
 from __future__ import annotations
 

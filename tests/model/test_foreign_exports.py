@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from test_cam_saliency import reference_cam, torch_layer_and_grad
+from cam_references import reference_cam, torch_layer_and_grad
 
 from convlens.engine import load
 from convlens.engine.runtime.adapter import PIXELS

@@ -9,7 +9,7 @@ import numpy as np
 
 import convlens
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_repository_root_is_not_importable():

@@ -41,7 +41,7 @@ def runner_venv(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runner") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     pins = {line.split("==")[0]: line.strip() for line in
-            (Path(__file__).parents[1] / ".ci" / "constraints.txt").read_text().splitlines() if "==" in line}
+            (Path(__file__).parents[2] / ".ci" / "constraints.txt").read_text().splitlines() if "==" in line}
     pip = subprocess.run([str(folder / "bin" / "pip"), "install", "-q", pins["onnxruntime"], pins["numpy"]],
                          capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr[-2000:]
