@@ -2,8 +2,8 @@
 scikit-image's photos) and crops and flips of them (308 images in all), and a screenshot of one unit's page in
 headless Chromium.
 
-    python benchmarks/atlas_figure.py [--site /tmp/lite0-atlas] [--units 0-15] [--steps 64]
-        [-o docs/atlas_unit.png] [--page _blocks.11/3]
+    python benchmarks/atlas_figure.py [--site /tmp/lite0-atlas] [--units 0-15] [--recipe lucid] [--steps 128]
+        [-o docs/atlas_unit.png] [--page _blocks.5/3]
 
 Prints the seconds the dataset pass and the whole atlas took.
 """
@@ -42,8 +42,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--site", default=str(Path(tempfile.gettempdir()) / "lite0-atlas"))
     ap.add_argument("--units", default="0-15")
-    ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--page", default="_blocks.11/3")
+    ap.add_argument("--recipe", default="lucid", choices=["chollet", "lucid"])
+    ap.add_argument("--steps", type=int, default=128)
+    ap.add_argument("--page", default="_blocks.5/3")
     ap.add_argument("-o", "--output", default=str(Path(__file__).resolve().parents[1] / "docs" / "atlas_unit.png"))
     args = ap.parse_args()
 
@@ -63,7 +64,8 @@ def main():
                                                        name="efficientnet-lite0", preprocess="tf"),
                                         Path(folder) / "lite0.onnx"))
         start = time.perf_counter()
-        data = convlens.atlas(model, images, site, units=args.units, steps=args.steps, quiet=False)
+        data = convlens.atlas(model, images, site, units=args.units, recipe=args.recipe, steps=args.steps,
+                              size=128, quiet=False)
         seconds = time.perf_counter() - start
     units = sum(len(layer["units"]) for layer in data["layers"])
     print(f"atlas of {units} units in {[l['name'] for l in data['layers']]} over {count} images: {seconds:.0f} s")

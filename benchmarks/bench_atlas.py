@@ -5,7 +5,7 @@
 1. Dataset pass: torchvision VGG16 (seeded) at 224, every unit of its 13 conv layers, over `--images` photos
    (scikit-image's, flipped and cropped): seconds per image, and the share of the measured float32 matmul peak
    the forward runs reach (VGG16's forward FLOPs per image over the time).
-2. Feature visualizations of `--units` units of block4_conv1 (chollet recipe, `--steps` steps): in one batched
+2. Feature visualizations of `--units` units of features.17 (block4_conv1; chollet recipe, `--steps` steps): in one batched
    run against one unit at a time (ratio printed), and seconds per unit.
 3. From those rates: how long an atlas of every unit of VGG16's conv layers over 50,000 images takes here, and
    on N such nodes (the dataset pass splits by shards; the visualizations split by units).
@@ -64,17 +64,17 @@ def main():
           f"{flops / per_image / 1e9 / peak:.0%} of the measured matmul peak {peak:.0f} GFLOP/s")
 
     chosen = list(range(args.units))
-    visualize_filters(model, "block4_conv1", [0], steps=1)  # compile once
+    visualize_filters(model, "features.17", [0], steps=1)  # compile once
     start = time.perf_counter()
-    visualize_filters(model, "block4_conv1", chosen, steps=args.steps)
+    visualize_filters(model, "features.17", chosen, steps=args.steps)
     batched = time.perf_counter() - start
     one = min(8, args.units)
     start = time.perf_counter()
     for u in range(one):
-        visualize_filters(model, "block4_conv1", [u], steps=args.steps)
+        visualize_filters(model, "features.17", [u], steps=args.steps)
     single = (time.perf_counter() - start) / one * args.units
     per_unit = batched / args.units
-    print(f"feature visualizations, {args.units} units of block4_conv1, {args.steps} steps: batched {batched:.1f} s, "
+    print(f"feature visualizations, {args.units} units of features.17, {args.steps} steps: batched {batched:.1f} s, "
           f"one at a time {single:.1f} s (from {one} units), ratio batched/single {batched / single:.2f}; "
           f"{per_unit:.2f} s per unit")
     pass_hours = per_image * 50_000 / 3600
