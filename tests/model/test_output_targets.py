@@ -230,3 +230,31 @@ def test_target_options_that_do_not_fit_the_output_are_refused_in_a_sentence(seg
     err = capsys.readouterr().err
     assert rc == 1 and words in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_clip_vision_towers_similarity_with_a_text_embedding(tmp_path):
+    """Hugging Face's CLIP vision tower with its projection, built from a config (seeded), exported by
+    torch.onnx: the cosine similarity of its image embedding with a stored vector (as a CLIP text embedding would
+    be) has convlens's input gradient equal to torch autograd's."""
+    import transformers
+
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, image_size=SIZE, patch_size=16, projection_dim=12)
+    torch.manual_seed(7)
+    tower = transformers.CLIPVisionModelWithProjection(config).eval()
+
+    class Embeds(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, x):
+            return self.tower(pixel_values=x / 255).image_embeds
+
+    net = Embeds().eval()
+    path = _export(net, tmp_path / "clip_vision.onnx", outputs=("image_embeds",))
+    text = np.random.default_rng(12).normal(size=12).astype(np.float32)
+    np.save(tmp_path / "text.npy", text)
+    ref = _input_gradient(lambda x: torch.nn.functional.cosine_similarity(net(x)[0], torch.from_numpy(text), dim=0))
+    (a,) = convlens.saliency(path, PIXELS, preprocess="raw", like=str(tmp_path / "text.npy"))
+    np.testing.assert_allclose(a.attribution, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
