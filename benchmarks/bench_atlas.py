@@ -5,8 +5,8 @@
 1. Dataset pass: torchvision VGG16 (seeded) at 224, every unit of its 13 conv layers, over `--images` photos
    (scikit-image's, flipped and cropped): seconds per image, and the share of the measured float32 matmul peak
    the forward runs reach (VGG16's forward FLOPs per image over the time).
-2. Feature visualizations of `--units` units of features.17 (block4_conv1; chollet recipe, `--steps` steps): in one batched
-   run against one unit at a time (ratio printed), and seconds per unit.
+2. Feature visualizations of `--units` units of features.17 (block4_conv1; chollet recipe, `--steps` steps): in
+   one batched run against one unit at a time (ratio printed), and seconds per unit.
 3. From those rates: how long an atlas of every unit of VGG16's conv layers over 50,000 images takes here, and
    on N such nodes (the dataset pass splits by shards; the visualizations split by units).
 """
