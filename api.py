@@ -15,7 +15,10 @@ import numpy as np
 from .converters import convert as convert_source
 from .converters.common import input_size_arg
 from .converters.framework_reference import framework_reference, reference_weights
+from .converters.frameworks import torch_module
+from .converters.pretrained import efficientnet_lite0
 from .converters.quiet import quiet_frameworks
+from .converters.torch_converter import convert_module
 from .engine.atlas.build import build_atlas
 from .engine.checks.compare import compare as compare_models
 from .engine.checks.sanity import cascading_randomization
@@ -29,7 +32,7 @@ from .engine.model.annotate import annotate as write_annotated
 from .engine.model.model import Model
 from .engine.model.model import load as load_model
 from .engine.model.output_targets import OutputTarget
-from .engine.model.onnx_file import check_writable, save_large_onnx
+from .engine.model.onnx_file import check_writable, save_large_onnx, save_onnx
 from .engine.render.images import image_paths, sample_image
 from .engine.render.progress import Progress
 from .engine.techniques.activations import activations as layer_outputs
@@ -384,12 +387,27 @@ def sanity(model, image, *, method: str = "gradcam", steps: int = 6, quiet: bool
     return cascading_randomization(_model(model, **load_options), image, method, steps, quiet=quiet)
 
 
-def report(model, images, *, title: str | None = None, quiet: bool = True, **load_options) -> tuple[str, dict]:
-    """(the report's self-contained HTML, its key results)."""
+def report(model, images, *, title: str | None = None, quiet: bool = True, filter_steps: int | None = None,
+           **load_options) -> tuple[str, dict]:
+    """(the report's self-contained HTML, its key results); `filter_steps` for its filter figure."""
 
     m = _model(model, **load_options)
+    extra = {} if filter_steps is None else {"filter_steps": filter_steps}
     return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}",
-                        quiet=quiet)
+                        quiet=quiet, **extra)
+
+
+def demo_model(folder, *, force: bool = False, verbose: bool = False) -> tuple[Model, str]:
+    """EfficientNet-Lite0 with the ImageNet weights a package ships, converted into `folder` (reused when it is
+    there already); returns the model and a line saying which."""
+    path = Path(folder) / "efficientnet_lite0.onnx"
+    if path.exists():  # the same conversion every time: reused, with force too
+        return load(path), f"reused {path}"
+    torch = torch_module("convlens demo converts EfficientNet-Lite0 with PyTorch, so it", "torch,demo")
+    with quiet_frameworks(verbose):
+        save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
+                                 preprocess="tf"), path, force)
+    return load(path), f"converted EfficientNet-Lite0 to {path}"
 
 
 def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion,insertion", boxes=None,

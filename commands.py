@@ -9,18 +9,12 @@ import cv2
 import numpy as np
 
 from . import api
-from .converters.frameworks import torch_module
-from .converters.pretrained import efficientnet_lite0
-from .converters.quiet import quiet_frameworks
-from .converters.torch_converter import convert_module
-from .engine import load
 from .engine.checks.compare import markdown
 from .engine.checks.sanity import markdown as sanity_markdown
 from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
-from .engine.export.report import build_report
 from .engine.model.output_targets import DETECTION_OBJECTIVE
-from .engine.model.onnx_file import check_writable, save_onnx, write_atomic
+from .engine.model.onnx_file import check_writable, write_atomic
 from .engine.render.images import fit_image, image_paths, load_image, sample_image, to_photo
 from .engine.render.pictures import (
     channel_grid,
@@ -392,30 +386,18 @@ def cmd_demo(args) -> dict:
     import time
 
     out = Path(args.output)
-    onnx_path = out / "efficientnet_lite0.onnx"
     report_path = check_writable(out / "report.html", args.force)  # a second demo never overwrites without --force
     start = time.perf_counter()
-    if onnx_path.exists():  # the same conversion every time: reused, with --force too (it rewrites the report)
-        note = f"reused {onnx_path}"
-    else:
-
-        torch = torch_module("convlens demo converts EfficientNet-Lite0 with PyTorch, so it", "torch,demo")
-
-        with quiet_frameworks(args.verbose):
-            net = efficientnet_lite0()
-            save_onnx(convert_module(net, torch.zeros(1, 3, 224, 224), name="efficientnet-lite0", preprocess="tf"),
-                      onnx_path, args.force)
-        note = f"converted EfficientNet-Lite0 to {onnx_path}"
-    model = load(onnx_path)
+    model, note = api.demo_model(out, force=args.force, verbose=args.verbose)
     photo = out / "chelsea.png"
     if not photo.exists():
         write_png(photo, sample_image().astype("uint8"))
-    page, results = build_report(model, [str(photo)], "convlens demo: EfficientNet-Lite0 on Chelsea the cat",
-                                 filter_steps=args.filter_steps, quiet=args.quiet or args.json)
+    page, results = api.report(model, [str(photo)], title="convlens demo: EfficientNet-Lite0 on Chelsea the cat",
+                               filter_steps=args.filter_steps, quiet=args.quiet or args.json)
     report = write_atomic(report_path, page.encode(), args.force)
     top = results["images"][0]["top5"][0]
     return {
-        "files": [str(onnx_path), str(report)],
+        "files": [str(model.path), str(report)],
         **results,
         "summary": f"{note}\ntop prediction: {top[1]} ({top[2]:.1%})\n"
         f"wrote {report} in {time.perf_counter() - start:.0f} s",
