@@ -31,7 +31,7 @@ from .engine.metadata import InputRecipe
 from .engine.model.annotate import annotate as write_annotated
 from .engine.model.model import Model
 from .engine.model.model import load as load_model
-from .engine.model.output_targets import OutputTarget
+from .engine.model.output_targets import DETECTION_OBJECTIVE, OutputTarget
 from .engine.model.onnx_file import check_writable, save_large_onnx, save_onnx
 from .engine.render.images import image_paths, sample_image
 from .engine.render.progress import Progress
@@ -246,6 +246,16 @@ def _detection_layer(m: Model, detection, layer):
         if start <= detection.anchor < end:
             return next((l.name for l in m.layers if l.tensor == tensor), "auto")
     return "auto"
+
+
+def target_of(model) -> dict | None:
+    """What a model's output target explains (kind, output, objective), or None where it explains class scores."""
+    head = model.target
+    if head is None and model.detector is not None:
+        return {"kind": "detection", "output": model.detector.raw, "objective": DETECTION_OBJECTIVE}
+    if head is None:
+        return None
+    return {"kind": head.kind, "output": model.explained_output, "objective": head.objective}
 
 
 def _default_class(m: Model, target):

@@ -13,7 +13,6 @@ from .engine.checks.compare import markdown
 from .engine.checks.sanity import markdown as sanity_markdown
 from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
-from .engine.model.output_targets import DETECTION_OBJECTIVE
 from .engine.model.onnx_file import check_writable, write_atomic
 from .engine.render.images import fit_image, image_paths, load_image, sample_image, to_photo
 from .engine.render.pictures import (
@@ -66,12 +65,8 @@ def _detector(args) -> dict:
 
 def _target_summary(model) -> dict:
     """What an output target explains, for --json and the summary (empty for class scores)."""
-    head = model.target
-    if head is None and model.detector is not None:
-        return {"target": {"kind": "detection", "output": model.detector.raw, "objective": DETECTION_OBJECTIVE}}
-    if head is None:
-        return {}
-    return {"target": {"kind": head.kind, "output": model.explained_output, "objective": head.objective}}
+    described = api.target_of(model)
+    return {"target": described} if described else {}
 
 
 def _target_lines(model, decoded: dict) -> list[str]:
