@@ -93,3 +93,6 @@ def test_the_wheel_holds_only_the_convlens_package(tmp_path):
                    "convlens/converters/dispatch.py", "convlens/engine/data/imagenet_labels.txt",
                    "convlens/engine/evaluation/run.py"):
         assert module in names
+    # every engine folder is a subpackage the wheel holds (pyproject.toml lists them one by one)
+    for folder in sorted(p.parent.name for p in (ROOT / "engine").glob("*/__init__.py")):
+        assert f"convlens/engine/{folder}/__init__.py" in names, f"engine/{folder} is missing from the wheel"
