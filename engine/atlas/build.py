@@ -28,13 +28,15 @@ BINS = 24
 
 def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top: int = 9, recipe: str = "chollet",
                 steps: int | None = None, size: int | None = None, shard_size: int = 32, force: bool = False,
-                quiet: bool = True) -> dict:
+                quiet: bool = True, diversity: int = 1) -> dict:
     """Write the atlas of `model` over `images` (files or folders) into the folder `site`; returns data.json's
-    content. `units` ('0-15', 'all', ...) applies to every layer, clipped to its channel count."""
+    content. `units` ('0-15', 'all', ...) applies to every layer, clipped to its channel count; `diversity` N
+    gives each unit N feature visualizations pushed apart (Lucid's diversity term)."""
     site = Path(site)
     _check_folder(site, force)
-    if top < 1 or shard_size < 1:
-        raise ConvlensError(f"--top and --shard-size must be 1 or more, not {top} and {shard_size}.")
+    if top < 1 or shard_size < 1 or diversity < 1:
+        raise ConvlensError(f"--top, --shard-size and --diversity must be 1 or more, not {top}, {shard_size} and "
+                            f"{diversity}.")
     names = stage_layers(model) if layers in (None, "auto") else [n.strip() for n in str(layers).split(",") if n]
     if model.input_spec.size:
         grid_size = tuple(model.input_spec.size)
@@ -70,22 +72,24 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
     with Progress(len(chosen), "atlas layers", quiet) as progress:
         for layer, wanted in chosen.items():
             data["layers"].append(_layer_data(model, layer, wanted, result, tops[layer], fields, fitted, paths, site,
-                                              recipe, steps, size))
+                                              recipe, steps, size, diversity))
             progress.advance()
     (site / "data.json").write_text(json.dumps(data, indent=1))
     write_site(site, data)
     return data
 
 
-def _layer_data(model, layer, wanted, result, top_rows, fields, fitted, paths, site, recipe, steps, size) -> dict:
+def _layer_data(model, layer, wanted, result, top_rows, fields, fitted, paths, site, recipe, steps, size,
+                diversity) -> dict:
     info = model.layer(layer)
     grid = result.grids[layer]
     field = fields.get(info.tensor)
     s = slug(layer)
-    visuals = [site / "img" / s / f"{u}_vis.png" for u in wanted]
+    names = {u: [f"img/{s}/{u}_vis{k if k else ''}.png" for k in range(diversity)] for u in wanted}
+    visuals = [site / name for u in wanted for name in names[u]]
     if not all(v.exists() for v in visuals):  # a resumed run keeps the pictures it made
-        made = visualize_filters(model, layer, list(wanted), recipe, steps, size)
-        for v, picture in zip(visuals, made.images):
+        made = visualize_filters(model, layer, list(wanted), recipe, steps, size, diversity=diversity)
+        for v, picture in zip(visuals, made.images):  # N images per unit, in unit order
             _png(v, resize(picture, (THUMB, THUMB)))
     maxima = result.maxima[layer]
     units = []
@@ -104,7 +108,7 @@ def _layer_data(model, layer, wanted, result, top_rows, fields, fitted, paths, s
                         "crop": f"img/{s}/{u}_crop{k}.png"})
         counts, edges = np.histogram(maxima[:, j], bins=BINS)
         _png(site / "img" / s / f"{u}_hist.png", _bars(counts))
-        units.append({"unit": int(u), "top": top, "visualization": f"img/{s}/{u}_vis.png",
+        units.append({"unit": int(u), "top": top, "visualization": names[u][0], "visualizations": names[u],
                       "histogram": f"img/{s}/{u}_hist.png", "counts": counts.tolist(),
                       "edges": [float(e) for e in edges],
                       "field": (f"{field.size[0]:.0f}x{field.size[1]:.0f} pixels" if field else

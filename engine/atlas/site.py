@@ -89,8 +89,10 @@ def _unit_page(data: dict, li: int, ui: int) -> str:
     body = [f"<nav>{' '.join(nav)}</nav>", f"<p id='unit' data-page='{html.escape(here)}'>"
             f"feature visualization ({data['recipe']}), then the images that excite it most, each whole and cropped "
             f"to the unit's receptive field around its maximum ({u['field']}).</p>",
-            f"<div class='pair'><img src='../../{u['visualization']}' alt='feature visualization'>feature "
-            f"visualization</div><div class='pair'><img src='../../{u['histogram']}' alt='distribution' "
+            "".join(f"<div class='pair'><img src='../../{v}' alt='feature visualization {k}'>feature "
+                    f"visualization{f' {k}' if len(u['visualizations']) > 1 else ''}</div>"
+                    for k, v in enumerate(u["visualizations"]))
+            + f"<div class='pair'><img src='../../{u['histogram']}' alt='distribution' "
             f"style='width:288px'>maximum activation over the set</div>", f"<h2>top {len(u['top'])}</h2>{tops}"]
     return _page(f"{layer['name']} unit {u['unit']}", body, 2)
 

@@ -137,7 +137,7 @@ class _Links(HTMLParser):
 def test_every_page_link_and_picture_of_the_site_exists(tiny_torch, image_set, tmp_path, capsys):
     site = tmp_path / "site"
     assert main(["atlas", str(tiny_torch["path"]), str(image_set), "--layers", "0,3", "--units", "0-5", "--steps", "2",
-                 "-o", str(site)]) == 0
+                 "--diversity", "2", "-o", str(site)]) == 0
     assert "atlas of 12 units in 2 layers over 14 images" in capsys.readouterr().out
     pages = sorted(site.rglob("*.html"))
     assert len(pages) == 1 + 2 + 12
@@ -150,6 +150,9 @@ def test_every_page_link_and_picture_of_the_site_exists(tiny_torch, image_set, t
             assert cv2.imread(str((page.parent / src).resolve())) is not None, (page, src)
     unit = (site / "units" / "3" / "2.html").read_text()
     assert "previous (3 1)" in unit and "next (3 3)" in unit and "top 9" in unit
+    assert "feature visualization 1" in unit  # --diversity 2: two images, pushed apart
+    first, second = (cv2.imread(str(site / "img" / "3" / name)) for name in ("2_vis.png", "2_vis1.png"))
+    assert first is not None and second is not None and np.abs(first.astype(int) - second).max() > 0
     assert "const units=" in (site / "index.html").read_text()  # the search box's list
 
 
