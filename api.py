@@ -423,12 +423,21 @@ def demo_model(folder, *, force: bool = False, verbose: bool = False) -> tuple[M
 
 def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion,insertion", boxes=None,
              steps: int = 50, layer: str = "auto", road_noise: float = 0.01, ray: str | None = None,
-             workers: int | None = None, batch: int = 4, quiet: bool = True, **load_options):
+             workers: int | None = None, batch: int = 4, quiet: bool = True, region: str | None = None,
+             sequence: bool = False, position: int | None = None, index: int | None = None,
+             like_vector: str | None = None, **load_options):
     """Score explanation methods over an image set (files, folders, CSV/Parquet lists) into the run folder `out`
     (results.parquet, curves.parquet, summary.json, report.html); a rerun into `out` resumes. Returns the
-    EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors."""
+    EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors.
+    For an output that is not class scores: `region` (predicted, all), `sequence`, `position`, `index` or
+    `like_vector` (a .npy path), as in load(); the curves then follow that objective."""
 
     _check_load_options(model, load_options)
+    targets = {"region": region, "sequence": sequence or None, "position": position, "index": index,
+               "like_vector": str(like_vector) if like_vector is not None else None}
+    if isinstance(model, Model) and any(v is not None for v in targets.values()):
+        raise ConvlensError("Output-target options apply to a file path here; this model is loaded already: pass "
+                            "them to convlens.load.")
     return run_evaluation(model, images, out, methods=methods, metrics=metrics, boxes=boxes, steps=steps, layer=layer,
                           road_noise=road_noise, ray=ray, workers=workers, batch=batch, quiet=quiet,
-                          load_options=load_options)
+                          load_options={**load_options, **targets})

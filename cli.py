@@ -292,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="images per shard (and per Ray task)")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run on Ray: auto starts or joins a local cluster")
     p.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs / --threads); needs --ray")
+    g = p.add_argument_group("outputs that are not class scores (as cam's; a drawn region or --like IMAGE do not "
+                             "apply to a set)")
+    g.add_argument("--region", choices=["predicted", "all"], help="dense maps: the class's pixels, or every pixel")
+    g.add_argument("--sequence", action="store_true", help="(N, T, C) sequences: the greedy path's log-probability")
+    g.add_argument("--position", type=int, metavar="T", help="(N, T, C) sequences: the logits of step T")
+    g.add_argument("--like-vector", metavar="FILE.npy", help="embeddings: the cosine similarity with this vector")
+    g.add_argument("--index", type=int, metavar="I", help="any output: its I-th value (flattened), raw")
     p.add_argument("-o", "--output", required=True, help="the run folder (a rerun into it resumes)")
 
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")

@@ -306,13 +306,25 @@ def write_meta(proto: onnx.ModelProto, meta: ModelMeta) -> None:
 def load(path: str | os.PathLike, *, preprocess: str | None = None, channel_order: str | None = None, scale=None,
          mean=None, std=None, resize: str | None = None, crop_fraction=None, pad_value=None, layout: str | None = None,
          scores: str | None = None, labels: str | None = None, device: str = "cpu", threads: int = 0,
-         recipe: InputRecipe | None = None) -> Model:
+         recipe: InputRecipe | None = None, region: str | None = None, sequence: bool = False,
+         position: int | None = None, index: int | None = None, like_vector: str | None = None) -> Model:
     """Open an .onnx file with the input stated by a recipe (a preset refined by numbers, or `recipe` whole),
-    its programs run on `device` with `threads` (convlens.load documents each option)."""
+    its programs run on `device` with `threads` (convlens.load documents each option). The output-target
+    options that are plain values (`region` predicted or all, `sequence`, `position`, `index`, `like_vector` a
+    .npy path) travel this way to places that load a file by name (evaluate's workers); see output_targets.py."""
     runtime = Runtime(device or "cpu", threads or 0)  # checked before the file is read
     if recipe is None:
         recipe = InputRecipe(preprocess, channel_order, scale, mean, std, resize, crop_fraction, pad_value)
-    return Model.load(path, layout=layout, scores=scores, labels=labels, recipe=recipe, runtime=runtime)
+    target = None
+    if region is not None or sequence or position is not None or index is not None or like_vector is not None:
+        if region is not None and region not in ("predicted", "all"):
+            raise ConvlensError(f"--region {region} is drawn on a photo; here only predicted or all apply.")
+        if like_vector is not None and not Path(like_vector).is_file():
+            raise ConvlensError(f"Vector file not found: {like_vector}.")
+        like = np.load(like_vector).reshape(-1) if like_vector is not None else None
+        target = OutputTarget(region=region, sequence=bool(sequence), position=position, index=index, like=like)
+    return Model.load(path, layout=layout, scores=scores, labels=labels, recipe=recipe, runtime=runtime,
+                      target=target)
 
 
 def _say_assumed_input(path, spec: InputSpec) -> None:

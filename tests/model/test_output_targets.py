@@ -258,3 +258,33 @@ def test_a_clip_vision_towers_similarity_with_a_text_embedding(tmp_path):
     ref = _input_gradient(lambda x: torch.nn.functional.cosine_similarity(net(x)[0], torch.from_numpy(text), dim=0))
     (a,) = convlens.saliency(path, PIXELS, preprocess="raw", like=str(tmp_path / "text.npy"))
     np.testing.assert_allclose(a.attribution, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def test_evaluate_follows_the_targets_objective(segmenter, tmp_path, capsys):
+    """`convlens evaluate --region predicted|all` on a segmenter: each deletion curve starts at the objective, the
+    class's logit summed over its predicted pixels or averaged over the map, computed here in torch."""
+    import pyarrow.parquet as pq
+
+    net, path = segmenter
+    folder = tmp_path / "set"
+    folder.mkdir()
+    photos = [np.random.default_rng(30 + k).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.uint8) for k in range(2)]
+    for k, photo in enumerate(photos):
+        cv2.imwrite(str(folder / f"{k}.png"), photo[..., ::-1])
+    for region in ("predicted", "all"):
+        run = tmp_path / region
+        assert main(["evaluate", str(path), str(folder), "--preprocess", "raw", "--region", region, "--methods",
+                     "vanilla", "--steps", "2", "-o", str(run)]) == 0
+        capsys.readouterr()
+        curves = pq.read_table(run / "curves.parquet").to_pandas()
+        for k, photo in enumerate(photos):
+            with torch.no_grad():
+                out = net(torch.from_numpy(photo.astype(np.float32).transpose(2, 0, 1)[None].copy()))[0]
+            if region == "all":
+                scores = out.mean(dim=(1, 2)).numpy()
+            else:
+                winners = out.argmax(0)
+                scores = np.array([float((out[c] * (winners == c)).sum()) for c in range(out.shape[0])])
+            start = curves[(curves.path.str.endswith(f"{k}.png")) & (curves.method == "vanilla")
+                           & (curves.metric == "deletion") & (curves.fraction == 0)].probability.item()
+            assert start == pytest.approx(scores.max(), rel=1e-4, abs=1e-4)
