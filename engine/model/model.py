@@ -205,7 +205,7 @@ class Model:
         model.explained_output = scores or choice.explain or meta.logits or meta.probabilities or single
         if model.explained_output is not None:
             model.output_layouts = {model.explained_output: output_layout(proto, model.explained_output,
-                                                                          meta.input.name, meta.input.layout)}
+                                                                          meta.input.name, meta.input.layout, shapes)}
             model.output_shapes = {model.explained_output: shapes.get(model.explained_output)}
         model.detector = find_detection_head(proto.graph.node, shapes)
         model.detector_levels = level_features(proto.graph.node, model.detector, shapes) if model.detector else []

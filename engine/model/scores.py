@@ -82,8 +82,9 @@ def _read_head(proto, tensor: str, input_name: str, input_layout: str, shapes: d
     return Scores(logits, probabilities, activation=activation, classes=classes)
 
 
-def output_layout(proto, tensor, input_name, input_layout) -> str:
-    return tensor_layouts(proto.graph.node, input_name, input_layout, tensor_ranks(proto)).get(tensor) or "NCHW"
+def output_layout(proto, tensor, input_name, input_layout, shapes: dict) -> str:
+    """The layout of a 4-D `tensor` ("NCHW" where the graph does not say), from the shapes already inferred."""
+    return tensor_layouts(proto.graph.node, input_name, input_layout, tensor_ranks(proto, shapes)).get(tensor) or "NCHW"
 
 
 def class_count(shape) -> int | None:
