@@ -97,20 +97,26 @@ def _clean(name: str) -> str:
 SHAPE_ONLY_OPS = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Cast"}
 
 
-def find_head_activation(model: onnx.ModelProto, output: str) -> tuple[str, str] | None:
-    """(the op, the tensor it reads) where `output` is a Softmax or Sigmoid seen through shape-only ops."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(output)
+def find_head_activation(nodes, output: str) -> tuple[str, str] | None:
+    """(the op, the logits) where `output` is a Softmax or Sigmoid seen through shape-only ops; the logits are the
+    activation's input, or, for onnx's version converter's Flatten -> Softmax -> Reshape (an opset-12 softmax of
+    a tensor of another rank), the tensor before that Flatten, at the output's own shape."""
+    producer = {o: n for n in nodes for o in n.output}
+    node, reshaped = producer.get(output), False
     for _ in range(len(producer)):
         if node is None or node.op_type not in SHAPE_ONLY_OPS:
             break
+        reshaped |= node.op_type == "Reshape"
         node = producer.get(node.input[0])
-    if node is not None and node.op_type in ("Softmax", "Sigmoid"):
-        return node.op_type, node.input[0]
-    return None
+    if node is None or node.op_type not in ("Softmax", "Sigmoid"):
+        return None
+    before = producer.get(node.input[0])
+    if reshaped and before is not None and before.op_type == "Flatten":
+        return node.op_type, before.input[0]
+    return node.op_type, node.input[0]
 
 
 def find_softmax_logits(model: onnx.ModelProto, output: str) -> str | None:
     """The tensor feeding the Softmax that produces `output` (through shape-only ops), if there is one."""
-    found = find_head_activation(model, output)
+    found = find_head_activation(model.graph.node, output)
     return found[1] if found and found[0] == "Softmax" else None

@@ -21,9 +21,8 @@ import numpy as np
 from onnx import TensorProto
 
 from ..errors import ConvlensError
-from ..graph import producers
 from ..writer import GraphWriter
-from .infer import SHAPE_ONLY_OPS
+from .infer import find_head_activation
 
 TARGET_SCORES = "convlens_target_scores"
 DETECTION_OBJECTIVE = "the detected class's logit (before the sigmoid) at the candidate that made the box"
@@ -62,22 +61,9 @@ class TargetHead:
 
 
 def _logits_of(nodes, output: str) -> tuple[str, str | None]:
-    """(the tensor before a Softmax/Sigmoid that makes `output` through shape-only ops, that op) or (output, None).
-    The version converter's Flatten -> Softmax -> Reshape (a softmax of a 3-D or 4-D tensor written for opset
-    12 and before) has its logits before the Flatten, at the output's own shape."""
-    made = producers(nodes)
-    node, reshaped = made.get(output), False
-    for _ in range(len(made)):
-        if node is None or node.op_type not in SHAPE_ONLY_OPS:
-            break
-        reshaped |= node.op_type == "Reshape"
-        node = made.get(node.input[0])
-    if node is None or node.op_type not in ("Softmax", "Sigmoid"):
-        return output, None
-    before = made.get(node.input[0])
-    if reshaped and before is not None and before.op_type == "Flatten":
-        return before.input[0], node.op_type
-    return node.input[0], node.op_type
+    """(the logits behind a Softmax/Sigmoid that makes `output`, that op) or (output, None): infer.py's rule."""
+    found = find_head_activation(nodes, output)
+    return (found[1], found[0]) if found else (output, None)
 
 
 def detection_head(detector, detections, names: list[str] | None, opset: int, box_iou: bool = False) -> TargetHead:

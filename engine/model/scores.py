@@ -61,16 +61,13 @@ def choose_scores(proto: onnx.ModelProto, input_name: str, input_layout: str, re
 
 def _read_head(proto, tensor: str, input_name: str, input_layout: str, shapes: dict, ranks: dict) -> Scores:
     """The scores behind output `tensor`: a Softmax's or Sigmoid's input (through shape-only ops) is the logits."""
-    found = find_head_activation(proto, tensor)
+    found = find_head_activation(proto.graph.node, tensor)
     logits, probabilities, activation = tensor, None, "softmax"
     if found:
         logits, probabilities = found[1], tensor
         activation = "softmax" if found[0] == "Softmax" else "sigmoid"
-    made = producers(proto.graph.node)
-    if found and logits in made and made[logits].op_type == "Flatten" and ranks.get(tensor) in (3, 4):
-        logits = made[logits].input[0]  # onnx's version converter: Flatten -> Softmax -> Reshape of a 3-D/4-D tensor
     shape, rank = shapes.get(logits), ranks.get(logits)
-    if shape is None and found and made[tensor].input[0] == logits:
+    if shape is None and found and producers(proto.graph.node)[tensor].input[0] == logits:
         shape, rank = shapes.get(tensor), ranks.get(tensor)  # an activation keeps its input's shape
     if rank in (3, 4):  # a sequence or a dense map: explained through a target head (output_targets.py)
         refusal = (f"The output {tensor!r} {_shape_text(shapes.get(tensor))} is not a vector of class scores: "
