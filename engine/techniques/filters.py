@@ -92,9 +92,6 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
         raise ConvlensError(f"--diversity must be 1 or more, not {diversity}.")
     if objective == "direction" and direction is None:
         raise ConvlensError("The direction objective needs a vector: give --direction FILE.npy.")
-    if objective != "channel" or diversity > 1:
-        return _unit_objective(model, layer, filters, recipe, steps, size, seed, quiet, objective, position,
-                               direction, diversity, diversity_weight)
     info = model.layer(layer)
     if recipe not in ("chollet", "lucid"):
         raise ConvlensError(f"Unknown recipe {recipe!r}; use chollet or lucid.")
@@ -115,30 +112,40 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
                                 f"({why}); leave --size out.")
         hw = (h, w)
     spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
-    step = FilterStep(model, info.name, hw, spec, selected=selected)
+    if objective == "channel" and diversity == 1:
+        step = FilterStep(model, info.name, hw, spec, selected=selected)
+    else:  # diversity couples the images of one batch: then a batch is one filter's N images
+        step = UnitStep(model, info.name, hw, spec, objective, position, direction,
+                        diversity_weight if diversity > 1 else 0.0)
     channels = step.channels
-    chosen = parse_filters(filters, channels) if not isinstance(filters, list) else filters
-    if isinstance(filters, list):
-        parse_filters(",".join(map(str, filters)), channels)
-    batch = 1 if model.single_image else (batch or batch_size_for(model, info.tensor, hw))
+    if objective in ("direction", "deepdream"):  # one objective for the whole layer, not one per filter
+        chosen = [0]
+    else:
+        chosen = parse_filters(filters, channels) if not isinstance(filters, list) else filters
+        if isinstance(filters, list):
+            parse_filters(",".join(map(str, filters)), channels)
+    if diversity > 1:
+        groups = [[f] * diversity for f in chosen]
+    else:
+        batch = 1 if model.single_image else (batch or batch_size_for(model, info.tensor, hw))
+        groups = [chosen[s:s + batch] for s in range(0, len(chosen), batch)]
     rng = np.random.default_rng(seed)
     raws, objs, alive = [], [], []
     with Progress(len(chosen), "filters", quiet) as progress:
-        for s in range(0, len(chosen), batch):
-            part = chosen[s:s + batch]
+        for part in groups:
             if recipe == "chollet":
                 raw, obj, live = _chollet(step, part, hw, 40 if steps is None else steps, step_size, rng, init)
             else:
-
                 raw, obj, live = lucid_ascent(step, part, hw, 512 if steps is None else steps, rng)
             raws.append(raw)
             alive.append(live)
             objs.append(obj)
-            progress.advance(len(part))
+            progress.advance(len(set(part)))
+    labels = [f for part in groups for f in part]  # with diversity, each filter N times
     raw = np.concatenate(raws)
     obj = np.concatenate(objs)
     live = np.concatenate(alive)
-    dead = [f for f, ok in zip(chosen, live) if not ok]
+    dead = [f for f, ok in zip(labels, live) if not ok]
     if recipe == "lucid":  # already a picture in 0..255
         images = np.clip(raw, 0, 255).astype(np.uint8)
     else:
@@ -154,37 +161,7 @@ def visualize_filters(model: Model, layer: str, filters="0-7", recipe: str = "ch
             ConvlensWarning,
             stacklevel=2,
         )
-    return FilterResult(images, raw, obj, chosen, dead)
-
-
-def _unit_objective(model, layer, filters, recipe, steps, size, seed, quiet, objective, position, direction,
-                    diversity, diversity_weight) -> FilterResult:
-    """One batch of `diversity` images per filter (per objective, for direction and deepdream)."""
-    info = model.layer(layer)
-    px = size or (150 if recipe == "chollet" else 224)
-    hw = tuple(model.input_spec.size) if own_size(model) else (px, px)
-    spec = model.input_spec.with_preset("raw") if recipe == "chollet" else model.input_spec
-    step = UnitStep(model, info.name, hw, spec, objective, position, direction,
-                    diversity_weight if diversity > 1 else 0.0)
-    per_unit = objective in ("channel", "neuron")
-    chosen = (parse_filters(filters, step.channels) if not isinstance(filters, list) else filters) if per_unit else [0]
-    rng = np.random.default_rng(seed)
-    raws, objs, lives, labels = [], [], [], []
-    with Progress(len(chosen), "filters", quiet) as progress:
-        for unit in chosen:
-            group = [unit] * diversity
-            if recipe == "chollet":
-                raw, obj, live = _chollet(step, group, hw, 40 if steps is None else steps, 1.0, rng, None)
-            else:
-                raw, obj, live = lucid_ascent(step, group, hw, 512 if steps is None else steps, rng)
-            raws.append(raw), objs.append(obj), lives.append(live)
-            labels += group
-            progress.advance()
-    raw = np.concatenate(raws)
-    images = (np.clip(raw, 0, 255).astype(np.uint8) if recipe == "lucid" else np.stack([deprocess(r) for r in raw]))
-    live = np.concatenate(lives)
-    images[~live] = 128
-    return FilterResult(images, raw, np.concatenate(objs), labels, [u for u, ok in zip(labels, live) if not ok])
+    return FilterResult(images, raw, obj, labels, dead)
 
 
 def _chollet(step, filters, hw, steps, step_size, rng, init):
