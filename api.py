@@ -90,6 +90,12 @@ def _explaining(m: Model, images, *, region=None, sequence=False, position=None,
     return m.explaining(target)
 
 
+def with_target(model: Model, images=None, **target_options) -> Model:
+    """The model explaining what `target_options` ask for (region, sequence, position, like, index: see load); a
+    region drawn on a photo (a box or a mask image) needs the `images` it is drawn on."""
+    return _explaining(model, _pixels_or_paths(images) if images is not None else None, **target_options)
+
+
 RECIPE_OPTIONS = ("preprocess", "channel_order", "scale", "mean", "std", "resize", "crop_fraction", "pad_value")
 TARGET_OPTIONS = ("region", "sequence", "position", "like", "index")
 LOAD_OPTIONS = (*RECIPE_OPTIONS, "layout", "scores", "labels", "device", "threads", *TARGET_OPTIONS)

@@ -41,21 +41,24 @@ def _recipe(args) -> dict:
 
 def _load(args):
     return api.load(args.model, **_recipe(args), layout=args.layout, scores=args.scores, labels=args.labels,
-                    device=args.device, threads=args.threads, **_target(args, drawn=False))
+                    device=args.device, threads=args.threads, **_target(args))
 
 
-def _target(args, drawn: bool) -> dict:
-    """The output-target options of a command that has them; a region drawn on a photo (a box or a mask image)
-    only where the images are at hand (`drawn`)."""
+def _target(args) -> dict:
+    """The output-target options of a command that has them, applied once when the model loads; a region drawn
+    on a photo waits for the images (_drawn_region)."""
     if not hasattr(args, "region"):
         return {}
     if args.like and args.like_vector:
         raise ConvlensError("Give --like IMAGE or --like-vector FILE.npy, not both.")
-    on_photo = args.region is not None and args.region not in ("predicted", "all")
-    if on_photo and not drawn:
-        return {}
-    return {"region": args.region, "sequence": args.sequence, "position": args.position,
-            "like": args.like or args.like_vector, "index": args.index}
+    return {"region": args.region if args.region in ("predicted", "all") else None, "sequence": args.sequence,
+            "position": args.position, "like": args.like or args.like_vector, "index": args.index}
+
+
+def _drawn_region(args) -> dict:
+    """A region drawn on a photo (a box or a mask image), given to the API with the images it is drawn on."""
+    region = getattr(args, "region", None)
+    return {"region": region} if region is not None and region not in ("predicted", "all") else {}
 
 
 def _detector(args) -> dict:
@@ -211,8 +214,9 @@ def cmd_cam(args) -> dict:
         for batch in _image_batches(args.images, args.batch, model.input_spec.size is None):
             paths = [p for p, _ in batch]
             images = [img for _, img in batch]
+            explained = api.with_target(model, images, **_drawn_region(args))
             maps, tops = api.cam(
-                model,
+                explained,
                 images,
                 target=args.target,
                 layer=args.layer,
@@ -220,10 +224,9 @@ def cmd_cam(args) -> dict:
                 score=args.score,
                 head_fusion=args.head_fusion,
                 discard=args.discard,
-                **_target(args, drawn=True),
                 **_detector(args),
             )
-            texts = api.decoded(model, images) or [None] * len(batch)
+            texts = api.decoded(explained, images) or [None] * len(batch)
             for (path, original), results, top, text in zip(batch, maps, tops, texts):
                 entry = {
                     "image": str(path),
@@ -267,12 +270,13 @@ def cmd_cam(args) -> dict:
                 f"  {args.method} for {m['label']} ({m['class']}) at {m['layer']}"
                 + (" (zero map: nothing to show)" if m["zero"] else "")
             )
-    lines += _target_lines(model, {e["image"]: e["decoded"] for e in report if "decoded" in e})
+    explained = explained if report else model
+    lines += _target_lines(explained, {e["image"]: e["decoded"] for e in report if "decoded" in e})
     lines.append(f"wrote {len(files)} files to {out}")
     layer = report[0]["maps"][0]["layer"] if report and report[0]["maps"] else None
     rule = report[0]["maps"][0]["layer_rule"] if report and report[0]["maps"] else None
     return {"files": files, "images": report, "layer": layer, "layer_rule": rule, "summary": "\n".join(lines),
-            **_target_summary(model)}
+            **_target_summary(explained)}
 
 
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
@@ -299,11 +303,11 @@ def cmd_saliency(args) -> dict:
             original = load_image(path)
             size = model_size(model, original)
             place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
-            for r in api.saliency(model, original, target=args.target, method=args.method, score=args.score,
+            explained = api.with_target(model, [original], **_drawn_region(args))
+            for r in api.saliency(explained, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
                                   gamma=args.gamma, condition=args.condition, baseline=args.baseline,
-                                  baselines=args.baselines, **_target(args, drawn=True),
-                                  **_detector(args)):  # K maps for topK
+                                  baselines=args.baselines, **_detector(args)):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
@@ -321,9 +325,10 @@ def cmd_saliency(args) -> dict:
            f", completeness error {e['completeness_error']:.2%}" if e["completeness_error"] is not None else "")
         for e in report
     )
-    summary = "\n".join([summary, *_target_lines(model, {})])
+    explained = explained if paths else model
+    summary = "\n".join([summary, *_target_lines(explained, {})])
     return {"files": files, "images": report, "summary": summary + f"\nwrote {len(files)} files to {out}",
-            **_target_summary(model)}
+            **_target_summary(explained)}
 
 
 def cmd_atlas(args) -> dict:

@@ -288,3 +288,21 @@ def test_evaluate_follows_the_targets_objective(segmenter, tmp_path, capsys):
             start = curves[(curves.path.str.endswith(f"{k}.png")) & (curves.method == "vanilla")
                            & (curves.metric == "deletion") & (curves.fraction == 0)].probability.item()
             assert start == pytest.approx(scores.max(), rel=1e-4, abs=1e-4)
+
+
+def test_a_drawn_region_is_what_the_command_explains_and_says(segmenter, tmp_path, capsys):
+    """`saliency --region x1,y1,x2,y2`: the file written is the box objective's attribution (torch autograd) and
+    --json describes that objective, not the predicted region the file gets by default."""
+    net, path = segmenter
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), PIXELS.astype(np.uint8)[..., ::-1])
+    pixels = PIXELS.astype(np.uint8).astype(np.float32)
+    box = np.zeros((SIZE, SIZE), np.float32)
+    box[8:40, 16:48] = 1
+    ref = _input_gradient(lambda x: (net(x)[0, 2] * torch.from_numpy(box)).sum(),
+                          torch.from_numpy(pixels.transpose(2, 0, 1)[None].copy()))
+    assert main(["saliency", str(path), str(image), "--preprocess", "raw", "--region", "16,8,48,40", "--class", "2",
+                 "-o", str(tmp_path / "s"), "--json"]) == 0
+    assert "given region" in json.loads(capsys.readouterr().out)["target"]["objective"]
+    got = np.load(tmp_path / "s" / "x_vanilla_2.npy")
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
