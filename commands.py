@@ -14,7 +14,7 @@ from .engine.checks.sanity import markdown as sanity_markdown
 from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
 from .engine.model.onnx_file import check_writable, write_atomic
-from .engine.render.images import fit_image, image_paths, load_image, sample_image, to_photo
+from .engine.render.images import image_paths, load_image, sample_image, to_photo
 from .engine.render.pictures import (
     channel_grid,
     colorize,
@@ -29,7 +29,7 @@ from .engine.render.pictures import (
 )
 from .engine.render.progress import Progress
 from .engine.techniques.activations import as_channels
-from .engine.techniques.common import model_size, prepare
+from .engine.techniques.common import fit_to_model, prepare
 from .engine.techniques.saliency import saliency_image
 
 
@@ -166,9 +166,7 @@ def cmd_attention(args) -> dict:
     stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
     # each head's map over the photo at its own shape, labelled, as cam's overlays are
     photo = load_image(args.image)
-    spec = model.input_spec
-    size = model_size(model, photo)
-    place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+    _, place, size = fit_to_model(model, photo)
     overlays = []
     for head in maps:
         scaled = (head - head.min()) / (np.ptp(head) or 1.0)
@@ -205,7 +203,6 @@ def cmd_cam(args) -> dict:
     if args.batch < 1:
         raise ConvlensError(f"--batch must be 1 or more, not {args.batch}.")
     model = _load(args)
-    spec = model.input_spec
     out = Path(args.output)
     files, report = [], []
     stems = unique_stems(image_paths(args.images))
@@ -237,8 +234,7 @@ def cmd_cam(args) -> dict:
                 if found:
                     entry["detections"] = [{"index": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
                                             "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found)]
-                size = model_size(model, original)
-                place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+                _, place, size = fit_to_model(model, original)
                 for r in results:
                     stem = f"{stems[path]}_{r.method}_{r.class_index}"
                     heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
@@ -293,7 +289,6 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
 
 def cmd_saliency(args) -> dict:
     model = _load(args)
-    spec = model.input_spec
     out = Path(args.output)
     files, report = [], []
     paths = image_paths(args.images)
@@ -301,8 +296,7 @@ def cmd_saliency(args) -> dict:
     with Progress(len(paths), "images", args.quiet or args.json) as progress:
         for path in paths:
             original = load_image(path)
-            size = model_size(model, original)
-            place = fit_image(original, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+            _, place, size = fit_to_model(model, original)
             explained = api.with_target(model, [original], **_drawn_region(args))
             for r in api.saliency(explained, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,

@@ -7,12 +7,12 @@ import numpy as np
 
 from ..model.model import Model
 from ..render.html_page import figure, page
-from ..render.images import fit_image, load_image, to_photo
+from ..render.images import load_image, to_photo
 from ..render.pictures import channel_grid, colorize, filter_grid, overlay, upscale
 from ..render.progress import Progress
 from ..techniques.activations import activations, as_channels, predictions
 from ..techniques.cam import gradcam
-from ..techniques.common import model_size, prepare
+from ..techniques.common import fit_to_model, prepare
 from ..techniques.filters import own_size, visualize_filters
 from ..techniques.layers import layer_table
 from ..techniques.saliency import saliency, saliency_image
@@ -52,8 +52,7 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
     with Progress(3 * len(images) + bool(filter_layer), "report sections", quiet) as progress:
         for path in images:
             photo = load_image(path) if isinstance(path, str) else np.asarray(path)
-            size = model_size(model, photo)
-            place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)[1]
+            _, place, size = fit_to_model(model, photo)
             pixels = prepare(model, [photo])
             top = predictions(model, pixels)[0]
             name = path if isinstance(path, str) else "image"

@@ -79,10 +79,14 @@ def draw_box(image_rgb: np.ndarray, box, label: str) -> np.ndarray:
     thick = max(1, round(max(h, w) / 300))
     cv2.rectangle(out, (x1, y1), (x2, y2), (255, 255, 255), thick + 2)
     cv2.rectangle(out, (x1, y1), (x2, y2), (0, 0, 0), thick)
-    scale = max(0.35, max(h, w) / 1000)
-    cv2.putText(out, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick + 2)
-    cv2.putText(out, label, (x1 + 2, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick)
+    _outlined_text(out, label, (x1 + 2, max(y1 - 4, 12)), max(0.35, max(h, w) / 1000), thick)
     return out
+
+
+def _outlined_text(img: np.ndarray, text: str, origin, scale: float, thick: int) -> None:
+    """Black text with a white outline, readable on any picture (drawn in place)."""
+    cv2.putText(img, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick + 2)
+    cv2.putText(img, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick)
 
 
 def labelled_tiles(pictures: list[np.ndarray], labels: list[str], per_row: int = 4, side: int = 224,
@@ -96,8 +100,7 @@ def labelled_tiles(pictures: list[np.ndarray], labels: list[str], per_row: int =
     for i, (picture, label) in enumerate(zip(pictures, labels)):
         r, k = divmod(i, per_row)
         tile = cv2.resize(np.ascontiguousarray(picture, np.uint8), (tw, th), interpolation=cv2.INTER_AREA)
-        cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 3)
-        cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        _outlined_text(tile, label, (4, 16), 0.5, 1)
         grid[r * (th + gap): r * (th + gap) + th, k * (tw + gap): k * (tw + gap) + tw] = tile
     return grid
 

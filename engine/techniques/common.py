@@ -26,15 +26,25 @@ def prepare(model: Model, images, size: tuple[int, int] | None = None) -> np.nda
         batch = list(images)
     else:
         batch = [images]
-    out = []
-    spec = model.input_spec
-    for item in batch:
-        img = load_image(item) if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__") else to_rgb(item)
-        out.append(fit_image(img, size or model_size(model, img), spec.resize, spec.crop_fraction, spec.pad_value)[0])
+    out = [fit_to_model(model, photo(item), size)[0] for item in batch]
     shapes = {a.shape for a in out}
     if len(shapes) != 1:
         raise ConvlensError(f"Images in one batch must share a size; got {sorted(shapes)}.")
     return np.stack(out).astype(np.float32)
+
+
+def photo(item) -> np.ndarray:
+    """An image given as a path (read as RGB) or as pixels (made 3-channel RGB)."""
+    return load_image(item) if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__") else to_rgb(item)
+
+
+def fit_to_model(model: Model, picture: np.ndarray, size: tuple[int, int] | None = None):
+    """(the picture at the model's input size by its resize policy, where it lies there (a Placement), that
+    size): the size is `size`, else model_size's."""
+    size = tuple(size or model_size(model, picture))
+    spec = model.input_spec
+    pixels, place = fit_image(picture, size, spec.resize, spec.crop_fraction, spec.pad_value)
+    return pixels, place, size
 
 
 def to_nchw(arr: np.ndarray, layout: str) -> np.ndarray:

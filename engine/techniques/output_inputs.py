@@ -13,19 +13,15 @@ from ..errors import ConvlensError
 from ..model.detections import Detection, box_iou, decode
 from ..model.model import Model
 from ..model.output_targets import greedy_decode
-from ..render.images import fit_image, load_image, to_rgb
+from ..render.images import fit_image
 from ..runtime.program import program
-from .common import model_size, prepare
-
-
-def _photo(item) -> np.ndarray:
-    return load_image(item) if isinstance(item, (str, bytes, os.PathLike)) else to_rgb(item)
+from .common import fit_to_model, model_size, photo, prepare
 
 
 def region_on_input(model: Model, region, images) -> np.ndarray:
     """(H, W) float mask on the model's input grid, 1 inside: `region` is a box 'x1,y1,x2,y2' in the photo's
     pixels or a mask image of the photo's size (nonzero inside), placed by the input's resize policy."""
-    photos = [_photo(i) for i in images]
+    photos = [photo(i) for i in images]
     sizes = {p.shape[:2] for p in photos}
     if len(sizes) != 1:
         raise ConvlensError(f"--region {region} is drawn on one photo size, but the images have sizes "
@@ -96,10 +92,7 @@ def photo_detections(model: Model, image, conf: float = 0.25, iou: float = 0.7) 
     for name, value in (("--conf", conf), ("--iou", iou)):
         if not 0 <= value <= 1:
             raise ConvlensError(f"{name} must be between 0 and 1, not {value}.")
-    photo = _photo(image)
-    spec = model.input_spec
-    size = model_size(model, photo)
-    pixels, place = fit_image(photo, size, spec.resize, spec.crop_fraction, spec.pad_value)
+    pixels, place, size = fit_to_model(model, photo(image))
     raw = program(model, [model.detector.raw], size).run(pixels[None].astype(np.float32))[model.detector.raw][0]
     (sy, sx), (oy, ox) = place.scale, place.offset
     return [Detection(((d.box[0] - ox) / sx, (d.box[1] - oy) / sy, (d.box[2] - ox) / sx, (d.box[3] - oy) / sy),
@@ -132,9 +125,7 @@ def chosen_detections(detections: list[Detection], box) -> list[int]:
 
 def box_on_input(model: Model, image, box) -> tuple[float, float, float, float]:
     """A box x1, y1, x2, y2 in the photo's pixels, in the model input's pixels (through the resize policy)."""
-    photo = _photo(image)
-    spec = model.input_spec
-    _, place = fit_image(photo, model_size(model, photo), spec.resize, spec.crop_fraction, spec.pad_value)
+    _, place, _ = fit_to_model(model, photo(image))
     (sy, sx), (oy, ox) = place.scale, place.offset
     x1, y1, x2, y2 = box
     return (x1 * sx + ox, y1 * sy + oy, x2 * sx + ox, y2 * sy + oy)
