@@ -141,7 +141,10 @@ def _clip(units: str, channels: int) -> str:
         if part.isdigit() and int(part) >= channels:
             continue
         out.append(part)
-    return ",".join(out) or "0"
+    if not out:  # never a unit nobody asked for
+        raise ConvlensError(f"--units {units} names no unit of a layer with {channels} channels (0-{channels - 1}); "
+                            "give units that layer has.")
+    return ",".join(out)
 
 
 def _check_folder(site: Path, force: bool) -> None:

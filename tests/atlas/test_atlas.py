@@ -165,6 +165,9 @@ def test_refusals_keep_the_users_files(tiny_torch, image_set, tmp_path, capsys):
     assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
     assert main(["atlas", str(tiny_torch["path"]), str(image_set), "--layers", "7", "-o", str(tmp_path / "a")]) == 1
     assert "has no channel grid" in capsys.readouterr().err
+    assert main(["atlas", str(tiny_torch["path"]), str(image_set), "--layers", "0", "--units", "20", "-o",
+                 str(tmp_path / "b")]) == 1  # layer 0 has 8 units: no unit 0 in its place
+    assert "--units 20 names no unit of a layer with 8 channels" in capsys.readouterr().err
 
 
 def test_auto_layers_are_the_lessons_five_vgg16_layers(keras_vgg16):
