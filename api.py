@@ -31,7 +31,7 @@ from .engine.metadata import InputRecipe
 from .engine.model.annotate import annotate as write_annotated
 from .engine.model.model import Model
 from .engine.model.model import load as load_model
-from .engine.model.output_targets import DETECTION_OBJECTIVE, OutputTarget
+from .engine.model.output_targets import OutputTarget, detection_objective
 from .engine.model.onnx_file import check_writable, save_large_onnx, save_onnx
 from .engine.render.images import image_paths, sample_image
 from .engine.render.progress import Progress
@@ -200,7 +200,8 @@ def cam(model, images, *, target="top", layer: str = "auto", method: str = "grad
 
 def detections(model, image, *, conf: float = 0.25, iou: float = 0.7, **load_options) -> list:
     """A detector's detections on the photo (box x1, y1, x2, y2 in its pixels, class, score, candidate), highest
-    score first: decoded from its YOLO-style head with convlens's NMS (engine/model/detections.py)."""
+    score first: decoded from its YOLO-style head with convlens's NMS, or from its DETR-style pair
+    (engine/model/detections.py)."""
     return photo_detections(_model(model, **load_options), image, conf, iou)
 
 
@@ -258,7 +259,8 @@ def target_of(model) -> dict | None:
     """What a model's output target explains (kind, output, objective), or None where it explains class scores."""
     head = model.target
     if head is None and model.detector is not None:
-        return {"kind": "detection", "output": model.detector.raw, "objective": DETECTION_OBJECTIVE}
+        return {"kind": "detection", "output": model.detector.logits if model.detector.queries else model.detector.raw,
+                "objective": detection_objective(model.detector)}
     if head is None:
         return None
     return {"kind": head.kind, "output": model.explained_output, "objective": head.objective}

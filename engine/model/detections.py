@@ -1,4 +1,4 @@
-"""Detectors: the YOLO-style head in a graph, its candidates decoded and kept by convlens's own NMS.
+"""Detectors: the YOLO-style or DETR-style head in a graph, its candidates decoded and kept by convlens's own NMS.
 
 The head is found where ultralytics' exporter writes it (YOLOv8, YOLO11): a Concat on axis 1 of the boxes
 (N, 4, A) (centre x, centre y, width, height in input pixels) and a Sigmoid of the class logits (N, C, A), one
@@ -7,6 +7,12 @@ read there, and convlens decodes it itself, so a file with NMS and one without g
 Decoding follows ultralytics' non_max_suppression (best class per candidate, score above `conf`, class-aware
 greedy NMS at `iou`, at most `max_det`); a detection is explained by its class's logit (before the sigmoid) at
 its candidate.
+
+A DETR-style head is a pair of outputs: class logits (N, Q, C + 1), the last class meaning "no object", and
+boxes (N, Q, 4) made by a Sigmoid (centre x, centre y, width, height as fractions of the input). Decoding follows
+transformers' post_process_object_detection: softmax over the C + 1 classes, best of the first C per query,
+score above `conf`, no NMS (the set prediction has none); a detection is explained by its class's logit (before
+the softmax) at its query.
 """
 from __future__ import annotations
 
@@ -26,6 +32,12 @@ class DetectionHead:
     classes: int
     anchors: int
     corners: bool = False  # boxes as x1, y1, x2, y2 (ultralytics' exports with NMS inside), else centre and size
+    queries: bool = False  # DETR-style: `raw` the boxes (N, Q, 4) as fractions, `logits` (N, Q, C + 1)
+
+    @property
+    def tensors(self) -> list[str]:
+        """The tensors decoding reads."""
+        return [self.raw, self.logits] if self.queries else [self.raw]
 
 
 @dataclass(frozen=True)
@@ -35,11 +47,34 @@ class Detection:
     score: float
     anchor: int  # the candidate's column in the head
     input_box: tuple | None = None  # the box in the model input's pixels, where `box` is the photo's
+    frame: tuple | None = None  # the model input's (H, W), which a DETR-style head's fractions are of
 
 
-def find_detection_head(nodes, shapes: dict) -> DetectionHead | None:
-    """The YOLO-style head (module docstring), or None. `shapes` are batch-1 shapes at some input size."""
+def find_detection_head(nodes, shapes: dict, outputs=()) -> DetectionHead | None:
+    """The YOLO-style head or, among the graph's `outputs`, the DETR-style pair (module docstring), or None.
+    `shapes` are batch-1 shapes at some input size."""
     made = producers(nodes)
+    return _yolo_head(nodes, made, shapes) or _query_head(made, shapes, outputs)
+
+
+def _query_head(made: dict, shapes: dict, outputs) -> DetectionHead | None:
+    boxes = [o for o in outputs if _shape3(shapes.get(o), 4) and made.get(o) is not None
+             and made[o].op_type == "Sigmoid"]
+    for box in boxes:
+        queries = shapes[box][1]
+        logits = [o for o in outputs if o != box and _shape3(shapes.get(o)) and shapes[o][1] == queries
+                  and shapes[o][2] >= 2]
+        if len(logits) == 1:
+            return DetectionHead(box, logits[0], shapes[logits[0]][2] - 1, queries, queries=True)
+    return None
+
+
+def _shape3(shape, last=None) -> bool:
+    return bool(shape) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape[1:]) \
+        and (last is None or shape[2] == last)
+
+
+def _yolo_head(nodes, made: dict, shapes: dict) -> DetectionHead | None:
     for node in nodes:
         if node.op_type != "Concat" or len(node.input) != 2:
             continue
@@ -86,6 +121,34 @@ def decode(raw: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int =
             for i in order]
 
 
+def decode_head(head: DetectionHead, values: dict, size: tuple[int, int], conf: float = 0.25, iou: float = 0.7,
+                max_det: int = 300) -> list[Detection]:
+    """The detections of one image from the head's tensors (`values`, batch row 0), boxes in the input's pixels
+    (the input being `size` (H, W))."""
+    if not head.queries:
+        return decode(values[head.raw][0], conf, iou, max_det, head.corners)
+    return decode_queries(values[head.logits][0], values[head.raw][0], size, conf, max_det)
+
+
+def decode_queries(logits: np.ndarray, boxes: np.ndarray, size: tuple[int, int], conf: float = 0.25,
+                   max_det: int = 300) -> list[Detection]:
+    """A DETR-style head's detections: per query (row) its best real class by softmax probability, above `conf`,
+    highest first; boxes from fractions of the (H, W) input to its pixels."""
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    cls = p[:, :-1].argmax(1)
+    score = p[np.arange(len(cls)), cls]
+    keep = np.flatnonzero(score > conf)
+    keep = keep[np.argsort(-score[keep], kind="stable")][:max_det]
+    height, width = size
+    b = boxes.astype(np.float64)
+    corners = np.stack([(b[:, 0] - b[:, 2] / 2) * width, (b[:, 1] - b[:, 3] / 2) * height,
+                        (b[:, 0] + b[:, 2] / 2) * width, (b[:, 1] + b[:, 3] / 2) * height], axis=1)
+    return [Detection(tuple(float(v) for v in corners[q]), int(cls[q]), float(score[q]), int(q), frame=tuple(size))
+            for q in keep]
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     """Greedy NMS: indices kept, highest score first; a box is dropped when its IoU with a kept one exceeds `iou`."""
     order = list(np.argsort(-scores, kind="stable"))
@@ -115,6 +178,8 @@ def level_features(nodes, head: DetectionHead, shapes: dict) -> list[tuple[int, 
     """Per level of the head (stride 8, 16, 32 in YOLOv8): (first candidate, end, the feature map the level's
     branches read). The logits concatenate one (N, C, h*w) block per level; walking up a block's branch, the
     feature map is the first tensor that a convolution outside the branch also reads (the box branch)."""
+    if head.queries:
+        return []  # one set of queries reads the whole encoded image: the auto rule's layer serves
     made = producers(nodes)
     readers: dict[str, list] = {}
     for n in nodes:

@@ -22,7 +22,7 @@ from .opset import upgrade_opset
 from .precision import widen_float16
 from .detections import find_detection_head, level_features
 from .output_targets import TARGET_SCORES, OutputTarget, build_head, detection_head
-from .scores import choose_scores, output_layout
+from .scores import Scores, choose_scores, output_layout
 
 # Initializers larger than this live as numpy arrays outside the proto (see runtime/session.py).
 _BIG = 1024
@@ -72,7 +72,7 @@ class Model:
         self.output_shapes: dict = {}  # and its shape as the file declares it (set by load)
         self.target = None  # the target head (output_targets.TargetHead) a view explains, else None
         self.base: Model | None = None  # the model a view was made from
-        self.detector = None  # the YOLO-style head (detections.DetectionHead) of a detector (set by load)
+        self.detector = None  # the YOLO- or DETR-style head (detections.DetectionHead) of a detector (set by load)
         self.detector_levels: list = []  # its levels: (first candidate, end, the feature map they read)
         self.scores_refusal: str | None = None  # why the outputs are not class scores (set by load)
         self.programs: dict = {}  # compiled programs, by request (runtime/program.py)
@@ -187,8 +187,12 @@ class Model:
         elif layout:
             meta.input.layout = layout.upper()
         meta.input = meta.input.refined(recipe)
-        choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits, meta.probabilities,
-                               meta.inferred, shapes, meta.activation)
+        detector = find_detection_head(proto.graph.node, shapes, [o.name for o in proto.graph.output])
+        if detector is not None and detector.queries and meta.inferred and not scores:
+            choice = Scores(None, None, refusal="")  # its two outputs are a detector's, not two candidate scores
+        else:
+            choice = choose_scores(proto, meta.input.name, meta.input.layout, scores, meta.logits,
+                                   meta.probabilities, meta.inferred, shapes, meta.activation)
         if meta.inferred or scores:
             meta.logits, meta.probabilities, meta.activation = choice.logits, choice.probabilities, choice.activation
             proto.graph.node.extend(choice.nodes)
@@ -207,7 +211,7 @@ class Model:
             model.output_layouts = {model.explained_output: output_layout(proto, model.explained_output,
                                                                           meta.input.name, meta.input.layout, shapes)}
             model.output_shapes = {model.explained_output: shapes.get(model.explained_output)}
-        model.detector = find_detection_head(proto.graph.node, shapes)
+        model.detector = detector
         model.detector_levels = level_features(proto.graph.node, model.detector, shapes) if model.detector else []
         if model.detector is not None and not (meta.logits or meta.probabilities):
             model.scores_refusal = ("The model is a detector: explain its detections with --box K|all|x1,y1,x2,y2 "

@@ -26,6 +26,11 @@ from .infer import find_head_activation
 
 TARGET_SCORES = "convlens_target_scores"
 DETECTION_OBJECTIVE = "the detected class's logit (before the sigmoid) at the candidate that made the box"
+QUERY_OBJECTIVE = "the detected class's logit (before the softmax) at the query that made the box"
+
+
+def detection_objective(detector) -> str:
+    return QUERY_OBJECTIVE if detector.queries else DETECTION_OBJECTIVE
 
 
 @dataclass(frozen=True)
@@ -67,13 +72,17 @@ def _logits_of(nodes, output: str) -> tuple[str, str | None]:
 
 
 def detection_head(detector, detections, names: list[str] | None, opset: int, box_iou: bool = False) -> TargetHead:
-    """One score per detection: its class's logit (before the sigmoid) at its candidate, read from the head's
-    (N, C, A) logits flattened; reported through the sigmoid, so the value is the detection's score. With
-    `box_iou`, plus the IoU of the candidate's box (a function of the image) with the detected box (a constant),
-    as pytorch-grad-cam's FasterRCNNBoxScoreTarget adds it; reported as it is."""
+    """One score per detection: its class's logit at its candidate, read from the head's logits flattened
+    (YOLO: (N, C, A), reported through the sigmoid, so the value is the detection's score; DETR: (N, Q, C + 1),
+    reported raw, its softmax spanning the query's classes). With `box_iou`, plus the IoU of the candidate's box
+    (a function of the image) with the detected box (a constant), as pytorch-grad-cam's FasterRCNNBoxScoreTarget
+    adds it; reported as it is."""
     w = GraphWriter(opset, scope="convlens_target")
     flat = w.op("Flatten", detector.logits, axis=1)
-    picks = [d.cls * detector.anchors + d.anchor for d in detections]
+    if detector.queries:
+        picks = [d.anchor * (detector.classes + 1) + d.cls for d in detections]
+    else:
+        picks = [d.cls * detector.anchors + d.anchor for d in detections]
     logits = w.op("Gather", flat, w.const(picks, np.int64), axis=1)
     if box_iou:
         w.op("Add", logits, _candidate_iou(w, detector, detections), out=TARGET_SCORES)
@@ -81,16 +90,21 @@ def detection_head(detector, detections, names: list[str] | None, opset: int, bo
         w.op("Identity", logits, out=TARGET_SCORES)
     labels = [f"{names[d.cls] if names and d.cls < len(names) else f'class {d.cls}'} {d.score:.2f}"
               for d in detections]
-    return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), "identity" if box_iou else "sigmoid",
-                      labels, "detection", DETECTION_OBJECTIVE + (" plus its box's IoU with the detected box"
-                                                                  if box_iou else ""))
+    activation = "identity" if box_iou or detector.queries else "sigmoid"
+    return TargetHead(w.nodes, w.new_inits, w.new_weights, len(detections), activation, labels, "detection",
+                      detection_objective(detector) + (" plus its box's IoU with the detected box" if box_iou else ""))
 
 
 def _candidate_iou(w: GraphWriter, detector, detections) -> str:
     """(N, K): the IoU of each detection's candidate box in the head (x1, y1, x2, y2 after converting a centre
-    and size) with the detected box, in the model input's pixels."""
-    rows = w.op("Slice", detector.raw, w.ints([0]), w.ints([4]), w.ints([1]))  # (N, 4, A)
-    boxes = w.op("Gather", rows, w.const([d.anchor for d in detections], np.int64), axis=2)  # (N, 4, K)
+    and size) with the detected box, in the model input's pixels (a DETR-style head's fractions: IoU does not
+    change when both boxes are scaled alike, so the detected box is taken as fractions of the input)."""
+    anchors = w.const([d.anchor for d in detections], np.int64)
+    if detector.queries:
+        boxes = w.op("Transpose", w.op("Gather", detector.raw, anchors, axis=1), perm=[0, 2, 1])  # (N, 4, K)
+    else:
+        rows = w.op("Slice", detector.raw, w.ints([0]), w.ints([4]), w.ints([1]))  # (N, 4, A)
+        boxes = w.op("Gather", rows, anchors, axis=2)  # (N, 4, K)
     a, b, c, d = (w.op("Gather", boxes, w.const(k, np.int64), axis=1) for k in range(4))  # (N, K) each
     if detector.corners:
         x1, y1, x2, y2 = a, b, c, d
@@ -98,6 +112,8 @@ def _candidate_iou(w: GraphWriter, detector, detections) -> str:
         half_w, half_h = w.op("Mul", c, w.const(0.5)), w.op("Mul", d, w.const(0.5))
         x1, y1, x2, y2 = w.op("Sub", a, half_w), w.op("Sub", b, half_h), w.op("Add", a, half_w), w.op("Add", b, half_h)
     given = np.asarray([det.input_box or det.box for det in detections], np.float32)  # (K, 4)
+    if detector.queries:
+        given = given / np.asarray([[det.frame[1], det.frame[0]] * 2 for det in detections], np.float32)
     gx1, gy1, gx2, gy2 = (w.const(given[:, k]) for k in range(4))
     zero = w.const(0.0)
     inter = w.op("Mul", w.op("Max", w.op("Sub", w.op("Min", x2, gx2), w.op("Max", x1, gx1)), zero),

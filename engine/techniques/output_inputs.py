@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConvlensError
-from ..model.detections import Detection, box_iou, decode
+from ..model.detections import Detection, box_iou, decode_head
 from ..model.model import Model
 from ..model.output_targets import greedy_decode
 from ..render.images import fit_image
@@ -88,15 +88,16 @@ def photo_detections(model: Model, image, conf: float = 0.25, iou: float = 0.7) 
     """A detector's detections on one photo, highest score first, boxes in the photo's pixels; each keeps its
     candidate (anchor) so that it can be explained."""
     if model.detector is None:
-        raise ConvlensError("--box applies to detectors (a YOLO-style head); this model has none.")
+        raise ConvlensError("--box applies to detectors (a YOLO-style or DETR-style head); this model has none.")
     for name, value in (("--conf", conf), ("--iou", iou)):
         if not 0 <= value <= 1:
             raise ConvlensError(f"{name} must be between 0 and 1, not {value}.")
     pixels, place, size = fit_to_model(model, photo(image))
-    raw = program(model, [model.detector.raw], size).run(pixels[None].astype(np.float32))[model.detector.raw][0]
+    head = model.detector
+    values = program(model, head.tensors, size).run(pixels[None].astype(np.float32))
     (sy, sx), (oy, ox) = place.scale, place.offset
     return [Detection(((d.box[0] - ox) / sx, (d.box[1] - oy) / sy, (d.box[2] - ox) / sx, (d.box[3] - oy) / sy),
-                      d.cls, d.score, d.anchor, d.box) for d in decode(raw, conf, iou, corners=model.detector.corners)]
+                      d.cls, d.score, d.anchor, d.box, tuple(size)) for d in decode_head(head, values, size, conf, iou)]
 
 
 def chosen_detections(detections: list[Detection], box) -> list[int]:
