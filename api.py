@@ -25,6 +25,7 @@ from .engine.checks.sanity import cascading_randomization
 from .engine.checks.verification import verify as verify_against
 from .engine.errors import ConvlensError
 from .engine.evaluation.run import evaluate as run_evaluation
+from .engine.export.detector_explainer import export_detector_explainer
 from .engine.export.explainer import export_explainer
 from .engine.export.report import build_report
 from .engine.metadata import InputRecipe
@@ -286,10 +287,12 @@ def attention(model, image, *, block: int, patch: tuple[int, int] | None = None,
 
 def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", steps: int = 32, samples: int = 25,
            seed: int = 0, force: bool = False, epsilon: float = 1e-6, gamma: float = 0.25, input_size=None,
-           **load_options):
+           box=None, max_boxes: int = 10, conf: float = 0.25, iou: float = 0.7, **load_options):
     """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
     the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given. `input_size`
-    (H, W) fixes the size for a file whose graph leaves it dynamic."""
+    (H, W) fixes the size for a file whose graph leaves it dynamic. Detectors: `box` K or 'all' writes the
+    detector explainer instead (boxes, scores, classes, one heatmap and overlay per detection, at most
+    `max_boxes`; engine/export/detector_explainer.py)."""
 
     if out is not None:
         out = check_writable(out, force)
@@ -297,7 +300,10 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
     m = _model(model, **load_options)
     if input_size is not None:
         m = m.with_input_size(input_size_arg(input_size))
-    explainer = export_explainer(m, method, layer, steps, samples, seed, epsilon=epsilon, gamma=gamma)
+    if box is not None or (m.detector is not None and m.target is None):
+        explainer = export_detector_explainer(m, box, method, layer, max_boxes, conf, iou)
+    else:
+        explainer = export_explainer(m, method, layer, steps, samples, seed, epsilon=epsilon, gamma=gamma)
     if out is not None:
         save_large_onnx(explainer.proto, out, force)
     return explainer

@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
     p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
     p.add_argument("--input-size", help="HxW or one number: the size for a file whose graph leaves it dynamic")
+    p.add_argument("--max-boxes", type=int, default=10, help="detectors: the most detections the explainer explains")
     p.add_argument("-o", "--output", required=True, help="the explainer .onnx file to write")
 
     p = add("saliency", "Attributions in pixel space: gradients and relevance propagation (LRP).", SALIENCY_METHODS)

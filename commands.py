@@ -142,10 +142,13 @@ def cmd_activations(args) -> dict:
 def cmd_export(args) -> dict:
     explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
                            samples=args.samples, seed=args.seed, force=args.force, epsilon=args.epsilon,
-                           gamma=args.gamma, input_size=args.input_size)
+                           gamma=args.gamma, input_size=args.input_size, box=args.box, max_boxes=args.max_boxes,
+                           conf=args.conf, iou=args.iou)
     outputs = [o.name for o in explainer.proto.graph.output]
+    inputs = ("image (uint8 1 x H x W x 3)" if "boxes" in outputs
+              else "image (uint8 N x H x W x 3), target (int64 N, optional)")
     lines = [f"wrote {args.output}: {args.method}" + (f" at {explainer.layer}" if explainer.layer else "") +
-             f"; inputs image (uint8 N x H x W x 3), target (int64 N, optional); outputs {', '.join(outputs)}"]
+             f"; inputs {inputs}; outputs {', '.join(outputs)}"]
     lines += [f"note: {n}" for n in explainer.notes]
     return {"files": [args.output], "method": args.method, "layer": explainer.layer, "outputs": outputs,
             "notes": explainer.notes, "summary": "\n".join(lines)}

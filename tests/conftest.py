@@ -86,3 +86,19 @@ def lite0(models_dir):
     path = save_onnx(convert_module(efficientnet_lite0(), torch.zeros(1, 3, 224, 224), name="efficientnet-lite0",
                                     preprocess="tf"), models_dir / "lite0.onnx")
     return load(path)
+
+
+@pytest.fixture(scope="session")
+def yolo(tmp_path_factory):
+    """tests/detector_files.py's YOLOv8n: (torch model, file without NMS, file with NMS inside)."""
+    from detector_files import build_yolo
+
+    return build_yolo(tmp_path_factory.mktemp("yolo"))
+
+
+@pytest.fixture(scope="session")
+def detr(tmp_path_factory):
+    """tests/detector_files.py's DETR: (torch module, .onnx file)."""
+    from detector_files import build_detr
+
+    return build_detr(tmp_path_factory.mktemp("detr"))

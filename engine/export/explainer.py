@@ -40,6 +40,7 @@ from ..writer import GraphWriter
 
 EXPORT_OPSET = 18
 IMAGE, TARGET = "image", "target"
+OUTPUT_NAMES = ("probabilities", "explained_class", "heatmap", "cam", "overlay")
 # relevance methods differentiate the model's own input, start from the explained logit, and map back to pixels
 RELEVANCE_EXPORTS = ("input-x-gradient", *COMPOSITES)
 SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet",
@@ -64,20 +65,11 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     if not cam_method and method not in SALIENCY_EXPORTS:
         exportable = [m for m, row in CAM_METHODS.items() if row.onnx_map is not None] + list(SALIENCY_EXPORTS)
         raise ConvlensError(f"{method!r} cannot be exported; choose from {', '.join(exportable)}.")
-    if model.input_spec.size is None:
-        advice = ("give `convlens export` --input-size H,W, or describe the file once with `convlens annotate "
-                  "MODEL.onnx --input-size H,W -o OUT.onnx`" if model.meta.source == "onnx"
-                  else "give `convlens export` --input-size H,W")
-        raise ConvlensError(f"The model records no input size, so the explainer cannot resize images to it; {advice}.")
-    if model.input_spec.resize != "stretch":
-        raise ConvlensError(f"An exported explainer stretches each image to the model's size inside its graph; this "
-                            f"model's input is described with --resize {model.input_spec.resize}, which the graph "
-                            "does not do: resize the images that way before feeding the explainer, and export with "
-                            "--resize stretch.")
     for name, value in (("--steps", steps), ("--samples", samples)):
         if value < 1:
             raise ConvlensError(f"{name} must be 1 or more, not {value}.")
-    size = tuple(model.input_spec.size)
+    size = exported_size(model)
+    model = model.with_tensors_renamed({IMAGE, TARGET, *OUTPUT_NAMES})  # a file whose input is called "image"
     info = model.layer(resolve_layer(model, layer, size)) if cam_method else None
     copies = {"smoothgrad": samples, "integrated-gradients": steps}.get(method, 0)
     notes = []
@@ -126,6 +118,22 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     nodes = graph.nodes + e.nodes
     proto = _assemble(model, nodes, outputs, {**graph.inits, **e.new_inits}, {**graph.weights, **e.new_weights})
     return Explainer(proto, method, info.name if info else None, notes)
+
+
+def exported_size(model: Model) -> tuple[int, int]:
+    """The model's input size, which the graph resizes images to; refused where the file records none, or where
+    its images are placed otherwise than by a stretch."""
+    if model.input_spec.size is None:
+        advice = ("give `convlens export` --input-size H,W, or describe the file once with `convlens annotate "
+                  "MODEL.onnx --input-size H,W -o OUT.onnx`" if model.meta.source == "onnx"
+                  else "give `convlens export` --input-size H,W")
+        raise ConvlensError(f"The model records no input size, so the explainer cannot resize images to it; {advice}.")
+    if model.input_spec.resize != "stretch":
+        raise ConvlensError(f"An exported explainer stretches each image to the model's size inside its graph; this "
+                            f"model's input is described with --resize {model.input_spec.resize}, which the graph "
+                            "does not do: resize the images that way before feeding the explainer, and export with "
+                            "--resize stretch.")
+    return tuple(model.input_spec.size)
 
 
 # --- input side -----------------------------------------------------------------------------------

@@ -119,6 +119,49 @@ class Model:
                                 f"{Path(self.path).name if self.path else 'the model'} fixes; leave --input-size out.")
         return self.with_input_spec(dataclasses.replace(self.input_spec, size=size))
 
+    def with_tensors_renamed(self, names: set[str], prefix: str = "model_") -> "Model":
+        """The same model with each of its tensors called one of `names` renamed `prefix + name` (the graph
+        input included): a graph built around the model (the exported explainer) keeps those names for itself."""
+        import copy
+
+        clash = set(names) & ({o for n in self.nodes for o in n.output} | {self.input_spec.name}
+                              | set(self.small_inits) | set(self.weights))
+        if not clash:
+            return self
+        new = {c: prefix + c for c in clash}
+
+        def r(name):
+            return new.get(name, name) if name else name
+
+        view = copy.copy(self)
+        view.nodes = []
+        for node in self.nodes:
+            moved = onnx.NodeProto()
+            moved.CopyFrom(node)
+            moved.input[:] = [r(i) for i in node.input]
+            moved.output[:] = [r(o) for o in node.output]
+            view.nodes.append(moved)
+        view.small_inits = {r(k): v for k, v in self.small_inits.items()}
+        for k, t in view.small_inits.items():
+            if t.name != k:
+                view.small_inits[k] = onnx.TensorProto()
+                view.small_inits[k].CopyFrom(t)
+                view.small_inits[k].name = k
+        view.weights = {r(k): v for k, v in self.weights.items()}
+        view.graph_outputs = [r(o) for o in self.graph_outputs]
+        view.meta = dataclasses.replace(
+            self.meta, input=dataclasses.replace(self.meta.input, name=r(self.meta.input.name)),
+            layers=[dataclasses.replace(l, tensor=r(l.tensor)) for l in self.meta.layers],
+            logits=r(self.meta.logits), probabilities=r(self.meta.probabilities))
+        if self.detector is not None:
+            view.detector = dataclasses.replace(self.detector, raw=r(self.detector.raw), logits=r(self.detector.logits))
+        view.detector_levels = [(a, b, r(t)) for a, b, t in self.detector_levels]
+        view.explained_output = r(self.explained_output)
+        view.output_layouts = {r(k): v for k, v in self.output_layouts.items()}
+        view.output_shapes = {r(k): v for k, v in self.output_shapes.items()}
+        view.programs, view.shapes = {}, ShapeService(view)
+        return view
+
     @property
     def opset(self) -> int:
         return next((o.version for o in self.opset_imports if o.domain in ("", "ai.onnx")), 17)

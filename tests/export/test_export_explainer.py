@@ -277,3 +277,22 @@ def test_each_onnx_cam_row_equals_its_numpy_row(method):
         None, {"A": acts, "G": grads})[0]
     ref = CAM_METHODS[method].raw_map(acts.astype(np.float64), grads.astype(np.float64))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_a_file_whose_tensors_bear_the_explainers_names(tmp_path):
+    """A plain export whose input is called "image" and output "heatmap": the explainer renames them inside."""
+    from torch import nn
+
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3)).eval()
+    path = tmp_path / "named.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, input_names=["image"],
+                      output_names=["heatmap"], opset_version=17)
+    convlens.export(path, tmp_path / "e.onnx", method="gradcam", layer="auto")
+    image = np.random.default_rng(6).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": image[None]})))
+    ((ref,),), _ = convlens.cam(path, image.astype(np.float32), layer="auto")
+    assert out["explained_class"][0] == ref.class_index
+    assert np.abs(out["heatmap"][0] - ref.heatmap).max() <= 1e-5

@@ -1,5 +1,6 @@
 """Detectors: a YOLOv8n built by ultralytics from its yaml (seeded weights, its class head spread so that
-detections score between 0.25 and 1) and exported by ultralytics' own exporter, with and without NMS inside.
+detections score between 0.25 and 1) and exported by ultralytics' own exporter, with and without NMS inside
+(tests/detector_files.py; the session fixture `yolo` in tests/conftest.py).
 
 - convlens's decoding and NMS equal ultralytics' non_max_suppression on the same head output: boxes, classes,
   scores and the candidate behind each detection;
@@ -9,10 +10,6 @@ detections score between 0.25 and 1) and exported by ultralytics' own exporter, 
 - `convlens cam --box all` writes one overlay per detection with its box, and lists the detections.
 """
 import json
-import os
-import shutil
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -23,47 +20,10 @@ from helpers import normalized
 import convlens
 from convlens.cli import main
 
-SIZE = 160
+from detector_files import YOLO_SIZE as SIZE
 CONF, IOU = 0.25, 0.7
 PHOTO = cv2.resize(skimage.data.astronaut(), (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
 LEVEL_MODULES = (15, 18, 21)  # the neck outputs the three levels of YOLOv8's head read (strides 8, 16, 32)
-
-
-@pytest.fixture(scope="module")
-def yolo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("yolo")
-    os.environ["YOLO_CONFIG_DIR"] = str(folder / "config")  # ultralytics writes its settings there
-    os.environ["YOLO_OFFLINE"] = "1"
-    from ultralytics import YOLO
-
-    torch.manual_seed(0)
-    model = YOLO("yolov8n.yaml")
-    # random convolutions shrink activations to ~1e-6 by the neck, so every candidate scores the same: the batch
-    # norms take their statistics from three photos (as a trained net's are), and the class head is spread so
-    # that scores differ from candidate to candidate
-    photos = [cv2.resize(f(), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-              for f in (skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea)]
-    for module in model.model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # the plain average over the batch
-    model.model.train()
-    with torch.no_grad():
-        model.model(torch.from_numpy(np.stack(photos).transpose(0, 3, 1, 2).copy() / 255).float())
-        for branch in model.model.model[-1].cv3:
-            branch[-1].weight.normal_(0.0, 0.15)
-            branch[-1].bias.normal_(-7.0, 0.5)
-    model.model.eval()
-    here = os.getcwd()
-    os.chdir(folder)  # the exporter writes next to the working directory for a yaml-built model
-    try:
-        raw = shutil.move(model.export(format="onnx", imgsz=SIZE, simplify=False, opset=17), folder / "raw.onnx")
-        nms = shutil.move(model.export(format="onnx", imgsz=SIZE, simplify=False, opset=17, nms=True),
-                          folder / "nms.onnx")
-    finally:
-        os.chdir(here)
-    net = model.model.float().eval()  # fused by the export, as the files are
-    return net, Path(raw), Path(nms)
 
 
 def _x(photo=PHOTO):

@@ -1,5 +1,6 @@
 """DETR-style detectors: a transformers DetrForObjectDetection built from a config (seeded weights, a small
-ResNet backbone) and exported by torch.onnx, its two outputs the class logits (N, Q, C + 1) and the boxes.
+ResNet backbone) and exported by torch.onnx, its two outputs the class logits (N, Q, C + 1) and the boxes
+(tests/detector_files.py; the session fixture `detr` in tests/conftest.py).
 
 - convlens's decoding equals transformers' post_process_object_detection on the same outputs;
 - Grad-CAM (at the layer `auto` picks) and the input gradient of each detection equal torch autograd of that
@@ -15,40 +16,9 @@ from helpers import normalized
 
 import convlens
 
-SIZE = 128
+from detector_files import DETR_SIZE as SIZE
 CONF = 0.605  # the seeded queries score 0.55..0.63: four of twelve pass
 PHOTO = cv2.resize(skimage.data.astronaut(), (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-class Detr(torch.nn.Module):
-    """The transformers model returning (logits, boxes), as deployed files do."""
-
-    def __init__(self):
-        super().__init__()
-        from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
-
-        torch.manual_seed(0)
-        backbone = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 32, 64], depths=[1, 1, 1, 1],
-                                layer_type="basic", out_features=["stage4"])
-        config = DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone,
-                            d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=12,
-                            num_labels=5, init_std=0.3, init_xavier_std=3.0)
-        self.net = DetrForObjectDetection(config)
-
-    def forward(self, x):
-        out = self.net(pixel_values=x)
-        return out.logits, out.pred_boxes
-
-
-@pytest.fixture(scope="module")
-def detr(tmp_path_factory):
-    net = Detr().eval()
-    path = tmp_path_factory.mktemp("detr") / "detr.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["logits", "boxes"])
-    net.eval()  # the exporter leaves transformers' modules in training mode
-    return net, path
 
 
 def _x():
