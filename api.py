@@ -44,6 +44,7 @@ from .engine.techniques.layers import layer_table
 from .engine.techniques.output_inputs import (
     box_on_input,
     chosen_detections,
+    detection_layer,
     decoded_sequences,
     like_vector,
     photo_detections,
@@ -226,7 +227,7 @@ def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None, box_o
         picks = chosen_detections(found, box)
         groups: dict = {}
         for k in picks:
-            groups.setdefault(_detection_layer(m, found[k], layer), []).append(k)
+            groups.setdefault(detection_layer(m, found[k], layer), []).append(k)
         results = []
         for layer_name, group in groups.items():
             chosen = tuple(found[k] for k in group)
@@ -244,16 +245,6 @@ def _per_detection(m: Model, images, box, conf, iou, top, run, layer=None, box_o
 
 def _is_box(box) -> bool:
     return box is not None and str(box).count(",") == 3
-
-
-def _detection_layer(m: Model, detection, layer):
-    """`layer`, or for auto the layer whose output is the feature map the detection's level reads."""
-    if layer != "auto":
-        return layer
-    for start, end, tensor in m.detector_levels:
-        if start <= detection.anchor < end:
-            return next((l.name for l in m.layers if l.tensor == tensor), "auto")
-    return "auto"
 
 
 def target_of(model) -> dict | None:
@@ -439,12 +430,14 @@ def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion
              steps: int = 50, layer: str = "auto", road_noise: float = 0.01, ray: str | None = None,
              workers: int | None = None, batch: int = 4, quiet: bool = True, region: str | None = None,
              sequence: bool = False, position: int | None = None, index: int | None = None,
-             like_vector: str | None = None, **load_options):
+             like_vector: str | None = None, box=None, conf: float = 0.25, iou: float = 0.7, **load_options):
     """Score explanation methods over an image set (files, folders, CSV/Parquet lists) into the run folder `out`
     (results.parquet, curves.parquet, summary.json, report.html); a rerun into `out` resumes. Returns the
     EvaluationRun (`.summary`, `.files`, counts). `ray`: "auto" or a cluster address; `workers`: Ray actors.
     For an output that is not class scores: `region` (predicted, all), `sequence`, `position`, `index` or
-    `like_vector` (a .npy path), as in load(); the curves then follow that objective."""
+    `like_vector` (a .npy path), as in load(); the curves then follow that objective. Detectors: `box` K (the
+    detection of that rank in each image, 0 by default) among those above `conf` after NMS at `iou`; the curves
+    follow its score and the pointing games take its box."""
 
     _check_load_options(model, load_options)
     targets = {"region": region, "sequence": sequence or None, "position": position, "index": index,
@@ -454,4 +447,4 @@ def evaluate(model, images, out, *, methods="gradcam,vanilla", metrics="deletion
                             "them to convlens.load.")
     return run_evaluation(model, images, out, methods=methods, metrics=metrics, boxes=boxes, steps=steps, layer=layer,
                           road_noise=road_noise, ray=ray, workers=workers, batch=batch, quiet=quiet,
-                          load_options={**load_options, **targets})
+                          load_options={**load_options, **targets}, box=box, conf=conf, iou=iou)

@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--position", type=int, metavar="T", help="(N, T, C) sequences: the logits of step T")
     g.add_argument("--like-vector", metavar="FILE.npy", help="embeddings: the cosine similarity with this vector")
     g.add_argument("--index", type=int, metavar="I", help="any output: its I-th value (flattened), raw")
+    g.add_argument("--box", help="detectors: K, the detection of that rank by score in each image (default 0)")
+    g.add_argument("--conf", type=float, default=0.25, help="detectors: the score a detection needs (default 0.25)")
+    g.add_argument("--iou", type=float, default=0.7, help="detectors: NMS's IoU threshold (default 0.7)")
     p.add_argument("-o", "--output", required=True, help="the run folder (a rerun into it resumes)")
 
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")

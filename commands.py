@@ -482,7 +482,8 @@ def cmd_evaluate(args) -> dict:
                        workers=args.workers, batch=args.batch, quiet=args.quiet or args.json,
                        **_recipe(args), layout=args.layout, scores=args.scores, labels=args.labels,
                        device=args.device, threads=args.threads or None, region=args.region, sequence=args.sequence,
-                       position=args.position, index=args.index, like_vector=args.like_vector)
+                       position=args.position, index=args.index, like_vector=args.like_vector, box=args.box,
+                       conf=args.conf, iou=args.iou)
     lines = [f"evaluated {run.evaluated} images ({run.skipped} done before) into {run.folder}"]
     for method, entry in run.summary["methods"].items():
         cells = [f"{k} {v['mean']:.3f}" for k, v in entry.items() if v["mean"] is not None]

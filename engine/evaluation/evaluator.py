@@ -17,12 +17,14 @@ import numpy as np
 from ..errors import ConvlensError
 from ..metadata import InputSpec
 from ..model.model import Model
-from ..render.images import load_image
+from ..model.output_targets import OutputTarget
+from ..render.images import load_image, to_photo
 from ..runtime.adapter import apply_numpy
 from ..runtime.program import program
 from ..techniques.cam import gradcam
 from ..techniques.cam_methods import CAM_METHODS
-from ..techniques.common import class_probabilities, model_size, prepare
+from ..techniques.common import class_probabilities, fit_to_model, photo
+from ..techniques.output_inputs import detection_layer, photo_detections
 from ..techniques.saliency import SALIENCY_METHODS, saliency
 from . import metrics as m
 from .perturb import blurred, curve_inputs, pixel_ranks, step_counts
@@ -39,6 +41,9 @@ class Settings:
     layer: str = "auto"
     road_noise: float = 0.01
     chunk: int = 16  # perturbed inputs per ONNX Runtime call
+    box: int = 0  # detectors: the detection explained in each image (its rank by score)
+    conf: float = 0.25  # detectors: the score a detection needs
+    iou: float = 0.7  # detectors: NMS's IoU threshold
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,7 +59,7 @@ def method_names() -> dict[str, str]:
 
 
 def check_settings(methods, metrics, steps: int, has_boxes: bool, layer: str = "auto",
-                   road_noise: float = 0.01) -> Settings:
+                   road_noise: float = 0.01, box=None, conf: float = 0.25, iou: float = 0.7) -> Settings:
     """Settings from the user's choices, each refused in one sentence when it cannot be run."""
     known = method_names()
     methods = [s.strip() for s in (methods.split(",") if isinstance(methods, str) else methods) if s.strip()]
@@ -68,11 +73,20 @@ def check_settings(methods, metrics, steps: int, has_boxes: bool, layer: str = "
     if not methods or not metrics:
         raise ConvlensError("evaluate needs at least one method (--methods) and one metric (--metrics).")
     if not has_boxes and {"pointing", "energy-pointing"} & set(metrics):
-        raise ConvlensError("The pointing metrics need boxes: pass --boxes FILE.csv (path,class,x0,y0,x1,y1).")
+        raise ConvlensError("The pointing metrics need boxes: pass --boxes FILE.csv (path,class,x0,y0,x1,y1) (a "
+                            "detector's own boxes serve for its detections).")
+    text = "0" if box is None else str(box)
+    if not text.isdigit():
+        raise ConvlensError(f"evaluate explains one detection per image: give --box K (its rank by score, 0 for the "
+                            f"top one), not {text!r}.")
+    for name, value in (("--conf", conf), ("--iou", iou)):
+        if not 0 <= value <= 1:
+            raise ConvlensError(f"{name} must be between 0 and 1, not {value}.")
     if steps < 2:
         raise ConvlensError(f"--steps must be 2 or more, not {steps}.")
     methods = list(dict.fromkeys(methods + [RANDOM]))  # metrics only mean something against the baseline
-    return Settings(tuple(methods), tuple(dict.fromkeys(metrics)), steps, layer or "auto", road_noise)
+    return Settings(tuple(methods), tuple(dict.fromkeys(metrics)), steps, layer or "auto", road_noise,
+                    box=int(text), conf=float(conf), iou=float(iou))
 
 
 def file_sha256(path: str) -> str:
@@ -95,7 +109,10 @@ class Evaluator:
         if spec.channels != 3:
             raise ConvlensError("evaluate works on RGB models; this model takes one (gray) channel.")
         self.model, self.settings = model, settings
-        self.scores = model.scores_tensor()  # a model without class scores is refused, saying what its output is
+        # a detector's images are each scored through a view of one detection (evaluate_detection); any other
+        # model without class scores is refused, saying what its output is
+        self.detector = model.detector is not None and model.target is None
+        self.scores = None if self.detector else model.scores_tensor()
         # the network's input as it is (NHWC, model's channel order, preprocessing done in numpy)
         self.identity = InputSpec(name=spec.name, size=spec.size, layout=spec.layout, color="RGB", scale=1.0,
                                   mean=[0.0] * 3, std=[1.0] * 3, channels=3)
@@ -136,11 +153,15 @@ class Evaluator:
         return saliency(self.model, pixels[None], target, method)[0].saliency.astype(np.float32)
 
     # --- one image ------------------------------------------------------------------------------------
-    def evaluate(self, path: str, label: str | None = None, boxes=()) -> dict:
-        """{"results": rows (one per method), "curves": rows, "heatmaps": {method: uint8 map}} of one image."""
+    def evaluate(self, path: str, label: str | None = None, boxes=(), pointing_boxes=None) -> dict:
+        """{"results": rows (one per method), "curves": rows, "heatmaps": {method: uint8 map}} of one image.
+        `pointing_boxes`: the pointing games' boxes (x0, y0, x1, y1) themselves, instead of `boxes` of the class."""
+        if self.detector:
+            return self.evaluate_detection(path)
         sha = file_sha256(path)
         image = load_image(path)
-        pixels = prepare(self.model, [image], model_size(self.model, image))[0]
+        fitted, place, size = fit_to_model(self.model, photo(image))
+        pixels = fitted.astype(np.float32)
         x = apply_numpy(pixels[None], self.numpy_spec)[0]
         soft = blurred(x)  # insertion's start, shared by every method's curve
         base = self.probabilities(np.stack([x, soft]))
@@ -148,7 +169,8 @@ class Evaluator:
         if not 0 <= target < base.shape[1]:
             raise ConvlensError(f"{path}: class {target} is out of range; the model has {base.shape[1]} classes.")
         clean, blur = float(base[0, target]), float(base[1, target])
-        target_boxes = [b[1:] for b in boxes if self.model.class_index(b[0]) == target]
+        target_boxes = pointing_boxes if pointing_boxes is not None else \
+            [b[1:] for b in boxes if self.model.class_index(b[0]) == target]
         results, curves, heatmaps = [], [], {}
         for method in self.settings.methods:
             heat = self.heatmap(method, pixels, target, sha)
@@ -157,7 +179,7 @@ class Evaluator:
                    **{c: float("nan") for c in m.COLUMNS}}
             row.update(self._scores(x, soft, heat, target, clean, blur, sha, method, curves, path))
             if {"pointing", "energy-pointing"} & set(self.settings.metrics):
-                full = m.at_original_size(heat, image.shape)
+                full = to_photo(heat, image.shape[:2], size, place)  # a crop's or letterbox's placement undone
                 if "pointing" in self.settings.metrics:
                     row["pointing_hit"] = m.pointing_hit(full, target_boxes)
                 if "energy-pointing" in self.settings.metrics:
@@ -165,6 +187,24 @@ class Evaluator:
             results.append(row)
             heatmaps[method] = np.uint8(np.round(np.clip(heat, 0, 1) * 255))
         return {"results": results, "curves": curves, "heatmaps": heatmaps}
+
+    def evaluate_detection(self, path: str) -> dict:
+        """A detector's image: its detection of rank `box` explained through a view whose one score is that
+        detection's (its candidate's class probability, or logit for a DETR-style head: the curves follow it as
+        pixels go), at its level's layer; the pointing games take the detection's own box."""
+        found = photo_detections(self.model, load_image(path), self.settings.conf, self.settings.iou)
+        k = self.settings.box
+        if k >= len(found):
+            raise ConvlensError(f"{path}: it has {len(found)} detections above --conf {self.settings.conf}, so "
+                                f"none of rank {k} to evaluate; lower --conf, or leave the image out.")
+        detection = found[k]
+        view = self.model.explaining(OutputTarget(detections=(detection,)))
+        layer = detection_layer(self.model, detection, self.settings.layer)
+        one = Evaluator(view, dataclasses.replace(self.settings, layer=layer))
+        out = one.evaluate(path, None, pointing_boxes=[list(detection.box)])
+        for row in out["results"]:
+            row["target"], row["target_label"] = detection.cls, f"{self.model.label(detection.cls)} (detection {k})"
+        return out
 
     def _scores(self, x, soft, heat, target, clean, blur, sha, method, curves, path) -> dict:
         """The metrics that run the model on perturbed inputs: all of one map's inputs in one batched pass."""

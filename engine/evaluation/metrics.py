@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 POINTING_TOLERANCE = 15  # pixels
@@ -38,14 +37,6 @@ def auc(fractions: np.ndarray, values: np.ndarray) -> float:
     """Area under a curve by the trapezoid rule."""
     f, v = np.asarray(fractions, np.float64), np.asarray(values, np.float64)
     return float(np.sum((f[1:] - f[:-1]) * (v[1:] + v[:-1]) / 2))
-
-
-def at_original_size(heat: np.ndarray, shape) -> np.ndarray:
-    """The map (network size) upsampled bilinearly to the original image's (height, width)."""
-    h, w = shape[:2]
-    if heat.shape == (h, w):
-        return heat.astype(np.float32)
-    return cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def pointing_hit(heat: np.ndarray, boxes) -> float:

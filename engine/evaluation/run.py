@@ -30,7 +30,7 @@ class EvaluationRun:
 def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletion,insertion", boxes=None,
              steps: int = 50, layer: str = "auto", road_noise: float = 0.01, ray: str | None = None,
              workers: int | None = None, batch: int = 4, quiet: bool = True, load_options: dict | None = None,
-             ) -> EvaluationRun:
+             box=None, conf: float = 0.25, iou: float = 0.7) -> EvaluationRun:
     load_options = {k: v for k, v in (load_options or {}).items() if v is not None}
     if workers is not None and ray is None:
         raise ConvlensError("--workers applies to Ray runs (--ray auto|ADDRESS); without --ray the run uses this "
@@ -41,7 +41,6 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
         raise ConvlensError(f"--batch must be 1 or more, not {batch}.")
     if road_noise < 0:
         raise ConvlensError(f"--road-noise must be 0 or more, not {road_noise}.")
-    settings = check_settings(methods, metrics, steps, boxes is not None, layer, road_noise)
     if isinstance(model, Model):
         if ray is not None:
             raise ConvlensError("A Ray run loads the model in every worker: pass its file path, not a loaded model.")
@@ -49,6 +48,10 @@ def evaluate(model, sources, out, *, methods="gradcam,vanilla", metrics="deletio
     else:
         model_path = str(Path(model).resolve())
         loaded = load(model_path, **load_options)
+    detector = loaded.detector is not None and loaded.target is None
+    if box is not None and not detector:
+        raise ConvlensError("--box applies to detectors (a YOLO-style or DETR-style head); this model has none.")
+    settings = check_settings(methods, metrics, steps, boxes is not None or detector, layer, road_noise, box, conf, iou)
     items = image_items([str(s) for s in (sources if isinstance(sources, (list, tuple)) else [sources])])
     box_table = read_boxes(boxes) if boxes is not None else {}
     for item in items:

@@ -130,3 +130,14 @@ def box_on_input(model: Model, image, box) -> tuple[float, float, float, float]:
     (sy, sx), (oy, ox) = place.scale, place.offset
     x1, y1, x2, y2 = box
     return (x1 * sx + ox, y1 * sy + oy, x2 * sx + ox, y2 * sy + oy)
+
+
+def detection_layer(model: Model, detection: Detection, layer):
+    """`layer`, or for auto the layer whose output is the feature map the detection's level of the head reads
+    ("auto" where the head has no levels: the view's own rule then picks)."""
+    if layer != "auto":
+        return layer
+    for start, end, tensor in model.detector_levels:
+        if start <= detection.anchor < end:
+            return next((l.name for l in model.layers if l.tensor == tensor), "auto")
+    return "auto"
