@@ -6,15 +6,17 @@ import html
 import numpy as np
 
 from ..model.model import Model
+from ..model.output_targets import OutputTarget
 from ..render.html_page import figure, page
 from ..render.images import load_image, to_photo
-from ..render.pictures import channel_grid, colorize, filter_grid, overlay, upscale
+from ..render.pictures import channel_grid, colorize, draw_box, filter_grid, overlay, upscale
 from ..render.progress import Progress
 from ..techniques.activations import activations, as_channels, predictions
 from ..techniques.cam import gradcam
 from ..techniques.common import fit_to_model, prepare
 from ..techniques.filters import own_size, visualize_filters
 from ..techniques.layers import layer_table
+from ..techniques.output_inputs import detection_layer, photo_detections
 from ..techniques.saliency import saliency, saliency_image
 
 CSS = """body{max-width:1100px}img{max-width:100%}
@@ -54,8 +56,16 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             photo = load_image(path) if isinstance(path, str) else np.asarray(path)
             _, place, size = fit_to_model(model, photo)
             pixels = prepare(model, [photo])
-            top = predictions(model, pixels)[0]
             name = path if isinstance(path, str) else "image"
+            if model.detector is not None and model.target is None:
+                entry = {"image": name, "detections": [], "cams": []}
+                parts += _detector_sections(model, photo, pixels, name, methods, entry)
+                progress.advance(2)
+                parts += _activation_section(model, pixels, layers)
+                progress.advance()
+                results["images"].append(entry)
+                continue
+            top = predictions(model, pixels)[0]
             parts.append(
                 f"<h2>{html.escape(name)}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
                 + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top)
@@ -78,12 +88,7 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
                 parts.append(figure(saliency_image(to_photo(a.saliency, photo.shape[:2], size, place)),
                                     f"{method} for {a.label}"))
             progress.advance()
-            parts.append("<h3>Intermediate activations</h3>")
-            acts = activations(model, pixels, layers)
-            for layer in layers:
-                channels = as_channels(model, model.layer(layer), acts[layer])[0]
-                grid = upscale(colorize(channel_grid(channels[:64])))
-                parts.append(figure(grid, channels_caption(layer, min(len(channels), 64), len(channels))))
+            parts += _activation_section(model, pixels, layers)
             progress.advance()
             results["images"].append(entry)
         if filter_layer:
@@ -93,3 +98,44 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
                          f"filters {', '.join(map(str, res.filters))}, lucid recipe, {filter_steps} steps"))
             progress.advance()
     return page(title, CSS, parts), results
+
+
+def _activation_section(model: Model, pixels, layers) -> list[str]:
+    parts = ["<h3>Intermediate activations</h3>"]
+    acts = activations(model, pixels, layers)
+    for layer in layers:
+        channels = as_channels(model, model.layer(layer), acts[layer])[0]
+        grid = upscale(colorize(channel_grid(channels[:64])))
+        parts.append(figure(grid, channels_caption(layer, min(len(channels), 64), len(channels))))
+    return parts
+
+
+def _detector_sections(model: Model, photo, pixels, name: str, methods, entry: dict, shown: int = 3) -> list[str]:
+    """A detector's image: its detections (up to 10 listed), each method's map of the top `shown` with its box
+    drawn (each at the layer `cam --box` picks), and the input gradient of the top one."""
+    found = photo_detections(model, photo)
+    _, place, size = fit_to_model(model, photo)
+    parts = [f"<h2>{html.escape(name)}</h2>"]
+    if not found:
+        return parts + ["<p>No detection scores above 0.25.</p>"]
+    parts.append("<table><tr><th>rank</th><th>label</th><th>score</th><th>box (x1, y1, x2, y2)</th></tr>" + "".join(
+        f"<tr><td>{k}</td><td>{html.escape(model.label(d.cls))}</td><td>{d.score:.3f}</td>"
+        f"<td>{', '.join(f'{v:.0f}' for v in d.box)}</td></tr>" for k, d in enumerate(found[:10])) + "</table>")
+    entry["detections"] = [{"rank": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
+                            "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found[:10])]
+    picked = found[:shown]
+    view = model.explaining(OutputTarget(detections=tuple(picked)))  # one score per detection, programs shared
+    parts.append("<h3>Class activation maps of the detections</h3>")
+    for method in methods:
+        for k, d in enumerate(picked):
+            r = gradcam(view, pixels, k, detection_layer(model, d, "auto"), method)[0][0]
+            heat = to_photo(r.heatmap, photo.shape[:2], size, place)
+            caption = f"{k}: {model.label(d.cls)} {d.score:.2f}"
+            parts.append(figure(draw_box(overlay(photo, heat), d.box, caption), f"{method}: {caption} at {r.layer}"))
+            peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
+            entry["cams"].append({"method": method, "detection": k, "peak_yx": [int(peak[0]), int(peak[1])]})
+    parts.append("<h3>Attribution</h3>")
+    a = saliency(view, pixels, 0, "vanilla")[0]
+    parts.append(figure(saliency_image(to_photo(a.saliency, photo.shape[:2], size, place)),
+                        f"vanilla gradient for detection 0: {model.label(picked[0].cls)}"))
+    return parts

@@ -82,3 +82,19 @@ def test_the_cli_and_its_refusals(yolo, detr, tmp_path, capsys):
     assert "export --box writes a CAM map" in capsys.readouterr().err
     assert main(["export", str(raw), "--scale", "1/255", "--box", "all", "-o", str(out)]) == 1  # not overwritten
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_report_lists_a_detectors_detections_and_their_maps(yolo, tmp_path):
+    _, raw, _ = yolo
+    photo = _photo(YOLO_SIZE).astype(np.float32)
+    model = convlens.load(raw, scale="1/255")
+    page, results = convlens.api.report(model, [photo], filter_steps=2)
+    found = convlens.api.detections(model, photo)
+    (entry,) = results["images"]
+    assert [d["score"] for d in entry["detections"]] == pytest.approx([d.score for d in found[:10]])
+    assert [c["detection"] for c in entry["cams"] if c["method"] == "gradcam"] == [0, 1, 2]
+    maps, _ = convlens.cam(model, photo, box="all")
+    for cam in (c for c in entry["cams"] if c["method"] == "gradcam"):
+        heat = maps[0][cam["detection"]].heatmap
+        assert cam["peak_yx"] == list(np.unravel_index(np.argmax(heat), heat.shape))
+    assert page.count("<figure") >= 4 and "box (x1, y1, x2, y2)" in page
