@@ -1,6 +1,7 @@
 """`convlens atlas`: the dataset pass (scan.py), feature visualizations of every chosen unit (filters.py, one
-batched run per layer), each unit's top images cropped to its receptive field (receptive_field.py), and the site
-(site.py), with its data in data.json. A folder holding an unfinished atlas run resumes it."""
+batched run per layer), each unit's top images cropped to its receptive field (receptive_field.py), the classes
+each unit pushes up (pushes.py), and the site (site.py), with its data in data.json. A folder holding an
+unfinished atlas run resumes it."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from ..render.pictures import encode_png
 from ..render.progress import Progress
 from ..techniques.common import model_size, parse_channels, prepare
 from ..techniques.filters import visualize_filters
+from .pushes import class_pushes
 from .receptive_field import receptive_fields
 from .scan import Plan, scan, shard_folder, top_images
 from .site import slug, write_site
@@ -60,8 +62,11 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
     with Progress(len(paths), "atlas images", quiet) as progress:
         result = scan(model, plan, site, progress)
     fields = receptive_fields(model, grid_size)
+    pushes = class_pushes(model, paths, chosen, grid_size)
     data = {"model": Path(model.path).name if model.path else "model", "images": paths, "top": top,
-            "recipe": recipe, "size": list(grid_size), "layers": []}
+            "recipe": recipe, "size": list(grid_size), "layers": [],
+            "pushes": None if pushes is None else {"classes": pushes.classes, "images": pushes.images,
+                                                   "labels": [model.label(c) for c in pushes.classes]}}
     needed = set()
     tops = {layer: top_images(result.maxima[layer], min(top, len(paths))) for layer in chosen}
     for layer in chosen:
@@ -71,8 +76,14 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
         _png(site / "img" / "images" / f"{i}.png", resize(picture, (THUMB, THUMB)))
     with Progress(len(chosen), "atlas layers", quiet) as progress:
         for layer, wanted in chosen.items():
-            data["layers"].append(_layer_data(model, layer, wanted, result, tops[layer], fields, fitted, paths, site,
-                                              recipe, steps, size, diversity))
+            entry = _layer_data(model, layer, wanted, result, tops[layer], fields, fitted, paths, site, recipe, steps,
+                                size, diversity)
+            if pushes is not None:
+                for j, unit in enumerate(entry["units"]):
+                    row = pushes.push[layer][j]
+                    unit["pushes"] = [{"class": pushes.classes[c], "label": model.label(pushes.classes[c]),
+                                       "value": float(row[c])} for c in np.argsort(-row, kind="stable")[:5]]
+            data["layers"].append(entry)
             progress.advance()
     (site / "data.json").write_text(json.dumps(data, indent=1))
     write_site(site, data)

@@ -1,7 +1,8 @@
 """The atlas as a static site: index.html (every layer, a grid of its units), one page per layer and one per unit
 (units/LAYER/U.html: its feature visualization, its top images whole and cropped to the unit's receptive field,
-its activation distribution, previous/next links) and a search box for `layer:unit` or a unit number. Pictures
-are PNG files beside the pages; nothing is fetched from a network."""
+its activation distribution, the classes it pushes up most, previous/next links) and a search box for
+`layer:unit`, a unit number or a class name (the units that push that class up most). Pictures are PNG files
+beside the pages; nothing is fetched from a network."""
 from __future__ import annotations
 
 import html
@@ -29,6 +30,20 @@ def _page(title: str, body: list[str], depth: int) -> str:
     return "\n".join([head, *body, "</body></html>"])
 
 
+def class_index(data: dict) -> dict:
+    """{class label: the indices (in page order) of the units whose top-5 pushed classes include it (with a
+    positive push), the unit that pushes it most first}."""
+    hits: dict = {}
+    k = 0
+    for layer in data["layers"]:
+        for u in layer["units"]:
+            for p in u.get("pushes", []):
+                if p["value"] > 0:
+                    hits.setdefault(p["label"], []).append((-p["value"], k))
+            k += 1
+    return {label: [i for _, i in sorted(rows)] for label, rows in sorted(hits.items())}
+
+
 def unit_page_path(layer: str, unit: int) -> str:
     return f"units/{slug(layer)}/{unit}.html"
 
@@ -37,14 +52,20 @@ def write_site(site: Path, data: dict) -> list[Path]:
     """The pages for `data` (build.py's atlas data: layers, units, their pictures and top images); returns them."""
     written = []
     keys = [(layer["name"], u["unit"]) for layer in data["layers"] for u in layer["units"]]
-    search = ("<p><input id='q' placeholder='unit number or layer:unit' size='30'></p><ul id='hits'></ul><script>"
+    search = ("<p><input id='q' placeholder='unit number, layer:unit or class name' size='36'></p><ul id='hits'>"
+              "</ul><script>"
               f"const units={json.dumps([f'{layer}:{unit}' for layer, unit in keys])};"
               f"const pages={json.dumps([unit_page_path(layer, unit) for layer, unit in keys])};"
+              f"const pushers={json.dumps(class_index(data))};"
               "document.getElementById('q').addEventListener('input',e=>{const q=e.target.value.trim();"
               "const ul=document.getElementById('hits');ul.innerHTML='';if(!q)return;"
-              "units.forEach((u,i)=>{const [l,n]=[u.slice(0,u.lastIndexOf(':')),u.slice(u.lastIndexOf(':')+1)];"
-              "if(n===q||u===q||(q.includes(':')&&u.startsWith(q))){const li=document.createElement('li');"
-              "li.innerHTML=`<a href='${pages[i]}'>${u}</a>`;ul.appendChild(li);}});});</script>")
+              "const add=(i,text)=>{const li=document.createElement('li');"
+              "li.innerHTML=`<a href='${pages[i]}'>${text}</a>`;ul.appendChild(li);};"
+              "units.forEach((u,i)=>{const n=u.slice(u.lastIndexOf(':')+1);"
+              "if(n===q||u===q||(q.includes(':')&&u.startsWith(q)))add(i,u);});"
+              "if(/^[0-9:]/.test(q))return;const low=q.toLowerCase();"
+              "Object.entries(pushers).forEach(([label,hits])=>{if(label.toLowerCase().includes(low))"
+              "hits.forEach(i=>add(i,`${units[i]} pushes up ${label}`));});});</script>")
     body = [f"<p>{html.escape(data['model'])}: {sum(len(l['units']) for l in data['layers'])} units of "
             f"{len(data['layers'])} layers over {len(data['images'])} images (top {data['top']} per unit).</p>",
             search]
@@ -94,6 +115,12 @@ def _unit_page(data: dict, li: int, ui: int) -> str:
                     for k, v in enumerate(u["visualizations"]))
             + f"<div class='pair'><img src='../../{u['histogram']}' alt='distribution' "
             f"style='width:288px'>maximum activation over the set</div>", f"<h2>top {len(u['top'])}</h2>{tops}"]
+    if u.get("pushes"):
+        n = data["pushes"]["images"]
+        rows = "".join(f"<tr><td>{html.escape(p['label'])}</td><td>{p['value']:+.4g}</td></tr>" for p in u["pushes"])
+        body.append(f"<h2>classes it pushes up most</h2><p>d logit / d (a shift of the unit's whole map), averaged "
+                    f"over {n} images, among the {len(data['pushes']['classes'])} classes the set's images predict "
+                    f"(each image's top 3).</p><table id='pushes'><tr><th>class</th><th>push</th></tr>{rows}</table>")
     return _page(f"{layer['name']} unit {u['unit']}", body, 2)
 
 

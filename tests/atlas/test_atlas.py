@@ -174,3 +174,42 @@ def test_auto_layers_are_the_lessons_five_vgg16_layers(keras_vgg16):
     from convlens.engine.atlas.stages import stage_layers
 
     assert stage_layers(convlens.load(keras_vgg16["path"])) == [f"block{b}_conv1" for b in range(1, 6)]
+
+
+def test_the_classes_a_unit_pushes_up_equal_torch_autograd(tiny_torch, image_set, tmp_path):
+    """Per unit and class: the derivative of the class logit with respect to a shift of the unit's whole map (the
+    sum over positions of d logit / d A), averaged over the images; the unit page lists its top classes and the
+    index's search finds the units pushing a class up."""
+    net = tiny_torch["net"]
+    data = convlens.atlas(tiny_torch["path"], [str(image_set)], tmp_path / "site", layers="0,3", units="0-5",
+                          steps=2)
+    spec = convlens.load(tiny_torch["path"]).input_spec
+    paths = sorted(image_set.iterdir())
+    assert data["pushes"]["images"] == len(paths)  # 14 images: all sampled
+    classes = data["pushes"]["classes"]
+    expected = {0: np.zeros((6, len(classes))), 3: np.zeros((6, len(classes)))}
+    predicted = set()
+    for path in paths:
+        rgb = cv2.imread(str(path))[..., ::-1].astype(np.float64)
+        x = torch.from_numpy(((rgb * spec.scale - np.asarray(spec.mean)) / np.asarray(spec.std)).transpose(2, 0, 1)
+                             [None].copy()).float()
+        with torch.no_grad():
+            predicted |= set(torch.argsort(net(x)[0], descending=True)[:3].tolist())
+        for end in expected:
+            a = net[:end + 1](x).detach().requires_grad_(True)
+            logits = net[end + 1:](a)[0]
+            for j, c in enumerate(classes):
+                (g,) = torch.autograd.grad(logits[c], a, retain_graph=True)
+                expected[end][:, j] += g[0, :6].sum(dim=(1, 2)).double().numpy() / len(paths)
+    assert sorted(predicted) == classes
+    for layer in data["layers"]:
+        for unit in layer["units"]:
+            row = expected[int(layer["name"])][unit["unit"]]
+            best = np.argsort(-row, kind="stable")[:5]
+            assert [p["class"] for p in unit["pushes"]] == [classes[c] for c in best]
+            np.testing.assert_allclose([p["value"] for p in unit["pushes"]], row[best], rtol=1e-4,
+                                       atol=1e-6 * np.abs(row).max())
+    page = (tmp_path / "site" / "units" / "3" / "2.html").read_text()
+    assert "classes it pushes up most" in page and data["layers"][1]["units"][2]["pushes"][0]["label"] in page
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "const pushers=" in index and "pushes up" in index
