@@ -102,3 +102,11 @@ def detr(tmp_path_factory):
     from detector_files import build_detr
 
     return build_detr(tmp_path_factory.mktemp("detr"))
+
+
+@pytest.fixture(scope="session")
+def yolov5_style(tmp_path_factory):
+    """tests/detector_files.py's YOLOv5-style detector with objectness: (torch module, .onnx file)."""
+    from detector_files import build_yolov5_style
+
+    return build_yolov5_style(tmp_path_factory.mktemp("yolov5"))

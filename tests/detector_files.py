@@ -84,3 +84,82 @@ def build_detr(folder: Path):
                       input_names=["image"], output_names=["logits", "boxes"])
     net.eval()  # the exporter leaves transformers' modules in training mode
     return net, path
+
+
+V5_SIZE = 128
+V5_ANCHORS = ((10, 13, 16, 30, 33, 23), (30, 61, 62, 45, 59, 119), (116, 90, 156, 198, 373, 326))  # YOLOv5's P3-P5
+
+
+class YoloV5Style(torch.nn.Module):
+    """A small backbone (strides 8, 16, 32) under YOLOv5's Detect head as its export runs it (models/yolo.py of
+    YOLOv5 v7.0, written out here): per level a 1x1 convolution to na x (5 + C) channels, a sigmoid of
+    everything, centres (2 s - 0.5 + cell) x stride, sizes (2 s)^2 x anchor, rows (N, A, 5 + C) concatenated."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        torch.manual_seed(3)
+        conv = torch.nn.Conv2d
+
+        def block(a, b):
+            return torch.nn.Sequential(conv(a, b, 3, 2, 1), torch.nn.SiLU())
+
+        self.stem = torch.nn.Sequential(block(3, 8), block(8, 16), block(16, 16))  # stride 8
+        self.down16, self.down32 = block(16, 32), block(32, 32)
+        self.classes, self.columns, self.na = classes, classes + 5, 3
+        self.heads = torch.nn.ModuleList(conv(c, self.na * self.columns, 1) for c in (16, 32, 32))
+        self.register_buffer("anchors", torch.tensor(V5_ANCHORS, dtype=torch.float32).view(3, 3, 2))
+        self.strides = (8, 16, 32)
+        with torch.no_grad():  # features that vary over the image; objectness and classes spread, so that a few
+            for module in (*self.stem, self.down16, self.down32):  # candidates pass a 0.25 score
+                torch.nn.init.kaiming_normal_(module[0].weight, nonlinearity="relu")
+            for head in self.heads:
+                head.weight.normal_(0.0, 1.0)
+                bias = head.bias.view(self.na, self.columns)
+                bias.normal_(0.0, 1.0)
+                bias[:, 4] = -3.0
+
+    def forward(self, x):
+        p3 = self.stem(x)
+        p4 = self.down16(p3)
+        p5 = self.down32(p4)
+        rows = []
+        for i, feature in enumerate((p3, p4, p5)):
+            y = self.heads[i](feature)
+            n, _, ny, nx = y.shape
+            y = y.view(n, self.na, self.columns, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+            grid = torch.stack((xv, yv), 2).expand(1, self.na, ny, nx, 2).float() - 0.5
+            anchor_grid = self.anchors[i].view(1, self.na, 1, 1, 2).expand(1, self.na, ny, nx, 2)
+            xy, wh, rest = y.sigmoid().split((2, 2, self.classes + 1), 4)
+            xy = (xy * 2 + grid) * self.strides[i]
+            wh = (wh * 2) ** 2 * anchor_grid
+            rows.append(torch.cat((xy, wh, rest), 4).view(n, self.na * nx * ny, self.columns))
+        return torch.cat(rows, 1)
+
+
+def build_yolov5_style(folder: Path):
+    """(the torch module, its .onnx file: torch.onnx.export at V5_SIZE, as YOLOv5's export.py does)."""
+    net = YoloV5Style().eval()
+    path = folder / "yolov5_style.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, V5_SIZE, V5_SIZE),), str(path), dynamo=False, opset_version=12,
+                      input_names=["images"], output_names=["output0"])
+    return net, path
+
+
+def yolov5_nms(rows: torch.Tensor, conf: float, iou: float, max_det: int = 300):
+    """YOLOv5's non_max_suppression (utils/general.py of v7.0) for one image, written out: (detections (K, 6) as
+    x1, y1, x2, y2, score, class; the candidate (row) behind each)."""
+    from torchvision.ops import nms
+
+    candidates = torch.nonzero(rows[:, 4] > conf).flatten()
+    x = rows[candidates].clone()
+    x[:, 5:] *= x[:, 4:5]
+    box = torch.cat((x[:, :2] - x[:, 2:4] / 2, x[:, :2] + x[:, 2:4] / 2), 1)
+    score, cls = x[:, 5:].max(1, keepdim=True)
+    keep = score.view(-1) > conf
+    x = torch.cat((box, score, cls.float()), 1)[keep]
+    candidates = candidates[keep]
+    order = x[:, 4].argsort(descending=True)
+    x, candidates = x[order], candidates[order]
+    kept = nms(x[:, :4] + x[:, 5:6] * 7680, x[:, 4], iou)[:max_det]
+    return x[kept], candidates[kept]

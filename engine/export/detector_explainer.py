@@ -25,7 +25,7 @@ from ..errors import ConvlensError
 from ..graph import float_info, needed_nodes
 from ..model.detections import MAX_WH, Detection
 from ..model.model import Model
-from ..model.output_targets import OutputTarget
+from ..model.output_targets import OutputTarget, flat_logits
 from ..runtime.adapter import PIXELS, adapter_nodes
 from ..runtime.program import GradRequest, forward_and_backward
 from ..techniques.cam import resolve_layer
@@ -67,8 +67,8 @@ def export_detector_explainer(model: Model, box="all", method: str = "gradcam", 
     e.op("Identity", _image_nodes(e, size), out=PIXELS)
     nodes, small = _model_at_export_opset(model)
     a_nodes, a_inits = adapter_nodes(model.input_spec)
-    decoded = (_decode_queries if head.queries else _decode_yolo)(e, head, size, max_boxes if rank is None else
-                                                                  rank + 1, conf, iou)
+    decode = _decode_queries if head.queries else _decode_objectness if head.objectness else _decode_yolo
+    decoded = decode(e, head, size, max_boxes if rank is None else rank + 1, conf, iou)
     anchor, flat_index, boxes, scores, classes = decoded
     if rank is not None:
         anchor, flat_index, boxes, scores, classes = (e.op("Slice", t, e.ints([rank]), e.ints([rank + 1]), e.ints([0]))
@@ -78,8 +78,7 @@ def export_detector_explainer(model: Model, box="all", method: str = "gradcam", 
 
     # the per-detection pass: forward and backward of one logit, the map at the detection's level's layer
     w = GraphWriter(EXPORT_OPSET, scope="detector_objective")
-    flat = w.op("Flatten", head.logits, axis=1)
-    w.op("ReduceSum", w.op("Mul", flat, WEIGHTS), out=OBJECTIVE, keepdims=0)
+    w.op("ReduceSum", w.op("Mul", flat_logits(w, head), WEIGHTS), out=OBJECTIVE, keepdims=0)
     graph = forward_and_backward(model.runtime, a_nodes + nodes + w.nodes, {**small, **a_inits, **w.new_inits},
                                  model.weights, [info.tensor for _, info in levels], size,
                                  [float_info(WEIGHTS, [1, None])], [helper.make_opsetid("", EXPORT_OPSET)],
@@ -142,6 +141,33 @@ def _decode_yolo(e: GraphWriter, head, size, keep: int, conf: float, iou: float)
     return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
 
 
+def _decode_objectness(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
+    """The same for a YOLOv5-style head (N, A, 5 + C): objectness above `conf`, score objectness x class."""
+    objectness = e.op("Slice", head.raw, e.ints([4]), e.ints([5]), e.ints([2]))  # (1, A, 1)
+    probabilities = e.op("Mul", e.op("Slice", head.raw, e.ints([5]), e.ints([2 ** 62]), e.ints([2])), objectness)
+    best = e.reduce("ReduceMax", probabilities, [2], keepdims=0)  # (1, A)
+    cls = e.op("ArgMax", probabilities, axis=2, keepdims=0)  # (1, A)
+    passes = e.op("Greater", e.op("Squeeze", objectness, e.ints([2])), e.const(conf))
+    score = e.op("Unsqueeze", e.op("Where", passes, best, e.const(0.0)), e.ints([1]))  # (1, 1, A)
+    xy = e.op("Slice", head.raw, e.ints([0]), e.ints([2]), e.ints([2]))
+    half = e.op("Mul", e.op("Slice", head.raw, e.ints([2]), e.ints([4]), e.ints([2])), e.const(0.5))
+    corners = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=2)  # (1, A, 4)
+    offset = e.op("Unsqueeze", e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.const(float(MAX_WH))),
+                  e.ints([2]))
+    selected = e.op("NonMaxSuppression", e.op("Add", corners, offset), score, e.ints([keep]),
+                    e.const([iou]), e.const([conf]))
+    anchor = e.op("Gather", selected, e.ints(2), axis=1)
+    classes = e.op("Gather", e.op("Reshape", cls, e.ints([-1])), anchor, axis=0)
+    scores = e.op("Gather", e.op("Reshape", score, e.ints([-1])), anchor, axis=0)
+    on_input = e.op("Gather", e.op("Reshape", corners, e.ints([-1, 4])), anchor, axis=0)
+    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
+    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))
+    scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
+    flat_index = e.op("Add", e.op("Mul", anchor, e.const(head.classes + 5, np.int64)),
+                      e.op("Add", classes, e.const(5, np.int64)))
+    return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
+
+
 def _decode_queries(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
     """The same for a DETR-style pair: per query its best real class by softmax, the top `keep` above `conf`."""
     probabilities = e.op("Softmax", head.logits, axis=-1)  # (1, Q, C + 1)
@@ -178,7 +204,9 @@ def _per_detection_body(model: Model, graph, levels, flat_index: str, level_of: 
     b = GraphWriter(EXPORT_OPSET, scope="detector_box")
     k = "detector_k"
     index = b.op("Unsqueeze", b.op("Gather", flat_index, k, axis=0), b.ints([0]))
-    depth = b.op("Gather", b.op("Shape", b.op("Flatten", model.detector.logits, axis=1)), b.ints(1), axis=0)
+    head = model.detector
+    depth = b.const(head.anchors * (head.classes + 5 if head.objectness else head.classes + 1 if head.queries
+                                    else head.classes), np.int64)
     b.op("OneHot", index, depth, b.const([0.0, 1.0]), axis=-1, out=WEIGHTS)  # (1, F)
     before = list(b.nodes)
     b.nodes = []

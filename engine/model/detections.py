@@ -13,6 +13,13 @@ boxes (N, Q, 4) made by a Sigmoid (centre x, centre y, width, height as fraction
 transformers' post_process_object_detection: softmax over the C + 1 classes, best of the first C per query,
 score above `conf`, no NMS (the set prediction has none); a detection is explained by its class's logit (before
 the softmax) at its query.
+
+A YOLOv5/v7-style head with objectness is one output (N, A, 5 + C): centre x, centre y, width, height in input
+pixels, the objectness and the class probabilities, every column a Sigmoid of the per-level convolution's output
+(N, na, ny, nx, 5 + C) decoded, the levels concatenated. Decoding follows YOLOv5's non_max_suppression: a
+candidate needs objectness above `conf`, its score is objectness x class probability, best class, above `conf`,
+then the class-aware NMS; a detection is explained by its class's logit (before the sigmoid) at its candidate,
+read from the levels' pre-sigmoid tensors.
 """
 from __future__ import annotations
 
@@ -33,6 +40,16 @@ class DetectionHead:
     anchors: int
     corners: bool = False  # boxes as x1, y1, x2, y2 (ultralytics' exports with NMS inside), else centre and size
     queries: bool = False  # DETR-style: `raw` the boxes (N, Q, 4) as fractions, `logits` (N, Q, C + 1)
+    level_logits: tuple = ()  # YOLOv5-style: the levels' pre-sigmoid (N, na, ny, nx, 5 + C); `raw` is (N, A, 5 + C)
+
+    @property
+    def objectness(self) -> bool:
+        return bool(self.level_logits)
+
+    @property
+    def row_major(self) -> bool:
+        """Candidates along axis 1 of `raw` (DETR, YOLOv5), rather than axis 2 (YOLOv8)."""
+        return self.queries or self.objectness
 
     @property
     def tensors(self) -> list[str]:
@@ -54,7 +71,41 @@ def find_detection_head(nodes, shapes: dict, outputs=()) -> DetectionHead | None
     """The YOLO-style head or, among the graph's `outputs`, the DETR-style pair (module docstring), or None.
     `shapes` are batch-1 shapes at some input size."""
     made = producers(nodes)
-    return _yolo_head(nodes, made, shapes) or _query_head(made, shapes, outputs)
+    return _yolo_head(nodes, made, shapes) or _query_head(made, shapes, outputs) or \
+        _objectness_head(made, shapes, outputs)
+
+
+def _objectness_head(made: dict, shapes: dict, outputs) -> DetectionHead | None:
+    for out in outputs:
+        shape = shapes.get(out)
+        if not _shape3(shape) or shape[2] < 6:
+            continue
+        node = made.get(out)
+        parts = list(node.input) if node is not None and node.op_type == "Concat" else [out]
+        levels = [_sigmoid_above(made, part, shapes, shape[2]) for part in parts]
+        if any(level is None for level in levels):
+            continue
+        counts = [int(np.prod(shapes[level][1:4])) for level in levels]
+        if sum(counts) == shape[1]:
+            return DetectionHead(out, "", shape[2] - 5, shape[1], level_logits=tuple(levels))
+    return None
+
+
+def _sigmoid_above(made: dict, tensor: str, shapes: dict, columns: int, depth: int = 16) -> str | None:
+    """The input of the Sigmoid of a (N, na, ny, nx, columns) tensor upstream of `tensor`, within `depth` nodes."""
+    queue, seen = [tensor], set()
+    while queue and len(seen) < depth:
+        node = made.get(queue.pop(0))
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type == "Sigmoid":
+            shape = shapes.get(node.input[0])
+            if shape and len(shape) == 5 and shape[4] == columns and all(isinstance(d, int) for d in shape[1:]):
+                return node.input[0]
+            continue
+        queue += [i for i in node.input if i]
+    return None
 
 
 def _query_head(made: dict, shapes: dict, outputs) -> DetectionHead | None:
@@ -125,9 +176,29 @@ def decode_head(head: DetectionHead, values: dict, size: tuple[int, int], conf: 
                 max_det: int = 300) -> list[Detection]:
     """The detections of one image from the head's tensors (`values`, batch row 0), boxes in the input's pixels
     (the input being `size` (H, W))."""
+    if head.objectness:
+        return decode_objectness(values[head.raw][0], conf, iou, max_det)
     if not head.queries:
         return decode(values[head.raw][0], conf, iou, max_det, head.corners)
     return decode_queries(values[head.logits][0], values[head.raw][0], size, conf, max_det)
+
+
+def decode_objectness(rows: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> list[Detection]:
+    """A YOLOv5-style head's detections from its (A, 5 + C) rows, highest score first (module docstring)."""
+    r = rows.astype(np.float64)
+    candidates = np.flatnonzero(r[:, 4] > conf)
+    probabilities = r[candidates, 5:] * r[candidates, 4:5]
+    cls = probabilities.argmax(1)
+    score = probabilities[np.arange(len(cls)), cls]
+    keep = score > conf
+    candidates, cls, score = candidates[keep], cls[keep], score[keep]
+    if candidates.size == 0:
+        return []
+    xy, wh = r[candidates, :2], r[candidates, 2:4]
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+    order = nms(boxes + (cls * MAX_WH)[:, None], score, iou)[:max_det]
+    return [Detection(tuple(float(v) for v in boxes[i]), int(cls[i]), float(score[i]), int(candidates[i]))
+            for i in order]
 
 
 def decode_queries(logits: np.ndarray, boxes: np.ndarray, size: tuple[int, int], conf: float = 0.25,
@@ -181,6 +252,8 @@ def level_features(nodes, head: DetectionHead, shapes: dict) -> list[tuple[int, 
     if head.queries:
         return []  # one set of queries reads the whole encoded image: the auto rule's layer serves
     made = producers(nodes)
+    if head.objectness:
+        return _objectness_levels(made, head, shapes)
     readers: dict[str, list] = {}
     for n in nodes:
         for i in n.input:
@@ -208,3 +281,21 @@ def level_features(nodes, head: DetectionHead, shapes: dict) -> list[tuple[int, 
         levels.append((start, start + shape[-1], found))
         start += shape[-1]
     return levels if start == head.anchors else []
+
+
+def _objectness_levels(made: dict, head: DetectionHead, shapes: dict) -> list[tuple[int, int, str]]:
+    """A YOLOv5-style head's levels: each level's pre-sigmoid tensor comes (through a reshape and a transpose)
+    from one convolution, whose input is the feature map the level reads."""
+    levels, start = [], 0
+    for tensor in head.level_logits:
+        node = made.get(tensor)
+        for _ in range(8):
+            if node is None or node.op_type == "Conv":
+                break
+            node = made.get(node.input[0])
+        if node is None or node.op_type != "Conv":
+            return []
+        count = int(np.prod(shapes[tensor][1:4]))
+        levels.append((start, start + count, node.input[0]))
+        start += count
+    return levels

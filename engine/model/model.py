@@ -154,7 +154,8 @@ class Model:
             layers=[dataclasses.replace(l, tensor=r(l.tensor)) for l in self.meta.layers],
             logits=r(self.meta.logits), probabilities=r(self.meta.probabilities))
         if self.detector is not None:
-            view.detector = dataclasses.replace(self.detector, raw=r(self.detector.raw), logits=r(self.detector.logits))
+            view.detector = dataclasses.replace(self.detector, raw=r(self.detector.raw), logits=r(self.detector.logits),
+                                                level_logits=tuple(r(t) for t in self.detector.level_logits))
         view.detector_levels = [(a, b, r(t)) for a, b, t in self.detector_levels]
         view.explained_output = r(self.explained_output)
         view.output_layouts = {r(k): v for k, v in self.output_layouts.items()}

@@ -26,10 +26,14 @@ from .infer import find_head_activation
 
 TARGET_SCORES = "convlens_target_scores"
 DETECTION_OBJECTIVE = "the detected class's logit (before the sigmoid) at the candidate that made the box"
+OBJECTNESS_OBJECTIVE = (DETECTION_OBJECTIVE + " (the objectness, which multiplies into the score, is not part of "
+                        "it)")
 QUERY_OBJECTIVE = "the detected class's logit (before the softmax) at the query that made the box"
 
 
 def detection_objective(detector) -> str:
+    if detector.objectness:
+        return OBJECTNESS_OBJECTIVE
     return QUERY_OBJECTIVE if detector.queries else DETECTION_OBJECTIVE
 
 
@@ -78,12 +82,8 @@ def detection_head(detector, detections, names: list[str] | None, opset: int, bo
     (a function of the image) with the detected box (a constant), as pytorch-grad-cam's FasterRCNNBoxScoreTarget
     adds it; reported as it is."""
     w = GraphWriter(opset, scope="convlens_target")
-    flat = w.op("Flatten", detector.logits, axis=1)
-    if detector.queries:
-        picks = [d.anchor * (detector.classes + 1) + d.cls for d in detections]
-    else:
-        picks = [d.cls * detector.anchors + d.anchor for d in detections]
-    logits = w.op("Gather", flat, w.const(picks, np.int64), axis=1)
+    picks = [logit_index(detector, d.anchor, d.cls) for d in detections]
+    logits = w.op("Gather", flat_logits(w, detector), w.const(picks, np.int64), axis=1)
     if box_iou:
         w.op("Add", logits, _candidate_iou(w, detector, detections), out=TARGET_SCORES)
     else:
@@ -95,13 +95,34 @@ def detection_head(detector, detections, names: list[str] | None, opset: int, bo
                       detection_objective(detector) + (" plus its box's IoU with the detected box" if box_iou else ""))
 
 
+def flat_logits(w: GraphWriter, detector) -> str:
+    """(N, F): every class logit of every candidate of the head, in the order logit_index counts."""
+    if not detector.objectness:
+        return w.op("Flatten", detector.logits, axis=1)
+    columns = detector.classes + 5
+    rows = [w.op("Reshape", t, w.ints([0, -1, columns])) for t in detector.level_logits]
+    joined = w.op("Concat", *rows, axis=1) if len(rows) > 1 else rows[0]  # (N, A, 5 + C), as the output's rows
+    return w.op("Flatten", joined, axis=1)
+
+
+def logit_index(detector, anchor: int, cls: int) -> int:
+    """Where class `cls` of candidate `anchor` lies in flat_logits' row."""
+    if detector.objectness:
+        return anchor * (detector.classes + 5) + 5 + cls
+    if detector.queries:
+        return anchor * (detector.classes + 1) + cls
+    return cls * detector.anchors + anchor
+
+
 def _candidate_iou(w: GraphWriter, detector, detections) -> str:
     """(N, K): the IoU of each detection's candidate box in the head (x1, y1, x2, y2 after converting a centre
     and size) with the detected box, in the model input's pixels (a DETR-style head's fractions: IoU does not
     change when both boxes are scaled alike, so the detected box is taken as fractions of the input)."""
     anchors = w.const([d.anchor for d in detections], np.int64)
-    if detector.queries:
-        boxes = w.op("Transpose", w.op("Gather", detector.raw, anchors, axis=1), perm=[0, 2, 1])  # (N, 4, K)
+    if detector.row_major:
+        picked = w.op("Gather", detector.raw, anchors, axis=1)  # (N, K, 4 or more)
+        corners4 = w.op("Slice", picked, w.ints([0]), w.ints([4]), w.ints([2]))
+        boxes = w.op("Transpose", corners4, perm=[0, 2, 1])  # (N, 4, K)
     else:
         rows = w.op("Slice", detector.raw, w.ints([0]), w.ints([4]), w.ints([1]))  # (N, 4, A)
         boxes = w.op("Gather", rows, anchors, axis=2)  # (N, 4, K)

@@ -1,6 +1,7 @@
 """`convlens export --box`: a detector explainer (boxes, scores, classes, one heatmap and overlay per detection)
 run by ONNX Runtime alone gives the detections and maps `convlens cam --box all` gives, on the YOLOv8n files
-(without NMS and with NMS inside; each detection's map at its level's feature map) and on the DETR file.
+(without NMS and with NMS inside; each detection's map at its level's feature map), the YOLOv5-style file and the
+DETR file.
 """
 import json
 
@@ -10,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import skimage.data
-from detector_files import DETR_SIZE, YOLO_SIZE
+from detector_files import DETR_SIZE, V5_SIZE, YOLO_SIZE
 
 import convlens
 from convlens.cli import main
@@ -27,10 +28,10 @@ def _run(path, image):
     return dict(zip(names, session.run(None, {"image": image[None]})))
 
 
-def _check_against_cam(explainer, source, image, conf, **options):
+def _check_against_cam(explainer, source, image, conf, iou=0.7, **options):
     out = _run(explainer, image)
-    found = convlens.api.detections(source, image.astype(np.float32), conf=conf, **options)[:10]  # --max-boxes
-    maps, _ = convlens.cam(source, image.astype(np.float32), box="all", conf=conf, **options)
+    found = convlens.api.detections(source, image.astype(np.float32), conf=conf, iou=iou, **options)[:10]
+    maps, _ = convlens.cam(source, image.astype(np.float32), box="all", conf=conf, iou=iou, **options)
     assert 2 <= len(found) == len(out["boxes"]) == len(out["heatmaps"]) == len(out["overlays"])
     assert list(out["classes"]) == [d.cls for d in found]
     np.testing.assert_allclose(out["scores"], [d.score for d in found], rtol=1e-4)
@@ -52,6 +53,13 @@ def test_a_yolo_explainer_gives_convlens_detections_and_each_boxs_map(yolo, tmp_
     assert {n.op_type for n in explainer.proto.graph.node} >= {"NonMaxSuppression", "Loop"}
     out, maps = _check_against_cam(path, source, _photo(YOLO_SIZE), 0.25, scale="1/255")
     assert len({r.layer for r in maps[0]}) >= 2, "the detections should come from more than one level"
+
+
+def test_a_yolov5_style_explainer(yolov5_style, tmp_path):
+    _, source = yolov5_style
+    path = tmp_path / "explainer.onnx"
+    convlens.export(source, path, box="all", conf=0.1, iou=0.45, scale="1/255")
+    _check_against_cam(path, source, _photo(V5_SIZE), 0.1, 0.45, scale="1/255")
 
 
 def test_a_detr_explainer_and_box_k(detr, tmp_path):
