@@ -363,13 +363,15 @@ def filters(model, layer: str, *, filters="0-7", recipe: str = "chollet", steps:
 
 def atlas(model, images, out, *, layers="auto", units="0-15", top: int = 9, recipe: str = "chollet",
           steps: int | None = None, size: int | None = None, shard_size: int = 32, force: bool = False,
-          quiet: bool = True, diversity: int = 1, **load_options) -> dict:
+          quiet: bool = True, diversity: int = 1, ray: str | None = None, workers: int | None = None,
+          **load_options) -> dict:
     """A static site of every chosen unit: its feature visualization, the `top` images of the set that excite it
-    (whole and cropped to its receptive field) and its activation distribution; returns the site's data. `layers`
-    auto takes the first convolution at each grid size; a folder holding an unfinished run resumes it."""
+    (whole and cropped to its receptive field), its activation distribution and the classes it pushes up; returns
+    the site's data. `layers` auto takes the first convolution at each grid size; a folder holding an unfinished
+    run resumes it. `ray` ("auto" or an address) runs the dataset pass on a Ray cluster with `workers` actors."""
     return build_atlas(_model(model, **load_options), images, out, layers=layers, units=units, top=top,
                        recipe=recipe, steps=steps, size=size, shard_size=shard_size, force=force, quiet=quiet,
-                       diversity=diversity)
+                       diversity=diversity, ray=ray, workers=workers)
 
 
 def compare(model_a, model_b, image, *, layers: list[tuple[str, str]] | None = None, target="top",

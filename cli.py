@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="feature visualization size, and the set's for a model of any size")
     p.add_argument("--shard-size", type=int, default=32, help="images per shard (a killed run resumes by shards)")
     p.add_argument("--diversity", type=int, default=1, help="N feature visualizations per unit, pushed apart")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run the dataset pass on Ray: auto starts or joins a local "
+                                                         "cluster")
+    p.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs / --threads); needs --ray")
     p.add_argument("-o", "--output", required=True, help="the site's folder (a folder with a run in it resumes)")
 
     p = add("report", "One self-contained HTML page with every technique on a model and images.")

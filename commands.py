@@ -331,7 +331,8 @@ def cmd_saliency(args) -> dict:
 def cmd_atlas(args) -> dict:
     data = api.atlas(_load(args), args.images, args.output, layers=args.layers, units=args.units, top=args.top,
                      recipe=args.recipe, steps=args.steps, size=args.size, shard_size=args.shard_size,
-                     force=args.force, quiet=args.quiet or args.json, diversity=args.diversity)
+                     force=args.force, quiet=args.quiet or args.json, diversity=args.diversity, ray=args.ray,
+                     workers=args.workers)
     units = sum(len(layer["units"]) for layer in data["layers"])
     lines = [f"atlas of {units} units in {len(data['layers'])} layers over {len(data['images'])} images:"]
     lines += [f"  {layer['name']}: units {layer['units'][0]['unit']}-{layer['units'][-1]['unit']}, "

@@ -30,12 +30,18 @@ BINS = 24
 
 def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top: int = 9, recipe: str = "chollet",
                 steps: int | None = None, size: int | None = None, shard_size: int = 32, force: bool = False,
-                quiet: bool = True, diversity: int = 1) -> dict:
+                quiet: bool = True, diversity: int = 1, ray: str | None = None, workers: int | None = None) -> dict:
     """Write the atlas of `model` over `images` (files or folders) into the folder `site`; returns data.json's
     content. `units` ('0-15', 'all', ...) applies to every layer, clipped to its channel count; `diversity` N
     gives each unit N feature visualizations pushed apart (Lucid's diversity term)."""
     site = Path(site)
     _check_folder(site, force)
+    if workers is not None and ray is None:
+        raise ConvlensError("--workers applies to Ray runs (--ray auto|ADDRESS).")
+    if workers is not None and workers < 1:
+        raise ConvlensError(f"--workers must be 1 or more, not {workers}.")
+    if ray is not None and not model.path:
+        raise ConvlensError("A Ray run loads the model in every worker: give it as a file.")
     if top < 1 or shard_size < 1 or diversity < 1:
         raise ConvlensError(f"--top, --shard-size and --diversity must be 1 or more, not {top}, {shard_size} and "
                             f"{diversity}.")
@@ -60,7 +66,7 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
         raise ConvlensError("No images given; an atlas needs a set of images.")
     plan = Plan(str(model.path), list(chosen), chosen, paths, list(grid_size), shard_size)
     with Progress(len(paths), "atlas images", quiet) as progress:
-        result = scan(model, plan, site, progress)
+        result = scan(model, plan, site, progress, ray, workers)
     fields = receptive_fields(model, grid_size)
     pushes = class_pushes(model, paths, chosen, grid_size)
     data = {"model": Path(model.path).name if model.path else "model", "images": paths, "top": top,

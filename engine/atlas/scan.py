@@ -64,37 +64,61 @@ def check_plan(site: Path, plan: Plan) -> None:
     path.write_text(json.dumps(mine, indent=1))
 
 
-def scan(model: Model, plan: Plan, site: Path, progress=None) -> ScanResult:
-    """Run the shards the folder lacks, then merge them all (module docstring)."""
+def scan(model: Model, plan: Plan, site: Path, progress=None, ray: str | None = None,
+         workers: int | None = None) -> ScanResult:
+    """Run the shards the folder lacks (here, or on the Ray cluster at `ray`), then merge them all (module
+    docstring)."""
     check_plan(site, plan)
     folder = shard_folder(site)
-    infos = [model.layer(name) for name in plan.layers]
-    tensors = [l.tensor for l in infos]
-    size = tuple(plan.size)
-    prog = program(model, tensors, size)
-    starts = range(0, len(plan.images), plan.shard_size)
-    for number, start in enumerate(starts):
-        chunk = plan.images[start:start + plan.shard_size]
-        path = folder / f"{number:06d}.npz"
-        if not path.exists():
-            arrays: dict[str, list] = {}
-            for b in range(0, len(chunk), BATCH):
-                values = prog.run(prepare(model, chunk[b:b + BATCH], size))
-                for info in infos:
-                    act = to_nchw(values[info.tensor], info.layout)[:, plan.units[info.name]]
-                    flat = act.reshape(act.shape[0], act.shape[1], -1)
-                    arrays.setdefault(f"max:{info.name}", []).append(flat.max(-1).astype(np.float32))
-                    arrays.setdefault(f"where:{info.name}", []).append(flat.argmax(-1))
-                    arrays.setdefault(f"grid:{info.name}", [np.asarray(act.shape[2:])])
-            temporary = path.with_suffix(".part.npz")
-            np.savez(temporary, **{k: np.concatenate(v) if not k.startswith("grid:") else v[0]
-                                   for k, v in arrays.items()})
-            os.replace(temporary, path)  # whole or absent
-            if PAUSE:  # tests kill a run between shards
-                time.sleep(PAUSE)
+    starts = list(range(0, len(plan.images), plan.shard_size))
+    missing = [n for n in range(len(starts)) if not (folder / f"{n:06d}.npz").exists()]
+    if progress is not None:
+        progress.advance(sum(len(shard_paths(plan, n)) for n in range(len(starts)) if n not in missing))
+
+    def finished(number: int, arrays: dict) -> None:
+        write_shard(folder / f"{number:06d}.npz", arrays)
         if progress is not None:
-            progress.advance(len(chunk))
+            progress.advance(len(shard_paths(plan, number)))
+
+    if ray is not None and missing:
+        from .ray_scan import scan_on_ray
+
+        scan_on_ray(ray, model, plan, missing, workers, finished)
+    else:
+        prog = program(model, [model.layer(name).tensor for name in plan.layers], tuple(plan.size))
+        for number in missing:
+            finished(number, shard_arrays(model, plan, number, prog))
     return merge(plan, folder, len(starts))
+
+
+def shard_paths(plan: Plan, number: int) -> list[str]:
+    return plan.images[number * plan.shard_size:(number + 1) * plan.shard_size]
+
+
+def shard_arrays(model: Model, plan: Plan, number: int, prog=None) -> dict:
+    """Shard `number`'s arrays: per layer each unit's maximum per image, where it is, and the layer's grid."""
+    infos = [model.layer(name) for name in plan.layers]
+    size = tuple(plan.size)
+    prog = prog or program(model, [l.tensor for l in infos], size)
+    chunk = shard_paths(plan, number)
+    arrays: dict[str, list] = {}
+    for b in range(0, len(chunk), BATCH):
+        values = prog.run(prepare(model, chunk[b:b + BATCH], size))
+        for info in infos:
+            act = to_nchw(values[info.tensor], info.layout)[:, plan.units[info.name]]
+            flat = act.reshape(act.shape[0], act.shape[1], -1)
+            arrays.setdefault(f"max:{info.name}", []).append(flat.max(-1).astype(np.float32))
+            arrays.setdefault(f"where:{info.name}", []).append(flat.argmax(-1))
+            arrays.setdefault(f"grid:{info.name}", [np.asarray(act.shape[2:])])
+    return {k: np.concatenate(v) if not k.startswith("grid:") else v[0] for k, v in arrays.items()}
+
+
+def write_shard(path: Path, arrays: dict) -> None:
+    temporary = path.with_suffix(".part.npz")
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)  # whole or absent
+    if PAUSE:  # tests kill a run between shards
+        time.sleep(PAUSE)
 
 
 def merge(plan: Plan, folder: Path, shards: int) -> ScanResult:

@@ -1,5 +1,6 @@
 """convlens atlas: each unit's top images equal a brute-force computation over the set's activations (torch, ties
-broken by path); a run killed with SIGKILL and resumed gives the same data as one uninterrupted run; receptive
+broken by path); a run killed with SIGKILL and resumed, and a Ray run (a local 2-CPU cluster), give the same data
+as one uninterrupted run in process; receptive
 field boxes are the support of the unit's input gradient (torch autograd, on a small net and on
 EfficientNet-Lite0's real weights); every page, link and picture of the site exists; auto layers are the
 lesson's five VGG16 layers."""
@@ -65,7 +66,7 @@ def test_top_images_equal_brute_force_with_ties_by_path(tiny_torch, image_set, t
         assert 13 not in order or order.index(13) == order.index(7) + 1
 
 
-def test_a_killed_run_resumes_to_the_same_data(tiny_torch, image_set, tmp_path):
+def test_a_killed_run_resumed_and_a_ray_run_give_the_same_data(tiny_torch, image_set, tmp_path):
     args = [sys.executable, "-m", "convlens.cli", "atlas", str(tiny_torch["path"]), str(image_set), "--layers", "0,3",
             "--units", "0-3", "--top", "3", "--steps", "2", "--shard-size", "2", "-o", str(tmp_path / "killed")]
     shards = tmp_path / "killed" / ".atlas" / "shards"
@@ -82,9 +83,20 @@ def test_a_killed_run_resumes_to_the_same_data(tiny_torch, image_set, tmp_path):
     whole = convlens.atlas(tiny_torch["path"], image_set, tmp_path / "whole", layers="0,3", units="0-3", top=3,
                            steps=2, shard_size=7)  # in process, other shards
     resumed = json.loads((tmp_path / "killed" / "data.json").read_text())
-    for a, b in zip(resumed["layers"], whole["layers"]):
-        assert [[t["index"] for t in u["top"]] for u in a["units"]] == [[t["index"] for t in u["top"]]
-                                                                        for u in b["units"]]
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:  # a Ray run: two actors, shards of 3
+        on_ray = convlens.atlas(tiny_torch["path"], image_set, tmp_path / "ray", layers="0,3", units="0-3", top=3,
+                                steps=2, shard_size=3, ray="auto", workers=2)
+    finally:
+        ray.shutdown()
+    for other in (resumed, on_ray):
+        for a, b in zip(other["layers"], whole["layers"]):
+            assert [[t["index"] for t in u["top"]] for u in a["units"]] == [[t["index"] for t in u["top"]]
+                                                                            for u in b["units"]]
+            assert [[t["value"] for t in u["top"]] for u in a["units"]] == [[t["value"] for t in u["top"]]
+                                                                            for u in b["units"]]
 
 
 def _gradient_support(net, layer, x, channel, y, xx):
@@ -168,6 +180,8 @@ def test_refusals_keep_the_users_files(tiny_torch, image_set, tmp_path, capsys):
     assert main(["atlas", str(tiny_torch["path"]), str(image_set), "--layers", "0", "--units", "20", "-o",
                  str(tmp_path / "b")]) == 1  # layer 0 has 8 units: no unit 0 in its place
     assert "--units 20 names no unit of a layer with 8 channels" in capsys.readouterr().err
+    assert main(["atlas", str(tiny_torch["path"]), str(image_set), "--workers", "2", "-o", str(tmp_path / "c")]) == 1
+    assert "--workers applies to Ray runs" in capsys.readouterr().err
 
 
 def test_auto_layers_are_the_lessons_five_vgg16_layers(keras_vgg16):
