@@ -1,8 +1,8 @@
 """The atlas as a static site: index.html (every layer, a grid of its units), one page per layer and one per unit
 (units/LAYER/U.html: its feature visualization, its top images whole and cropped to the unit's receptive field,
 its activation distribution, the classes it pushes up most, previous/next links) and a search box for
-`layer:unit`, a unit number or a class name (the units that push that class up most). Pictures are PNG files
-beside the pages; nothing is fetched from a network."""
+`layer:unit`, a unit number or a class name (the units that push that class up most; index.html#q=TEXT opens
+with that search done). Pictures are PNG files beside the pages; nothing is fetched from a network."""
 from __future__ import annotations
 
 import html
@@ -57,15 +57,18 @@ def write_site(site: Path, data: dict) -> list[Path]:
               f"const units={json.dumps([f'{layer}:{unit}' for layer, unit in keys])};"
               f"const pages={json.dumps([unit_page_path(layer, unit) for layer, unit in keys])};"
               f"const pushers={json.dumps(class_index(data))};"
-              "document.getElementById('q').addEventListener('input',e=>{const q=e.target.value.trim();"
-              "const ul=document.getElementById('hits');ul.innerHTML='';if(!q)return;"
+              "const find=q=>{const ul=document.getElementById('hits');ul.innerHTML='';if(!q)return;"
               "const add=(i,text)=>{const li=document.createElement('li');"
               "li.innerHTML=`<a href='${pages[i]}'>${text}</a>`;ul.appendChild(li);};"
               "units.forEach((u,i)=>{const n=u.slice(u.lastIndexOf(':')+1);"
               "if(n===q||u===q||(q.includes(':')&&u.startsWith(q)))add(i,u);});"
               "if(/^[0-9:]/.test(q))return;const low=q.toLowerCase();"
               "Object.entries(pushers).forEach(([label,hits])=>{if(label.toLowerCase().includes(low))"
-              "hits.forEach(i=>add(i,`${units[i]} pushes up ${label}`));});});</script>")
+              "hits.forEach(i=>add(i,`${units[i]} pushes up ${label}`));});};"
+              "const box=document.getElementById('q');box.addEventListener('input',e=>find(e.target.value.trim()));"
+              # index.html#q=espresso opens with that search done: a search can be linked
+              "if(location.hash.startsWith('#q=')){box.value=decodeURIComponent(location.hash.slice(3));"
+              "find(box.value.trim());}</script>")
     body = [f"<p>{html.escape(data['model'])}: {sum(len(l['units']) for l in data['layers'])} units of "
             f"{len(data['layers'])} layers over {len(data['images'])} images (top {data['top']} per unit).</p>",
             search]
