@@ -14,6 +14,7 @@ import numpy as np
 
 from .converters import convert as convert_source
 from .converters.common import input_size_arg
+from .converters.example_files import write_example_files
 from .converters.framework_reference import framework_reference, reference_weights
 from .converters.frameworks import torch_module
 from .converters.pretrained import efficientnet_lite0
@@ -413,6 +414,13 @@ def report(model, images, *, title: str | None = None, quiet: bool = True, filte
     extra = {} if filter_steps is None else {"filter_steps": filter_steps}
     return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}",
                         quiet=quiet, **extra)
+
+
+def example_files(folder, *, force: bool = False) -> tuple[list[Path], list[str]]:
+    """Write the files the README's Commands block names into `folder` (converters/example_files.py): returns
+    (the files written, a sentence per file that needs an extra that is not installed)."""
+    with quiet_frameworks(False):
+        return write_example_files(folder, force)
 
 
 def demo_model(folder, *, force: bool = False, verbose: bool = False) -> tuple[Model, str]:

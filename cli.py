@@ -36,6 +36,7 @@ EXAMPLES = {
     "verify": "convlens verify vgg16_torch.onnx --source torch:vgg16 --weights vgg16.pth",
     "report": "convlens report vgg16.onnx cat.jpg dog.jpg -o report.html",
     "atlas": "convlens atlas vgg16.onnx images/ --layers auto --units 0-15 -o atlas/",
+    "example-files": "convlens example-files .",
     "evaluate": "convlens evaluate lite0.onnx images/ --methods gradcam,gradcam++,vanilla "
     "--metrics deletion,insertion,road "
     "-o run/",
@@ -307,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--conf", type=float, default=0.25, help="detectors: the score a detection needs (default 0.25)")
     g.add_argument("--iou", type=float, default=0.7, help="detectors: NMS's IoU threshold (default 0.7)")
     p.add_argument("-o", "--output", required=True, help="the run folder (a rerun into it resumes)")
+
+    p = add("example-files", "Write the files the README's Commands block names (photos, a list, VGG16 weights, a "
+                             "Keras file, a plain ONNX export), made here: no download.")
+    p.add_argument("output", help="the folder to write them into")
 
     p = add("demo", "Convert a real pretrained model (EfficientNet-Lite0) and show every technique on a cat photo.")
     p.add_argument("-o", "--output", default="convlens-demo", help="output folder")

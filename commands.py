@@ -379,6 +379,14 @@ def cmd_report(args) -> dict:
     return {"files": [str(path)], **results, "summary": f"wrote {path} ({len(page) // 1024} KB)"}
 
 
+def cmd_example_files(args) -> dict:
+    written, missing = api.example_files(args.output, force=args.force)
+    lines = [f"wrote {len(written)} files to {args.output}: " + ", ".join(Path(p).relative_to(args.output).as_posix()
+                                                                       for p in written)]
+    lines += [f"not written: {m}" for m in missing]
+    return {"files": [str(p) for p in written], "missing": missing, "summary": "\n".join(lines)}
+
+
 def cmd_demo(args) -> dict:
     """Convert EfficientNet-Lite0 (weights ship with a package), then report on the bundled cat photo."""
     import time
@@ -494,7 +502,7 @@ def cmd_evaluate(args) -> dict:
 
 
 FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo",
-                  "atlas"}
+                  "atlas", "example-files"}
 COMMANDS = {
     "annotate": cmd_annotate,
     "evaluate": cmd_evaluate,
@@ -503,6 +511,7 @@ COMMANDS = {
     "sanity": cmd_sanity,
     "compare": cmd_compare,
     "demo": cmd_demo,
+    "example-files": cmd_example_files,
     "convert": cmd_convert,
     "layers": cmd_layers,
     "activations": cmd_activations,
