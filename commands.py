@@ -502,7 +502,7 @@ def cmd_evaluate(args) -> dict:
 
 
 FOLDER_OUTPUTS = {"evaluate", "attention", "activations", "cam", "saliency", "filters", "compare", "sanity", "demo",
-                  "atlas", "example-files"}
+                  "atlas"}
 COMMANDS = {
     "annotate": cmd_annotate,
     "evaluate": cmd_evaluate,

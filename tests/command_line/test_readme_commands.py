@@ -51,3 +51,16 @@ def test_the_commands_block_runs_as_written_in_an_empty_folder(empty_folder):
             target = empty_folder / name
             assert target.exists() and (target.is_file() or any(target.iterdir())), (" ".join(args), name)
     assert "PASSED" in (empty_folder / "cmp" / "compare.md").read_text()
+
+
+def test_example_files_never_overwrite_and_refuse_before_writing(tmp_path, capsys):
+    from convlens.cli import main
+
+    (tmp_path / "images.csv").write_text("mine")
+    assert main(["example-files", str(tmp_path)]) == 1
+    assert "images.csv already exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "images.csv").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "images.csv"]
+    (tmp_path / "file").write_text("x")
+    assert main(["example-files", str(tmp_path / "file")]) == 1
+    assert "is a file" in capsys.readouterr().err
