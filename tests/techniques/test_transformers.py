@@ -254,6 +254,19 @@ def test_a_layer_without_patch_tokens_is_refused(zoo):
         convlens.cam(model, _pixels(size)[0], layer="head")
 
 
+def test_lrp_on_a_transformer_is_refused_naming_the_methods_that_apply(zoo):
+    """LRP for attention is not built: the attention's MatMul of two computed tensors has no rule; the sentence
+    names the methods that do apply, and each of them runs on the same model."""
+    _, model, size, _, _ = zoo["deit"]
+    image = _pixels(size)[0]
+    with pytest.raises(ConvlensError, match=r"multiplies two computed tensors \(attention\).*explain this model with "
+                                            r"input-x-gradient, integrated-gradients, deconvnet or a CAM method"):
+        convlens.saliency(model, image, method="lrp-epsilon-plus")
+    for method in ("input-x-gradient", "integrated-gradients", "deconvnet"):
+        (a,) = convlens.saliency(model, image, method=method, steps=4)
+        assert np.isfinite(a.attribution).all() and np.abs(a.attribution).max() > 0, method
+
+
 def test_token_filters_rise_and_a_dead_unit_is_reported(zoo, tmp_path):
     """The lucid recipe on an MLP hidden unit of a block (mean over the patch tokens of one channel)."""
     from convlens.converters.torch_converter import convert_module
