@@ -10,9 +10,10 @@ The graph's contract (README, "Exported explainers"):
            overlay          uint8 [N, H, W, 3], drawn as `convlens cam` draws its overlay PNG
 Inside: the image is resized to the model's input size (bilinear, antialiased when shrinking) and
 preprocessed as the metadata says; the model runs once on a batch of N * (1 + K) images (K noisy copies or
-path points per image for SmoothGrad and Integrated Gradients, 0 otherwise), the first N giving the
-prediction; the backward graph (engine/autodiff) gives the gradient; the CAM or saliency formula, the
-normalization, the resize to the fed size and the JET colormap (a Gather into OpenCV's table) finish it.
+path points per image for SmoothGrad and Integrated Gradients, its black baseline for DeepLIFT, 0 otherwise),
+the first N giving the prediction; the backward graph (engine/autodiff) gives the gradient; the CAM or saliency
+formula, the normalization, the resize to the fed size and the JET colormap (a Gather into OpenCV's table)
+finish it.
 Standard operators of the default domain only, opset 18 (antialiased Resize).
 """
 from __future__ import annotations
@@ -43,9 +44,10 @@ IMAGE, TARGET = "image", "target"
 OUTPUT_NAMES = ("probabilities", "explained_class", "heatmap", "cam", "overlay")
 # relevance methods differentiate the model's own input, start from the explained logit, and map back to pixels
 RELEVANCE_EXPORTS = ("input-x-gradient", *COMPOSITES)
-SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet",
+SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet", "deeplift",
                     *RELEVANCE_EXPORTS)
-OVERRIDES_OF = {"guided-backprop": ("guided",), "deconvnet": ("deconvnet",)} | {c: (c,) for c in COMPOSITES}
+OVERRIDES_OF = {"guided-backprop": ("guided",), "deconvnet": ("deconvnet",), "deeplift": ("deeplift",)} | \
+    {c: (c,) for c in COMPOSITES}
 
 
 @dataclass
@@ -71,7 +73,8 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     size = exported_size(model)
     model = model.with_tensors_renamed({IMAGE, TARGET, *OUTPUT_NAMES})  # a file whose input is called "image"
     info = model.layer(resolve_layer(model, layer, size)) if cam_method else None
-    copies = {"smoothgrad": samples, "integrated-gradients": steps}.get(method, 0)
+    # extra images per image in the batch: SmoothGrad's noisy copies, IG's path points, DeepLIFT's black baseline
+    copies = {"smoothgrad": samples, "integrated-gradients": steps, "deeplift": 1}.get(method, 0)
     notes = []
     if model.single_image:
         if copies:
@@ -90,7 +93,7 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     clean = _image_nodes(e, size)
     _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
     probabilities, target = _prediction_nodes(e, model, scores, copies)
-    _objective_weights(e, target, copies, from_logit=method in COMPOSITES)
+    _objective_weights(e, target, copies, from_logit=method in COMPOSITES, every_item=method == "deeplift")
     if info is not None:
         raw = _cam_map(e, model, info, graph.grads[info.tensor], method, size)
         cam = _normalized(e, raw, "cam")
@@ -151,6 +154,9 @@ def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noi
         return
     h, w = size
     x = e.op("Unsqueeze", clean, e.ints([1]))  # (N, 1, h, w, 3)
+    if method == "deeplift":  # the black image (pixels 0), beside each image: the rescale rule reads both halves
+        e.op("Concat", clean, e.op("Mul", clean, e.const(0.0)), out=PIXELS, axis=0)
+        return
     if method == "smoothgrad":
         # the noise is a constant drawn from the seed, as `convlens saliency` draws it for a first image:
         # sigma * standard normal, sigma = noise * (max - min) of each image
@@ -237,11 +243,16 @@ def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) ->
     return probabilities, target
 
 
-def _objective_weights(e: GraphWriter, target: str, copies: int, from_logit: bool = False):
-    """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only. `from_logit`:
-    the row holds the explained score itself (LRP's relevance starts at the logit)."""
+def _objective_weights(e: GraphWriter, target: str, copies: int, from_logit: bool = False, every_item: bool = False):
+    """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only, or on every
+    item (`every_item`: DeepLIFT's images and their baselines, whose multipliers are shared). `from_logit`: the
+    row holds the explained score itself (LRP's relevance starts at the logit)."""
     depth = e.op("Gather", e.op("Shape", SCORES), e.ints(1), axis=0)
     values = e.const(np.array([0.0, 1.0], np.float32))
+    if every_item:
+        hot = e.op("OneHot", target, depth, values, axis=-1)
+        e.op("Concat", hot, hot, out=OBJECTIVE_WEIGHTS, axis=0)
+        return
     if not copies:
         if from_logit:
             e.op("Mul", e.op("OneHot", target, depth, values, axis=-1), SCORES, out=OBJECTIVE_WEIGHTS)
@@ -278,6 +289,9 @@ def _attribution(e: GraphWriter, grad: str, method: str, copies: int, clean: str
     x - baseline for Integrated Gradients)."""
     if not copies:
         return grad
+    if method == "deeplift":  # (x - baseline) times the images' half of the rescaled gradient; the baseline is 0
+        first = e.op("Slice", grad, e.ints([0]), e.op("Shape", clean, start=0, end=1), e.ints([0]))
+        return e.op("Mul", clean, first)
     start = e.op("Shape", clean, start=0, end=1)
     copies_grad = e.op("Slice", grad, start, e.ints([2 ** 62]), e.ints([0]))
     shape = e.op("Concat", e.ints([-1, copies]), e.op("Shape", clean, start=1), axis=0)

@@ -186,8 +186,8 @@ def test_the_graph_is_standard_and_stores_each_weight_once(sources, tmp_path):
 
 
 def test_saliency_explainers_equal_convlens_saliency(tmp_path):
-    """vanilla, smoothgrad (noise baked in from the seed), integrated gradients and guided backprop on a small
-    convnet, at its own size."""
+    """vanilla, smoothgrad (noise baked in from the seed), integrated gradients, guided backprop and DeepLIFT (a
+    black baseline beside each image) on a small convnet, at its own size."""
     from torch import nn
 
     from convlens.converters.torch_converter import convert_module
@@ -201,7 +201,7 @@ def test_saliency_explainers_equal_convlens_saliency(tmp_path):
     )
     model = convlens.load(path)
     image = np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    for method in ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop"):
+    for method in ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deeplift"):
         explainer = convlens.export(model, tmp_path / f"{method}.onnx", method=method, samples=6, steps=5, seed=7)
         assert explainer.layer is None
         session = ort.InferenceSession(str(tmp_path / f"{method}.onnx"), providers=["CPUExecutionProvider"])
