@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ConvlensError
 from ..model.model import Model
+from ..model.tokens import token_grid
 from ..render.images import image_paths, resize
 from ..render.pictures import encode_png
 from ..render.progress import Progress
@@ -55,10 +56,11 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
     for name in names:
         info = model.layer(name)
         shape = shapes.get(info.tensor)
-        if not shape or len(shape) != 4 or info.layout not in ("NCHW", "NHWC"):
+        tokens = token_grid(model, info.tensor, shapes) if shape and len(shape) == 3 else None
+        if tokens is None and (not shape or len(shape) != 4 or info.layout not in ("NCHW", "NHWC")):
             raise ConvlensError(f"Layer {name!r} has no channel grid (shape {shape}, layout {info.layout}); an atlas "
-                                "needs convolutional layers.")
-        channels = shape[3] if info.layout == "NHWC" else shape[1]
+                                "needs convolutional layers or a transformer's patch-token layers.")
+        channels = shape[2] if tokens is not None else shape[3] if info.layout == "NHWC" else shape[1]
         wanted = parse_channels("all" if units == "all" else _clip(units, channels), channels, "--units", "Unit")
         chosen[info.name] = wanted
     paths = sorted(str(p) for p in image_paths(list(images) if isinstance(images, (list, tuple)) else [images]))
@@ -87,8 +89,11 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
             if pushes is not None:
                 for j, unit in enumerate(entry["units"]):
                     row = pushes.push[layer][j]
+                    # a push of exactly 0 is no path to the scores (a transformer's last patch tokens: the head
+                    # reads the class token), not a class that the unit pushes a little
                     unit["pushes"] = [{"class": pushes.classes[c], "label": model.label(pushes.classes[c]),
-                                       "value": float(row[c])} for c in np.argsort(-row, kind="stable")[:5]]
+                                       "value": float(row[c])} for c in np.argsort(-row, kind="stable")[:5]
+                                      if row[c] != 0]
             data["layers"].append(entry)
             progress.advance()
     (site / "data.json").write_text(json.dumps(data, indent=1))

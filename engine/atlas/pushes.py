@@ -1,6 +1,7 @@
 """Which classes each unit pushes up: for unit u of a layer and class c, the derivative of c's logit with respect
 to a uniform shift of the unit's whole map (every position moved by the same amount, so the unit's mean moves by
-it): the sum over positions of d logit_c / d A_u(p), averaged over a sample of the set's images.
+it): the sum over positions of d logit_c / d A_u(p), averaged over a sample of the set's images (a transformer's
+token layer: over its patch tokens, the class token left out as the atlas's maxima leave it out).
 
 One backward run gives that for every unit of every chosen layer, but for one class; the classes are therefore
 the ones the sampled images predict (each image's top `per_image`), not all of a 1000-class head: a unit's list
@@ -15,7 +16,8 @@ import numpy as np
 from ..model.model import Model
 from ..runtime.objectives import one_hot
 from ..runtime.program import program
-from ..techniques.common import prepare, to_nchw
+from ..techniques.cam_layer import grid_view
+from ..techniques.common import prepare
 from ..techniques.gradients import gradient_program, run_gradient
 from ..techniques.targets import Target
 
@@ -43,9 +45,11 @@ def class_pushes(model: Model, paths: list[str], units: dict, size, sample: int 
     prog, channels = gradient_program(model, Target(score="logit"), size, wrt=tuple(i.tensor for i in infos))
     weights = one_hot(classes, channels)
     total = {info.name: np.zeros((len(units[info.name]), len(classes))) for info in infos}
+    shapes = model.shapes.complete(size)
+    views = {info.name: grid_view(model, info, shapes) for info in infos}  # token layers: their patch tokens
     for x in pixels:
         out = run_gradient(prog, np.repeat(x, len(classes), axis=0), weights)
         for info in infos:
-            grad = to_nchw(out[prog.grads[info.tensor]], info.layout)[:, units[info.name]]  # (classes, units, h, w)
+            grad = views[info.name](out[prog.grads[info.tensor]])[:, units[info.name]]  # (classes, units, h, w)
             total[info.name] += grad.sum(axis=(2, 3)).T.astype(np.float64)
     return ClassPushes(classes, {name: t / len(pixels) for name, t in total.items()}, len(pixels))

@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import ConvlensError
 from ..model.model import Model
 from ..runtime.program import program
-from ..techniques.common import prepare, to_nchw
+from ..techniques.cam_layer import grid_view
+from ..techniques.common import prepare
 
 BATCH = 8  # images per forward run inside a shard (activations of early layers are large)
 PAUSE = float(os.environ.get("CONVLENS_ATLAS_SHARD_PAUSE", "0"))  # seconds after each new shard (for tests)
@@ -100,12 +101,14 @@ def shard_arrays(model: Model, plan: Plan, number: int, prog=None) -> dict:
     infos = [model.layer(name) for name in plan.layers]
     size = tuple(plan.size)
     prog = prog or program(model, [l.tensor for l in infos], size)
+    shapes = model.shapes.complete(size)
+    views = {info.name: grid_view(model, info, shapes) for info in infos}  # token layers: their patch grid
     chunk = shard_paths(plan, number)
     arrays: dict[str, list] = {}
     for b in range(0, len(chunk), BATCH):
         values = prog.run(prepare(model, chunk[b:b + BATCH], size))
         for info in infos:
-            act = to_nchw(values[info.tensor], info.layout)[:, plan.units[info.name]]
+            act = views[info.name](values[info.tensor])[:, plan.units[info.name]]
             flat = act.reshape(act.shape[0], act.shape[1], -1)
             arrays.setdefault(f"max:{info.name}", []).append(flat.max(-1).astype(np.float32))
             arrays.setdefault(f"where:{info.name}", []).append(flat.argmax(-1))

@@ -118,6 +118,9 @@ def _unit_page(data: dict, li: int, ui: int) -> str:
                     for k, v in enumerate(u["visualizations"]))
             + f"<div class='pair'><img src='../../{u['histogram']}' alt='distribution' "
             f"style='width:288px'>maximum activation over the set</div>", f"<h2>top {len(u['top'])}</h2>{tops}"]
+    if data.get("pushes") and not u.get("pushes"):
+        body.append("<h2>classes it pushes up most</h2><p>none: the unit has no path to the class scores (a "
+                    "transformer's head reads its class token, not these patch tokens).</p>")
     if u.get("pushes"):
         n = data["pushes"]["images"]
         rows = "".join(f"<tr><td>{html.escape(p['label'])}</td><td>{p['value']:+.4g}</td></tr>" for p in u["pushes"])

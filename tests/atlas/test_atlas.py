@@ -227,3 +227,53 @@ def test_the_classes_a_unit_pushes_up_equal_torch_autograd(tiny_torch, image_set
     assert "classes it pushes up most" in page and data["layers"][1]["units"][2]["pushes"][0]["label"] in page
     index = (tmp_path / "site" / "index.html").read_text()
     assert "const pushers=" in index and "pushes up" in index
+
+
+def test_a_transformers_token_layers(image_set, tmp_path):
+    """A small torchvision ViT: `--layers auto` adds its blocks' MLP activations (token layers) after the patch
+    embedding; a token unit's top images are its largest maxima over the patch tokens (torch hooks, the class
+    token left out), its pushes the autograd sum over the patch tokens; the last block's units push nothing (the
+    head reads the class token only) and their pages say so."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from convlens.converters.torch_converter import convert_module
+    from convlens.engine.model.onnx_file import save_onnx
+
+    torch.manual_seed(4)
+    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                            num_classes=10).eval()
+    torch.nn.init.normal_(net.heads.head.weight, std=0.5)
+    path = save_onnx(convert_module(net, torch.zeros(1, 3, 32, 32), name="vit", preprocess="raw", labels=None),
+                     tmp_path / "vit.onnx")
+    data = convlens.atlas(path, [str(image_set)], tmp_path / "site", units="0-3", steps=2, top=3)
+    blocks = [f"encoder.layers.encoder_layer_{k}.mlp.1" for k in range(2)]
+    assert [l["name"] for l in data["layers"]] == ["conv_proj", *blocks]
+    paths = sorted(image_set.iterdir())
+    acts = {k: [] for k in range(2)}
+    grads = {k: 0.0 for k in range(2)}
+    classes = data["pushes"]["classes"]
+    for image in paths:
+        x = torch.from_numpy(cv2.imread(str(image))[..., ::-1].astype(np.float32).transpose(2, 0, 1)[None].copy())
+        kept = {}
+        hooks = [net.encoder.layers[k].mlp[1].register_forward_hook(lambda _m, _i, o, k=k: kept.__setitem__(k, o))
+                 for k in range(2)]
+        logits = net(x)[0]
+        for h in hooks:
+            h.remove()
+        for k in range(2):
+            acts[k].append(kept[k][0, 1:, :4].max(0).values.detach().numpy())  # patch tokens, units 0-3
+            rows = [torch.autograd.grad(logits[c], kept[k], retain_graph=True)[0][0, 1:, :4].sum(0) for c in classes]
+            grads[k] = grads[k] + torch.stack(rows, 1).double().numpy() / len(paths)
+    for k, layer in enumerate(data["layers"][1:]):
+        maxima = np.stack(acts[k])
+        for unit in layer["units"]:
+            u = unit["unit"]
+            expected = sorted(range(len(paths)), key=lambda i: (-maxima[i, u], i))[:3]
+            assert [t["index"] for t in unit["top"]] == expected
+            kept_pushes = [(c, v) for c, v in zip(classes, grads[k][u]) if v != 0]
+            best = sorted(kept_pushes, key=lambda cv: -cv[1])[:5]
+            assert [p["class"] for p in unit["pushes"]] == [c for c, _ in best]
+            np.testing.assert_allclose([p["value"] for p in unit["pushes"]], [v for _, v in best], rtol=1e-4,
+                                       atol=1e-7)
+    assert all(not u["pushes"] for u in data["layers"][2]["units"])  # the last block's patch tokens
+    assert "no path to the class scores" in (tmp_path / "site" / "units" / blocks[1] / "0.html").read_text()
