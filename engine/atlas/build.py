@@ -82,6 +82,12 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
     fitted = {i: prepare(model, [paths[i]], grid_size)[0].astype(np.uint8) for i in sorted(needed)}
     for i, picture in fitted.items():
         _png(site / "img" / "images" / f"{i}.png", resize(picture, (THUMB, THUMB)))
+    missing = {layer: wanted for layer, wanted in chosen.items() if not _visuals_done(site, layer, wanted, diversity)}
+    if ray is not None and missing:  # one Ray task per layer; the driver writes the pictures
+        from .ray_scan import visualize_on_ray
+
+        for layer, images in visualize_on_ray(ray, model, missing, recipe, steps, size, diversity).items():
+            _write_visuals(site, layer, chosen[layer], diversity, images)
     with Progress(len(chosen), "atlas layers", quiet) as progress:
         for layer, wanted in chosen.items():
             entry = _layer_data(model, layer, wanted, result, tops[layer], fields, fitted, paths, site, recipe, steps,
@@ -107,12 +113,10 @@ def _layer_data(model, layer, wanted, result, top_rows, fields, fitted, paths, s
     grid = result.grids[layer]
     field = fields.get(info.tensor)
     s = slug(layer)
-    names = {u: [f"img/{s}/{u}_vis{k if k else ''}.png" for k in range(diversity)] for u in wanted}
-    visuals = [site / name for u in wanted for name in names[u]]
-    if not all(v.exists() for v in visuals):  # a resumed run keeps the pictures it made
+    names = _visual_names(layer, wanted, diversity)
+    if not _visuals_done(site, layer, wanted, diversity):  # a resumed run keeps the pictures it made
         made = visualize_filters(model, layer, list(wanted), recipe, steps, size, diversity=diversity)
-        for v, picture in zip(visuals, made.images):  # N images per unit, in unit order
-            _png(v, resize(picture, (THUMB, THUMB)))
+        _write_visuals(site, layer, wanted, diversity, made.images)
     maxima = result.maxima[layer]
     units = []
     for j, u in enumerate(wanted):
@@ -137,6 +141,22 @@ def _layer_data(model, layer, wanted, result, top_rows, fields, fitted, paths, s
                                 "field not traced: the whole image")})
     return {"name": layer, "grid": list(grid), "units": units,
             "field": [field.size[0], field.size[1]] if field else None}
+
+
+def _visual_names(layer: str, wanted, diversity: int) -> dict:
+    """{unit: its feature visualizations' paths in the site}."""
+    s = slug(layer)
+    return {u: [f"img/{s}/{u}_vis{k if k else ''}.png" for k in range(diversity)] for u in wanted}
+
+
+def _visuals_done(site: Path, layer: str, wanted, diversity: int) -> bool:
+    return all((site / n).exists() for names in _visual_names(layer, wanted, diversity).values() for n in names)
+
+
+def _write_visuals(site: Path, layer: str, wanted, diversity: int, images) -> None:
+    paths = [site / n for names in _visual_names(layer, wanted, diversity).values() for n in names]
+    for path, picture in zip(paths, images):  # N images per unit, in unit order
+        _png(path, resize(picture, (THUMB, THUMB)))
 
 
 def _bars(counts: np.ndarray, width: int = 288, height: int = 96) -> np.ndarray:

@@ -97,6 +97,11 @@ def test_a_killed_run_resumed_and_a_ray_run_give_the_same_data(tiny_torch, image
                                                                             for u in b["units"]]
             assert [[t["value"] for t in u["top"]] for u in a["units"]] == [[t["value"] for t in u["top"]]
                                                                             for u in b["units"]]
+    for layer in ("0", "3"):  # the Ray run's feature visualizations (one task per layer) are the in-process ones
+        for u in range(4):
+            here, there = (cv2.imread(str(tmp_path / run / "img" / layer / f"{u}_vis.png")).astype(int)
+                           for run in ("whole", "ray"))
+            assert np.abs(here - there).max() <= 1, (layer, u)
 
 
 def _gradient_support(net, layer, x, channel, y, xx):
