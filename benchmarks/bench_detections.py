@@ -3,16 +3,17 @@
     python benchmarks/bench_detections.py [--threads 2] [--repeat 3] [--size 640] [--boxes 10]
 
 YOLOv8n built by ultralytics from its yaml (seeded; batch norms calibrated on three photos and the class head
-spread, as tests/model/test_detectors.py does, so that detections differ) and exported by ultralytics' exporter.
-convlens explains the image's top `--boxes` detections with Grad-CAM, one batched backward run per feature map
-their levels read; the torch baseline runs forward and backward once per box (hooks at the same feature maps,
-the way pytorch-grad-cam users loop over boxes). Prints the median seconds of each, the ratio convlens / torch,
-the largest difference between their maps, and the share of the float32 matmul peak convlens's run reaches,
-counting one forward pass per box only (the backward, which stops at the feature map, is left out: a lower
-bound of the work done).
+spread, by tests/detector_files.py as the detector tests build it, so that detections differ) and exported by
+ultralytics' exporter. convlens explains the image's top `--boxes` detections with Grad-CAM, one batched
+backward run per feature map their levels read; the torch baseline runs forward and backward once per box
+(hooks at the same feature maps, the way pytorch-grad-cam users loop over boxes). Prints the median seconds of
+each, the ratio convlens / torch, the largest difference between their maps, and the share of the float32 matmul
+peak convlens's run reaches, counting one forward pass per box only (the backward, which stops at the feature
+map, is left out: a lower bound of the work done).
 """
 import argparse
-import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -30,38 +31,18 @@ def main():
     import torch
     from common import forward_flops, matmul_peak, median_time, scratch_dir
 
-    folder = scratch_dir()
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(folder / "config"))
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from detector_files import build_yolo  # the detector tests' YOLOv8n: seeded, calibrated, class head spread
 
     import convlens
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     size = args.size
-    yolo = YOLO("yolov8n.yaml")
-    photos = [cv2.resize(f(), (size, size), interpolation=cv2.INTER_AREA)
-              for f in (skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea)]
-    for module in yolo.model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    yolo.model.train()
-    with torch.no_grad():
-        yolo.model(torch.from_numpy(np.stack(photos).transpose(0, 3, 1, 2).copy() / 255).float())
-        for branch in yolo.model.model[-1].cv3:
-            branch[-1].weight.normal_(0.0, 0.15)
-            branch[-1].bias.normal_(-7.0, 0.5)
-    yolo.model.eval()
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        path = yolo.export(format="onnx", imgsz=size, simplify=False, opset=17)
-    finally:
-        os.chdir(here)
-    net = yolo.model.float().eval().requires_grad_(False)
-    model = convlens.load(os.path.join(folder, path), scale="1/255", threads=args.threads)
+    folder = scratch_dir()
+    net, path, _ = build_yolo(folder, size, with_nms=False)
+    net = net.requires_grad_(False)
+    photos = [cv2.resize(skimage.data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)]
+    model = convlens.load(path, scale="1/255", threads=args.threads)
     photo = photos[0].astype(np.float32)
     found = convlens.api.detections(model, photo, conf=0.01)
     if len(found) < args.boxes:

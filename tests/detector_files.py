@@ -19,8 +19,9 @@ YOLO_SIZE = 160
 DETR_SIZE = 128
 
 
-def build_yolo(folder: Path):
-    """(the ultralytics model, fused as the files are; the file without NMS; the file with NMS inside)."""
+def build_yolo(folder: Path, size: int = YOLO_SIZE, with_nms: bool = True):
+    """(the ultralytics model, fused as the files are; the file without NMS; the file with NMS inside, or None
+    without `with_nms`). benchmarks/bench_detections.py builds its model here too."""
     os.environ["YOLO_CONFIG_DIR"] = str(folder / "config")  # ultralytics writes its settings there
     os.environ["YOLO_OFFLINE"] = "1"
     from ultralytics import YOLO
@@ -30,7 +31,7 @@ def build_yolo(folder: Path):
     # random convolutions shrink activations to ~1e-6 by the neck, so every candidate scores the same: the batch
     # norms take their statistics from three photos (as a trained net's are), and the class head is spread so
     # that scores differ from candidate to candidate
-    photos = [cv2.resize(f(), (YOLO_SIZE, YOLO_SIZE), interpolation=cv2.INTER_AREA)
+    photos = [cv2.resize(f(), (size, size), interpolation=cv2.INTER_AREA)
               for f in (skimage.data.astronaut, skimage.data.coffee, skimage.data.chelsea)]
     for module in model.model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -46,13 +47,13 @@ def build_yolo(folder: Path):
     here = os.getcwd()
     os.chdir(folder)  # the exporter writes next to the working directory for a yaml-built model
     try:
-        raw = shutil.move(model.export(format="onnx", imgsz=YOLO_SIZE, simplify=False, opset=17), folder / "raw.onnx")
-        nms = shutil.move(model.export(format="onnx", imgsz=YOLO_SIZE, simplify=False, opset=17, nms=True),
-                          folder / "nms.onnx")
+        raw = shutil.move(model.export(format="onnx", imgsz=size, simplify=False, opset=17), folder / "raw.onnx")
+        nms = shutil.move(model.export(format="onnx", imgsz=size, simplify=False, opset=17, nms=True),
+                          folder / "nms.onnx") if with_nms else None
     finally:
         os.chdir(here)
     net = model.model.float().eval()  # fused by the export, as the files are
-    return net, Path(raw), Path(nms)
+    return net, Path(raw), Path(nms) if nms else None
 
 
 class Detr(torch.nn.Module):
