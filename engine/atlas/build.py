@@ -20,6 +20,7 @@ from ..render.progress import Progress
 from ..techniques.common import model_size, parse_channels, prepare
 from ..techniques.filters import visualize_filters
 from .pushes import class_pushes
+from .ray_scan import scan_on_ray, visualize_on_ray
 from .receptive_field import receptive_fields
 from .scan import Plan, scan, shard_folder, top_images
 from .site import slug, write_site
@@ -68,7 +69,9 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
         raise ConvlensError("No images given; an atlas needs a set of images.")
     plan = Plan(str(model.path), list(chosen), chosen, paths, list(grid_size), shard_size)
     with Progress(len(paths), "atlas images", quiet) as progress:
-        result = scan(model, plan, site, progress, ray, workers)
+        on_ray = None if ray is None else (lambda missing, finished: scan_on_ray(ray, model, plan, missing, workers,
+                                                                                 finished))
+        result = scan(model, plan, site, progress, on_ray)
     fields = receptive_fields(model, grid_size)
     pushes = class_pushes(model, paths, chosen, grid_size)
     data = {"model": Path(model.path).name if model.path else "model", "images": paths, "top": top,
@@ -84,8 +87,6 @@ def build_atlas(model: Model, images, site, *, layers="auto", units="0-15", top:
         _png(site / "img" / "images" / f"{i}.png", resize(picture, (THUMB, THUMB)))
     missing = {layer: wanted for layer, wanted in chosen.items() if not _visuals_done(site, layer, wanted, diversity)}
     if ray is not None and missing:  # one Ray task per layer; the driver writes the pictures
-        from .ray_scan import visualize_on_ray
-
         for layer, images in visualize_on_ray(ray, model, missing, recipe, steps, size, diversity).items():
             _write_visuals(site, layer, chosen[layer], diversity, images)
     with Progress(len(chosen), "atlas layers", quiet) as progress:

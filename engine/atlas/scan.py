@@ -65,10 +65,9 @@ def check_plan(site: Path, plan: Plan) -> None:
     path.write_text(json.dumps(mine, indent=1))
 
 
-def scan(model: Model, plan: Plan, site: Path, progress=None, ray: str | None = None,
-         workers: int | None = None) -> ScanResult:
-    """Run the shards the folder lacks (here, or on the Ray cluster at `ray`), then merge them all (module
-    docstring)."""
+def scan(model: Model, plan: Plan, site: Path, progress=None, elsewhere=None) -> ScanResult:
+    """Run the shards the folder lacks, then merge them all (module docstring). `elsewhere(missing shard numbers,
+    finished)` computes them instead of this process (ray_scan.py), calling finished(number, arrays) for each."""
     check_plan(site, plan)
     folder = shard_folder(site)
     starts = list(range(0, len(plan.images), plan.shard_size))
@@ -81,10 +80,8 @@ def scan(model: Model, plan: Plan, site: Path, progress=None, ray: str | None = 
         if progress is not None:
             progress.advance(len(shard_paths(plan, number)))
 
-    if ray is not None and missing:
-        from .ray_scan import scan_on_ray
-
-        scan_on_ray(ray, model, plan, missing, workers, finished)
+    if elsewhere is not None and missing:
+        elsewhere(missing, finished)
     else:
         prog = program(model, [model.layer(name).tensor for name in plan.layers], tuple(plan.size))
         for number in missing:
