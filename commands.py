@@ -238,6 +238,7 @@ def cmd_cam(args) -> dict:
                     entry["detections"] = [{"index": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
                                             "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found)]
                 _, place, size = fit_to_model(model, original)
+                boxed = []  # a detector's overlays, each with its box: one summary picture of them all
                 for r in results:
                     stem = f"{stems[path]}_{r.method}_{r.class_index}"
                     heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
@@ -247,6 +248,7 @@ def cmd_cam(args) -> dict:
                     if found:
                         d = found[r.class_index]
                         picture = draw_box(picture, d.box, f"{r.class_index}: {model.label(d.cls)} {d.score:.2f}")
+                        boxed.append(picture)
                     files.append(str(write_png(out / f"{stem}_overlay.png", picture, args.force)))
                     entry["maps"].append(
                         {
@@ -259,6 +261,12 @@ def cmd_cam(args) -> dict:
                             "peak_yx": [int(v) for v in np.unravel_index(np.argmax(heat), heat.shape)],
                         }
                     )
+                if len(boxed) > 1:
+                    summary = labelled_tiles(boxed, [f"detection {r.class_index}" for r in results],
+                                             per_row=min(len(boxed), 4), side=320)
+                    entry["summary"] = str(write_png(out / f"{stems[path]}_{args.method}_detections.png", summary,
+                                                     args.force))
+                    files.append(entry["summary"])
                 report.append(entry)
             progress.advance(len(paths))
     lines = []

@@ -7,7 +7,8 @@ detections score between 0.25 and 1) and exported by ultralytics' own exporter, 
 - Grad-CAM and the input gradient of a detection equal torch autograd of that candidate's class logit on the
   ultralytics model, at the feature map its level reads (which `--layer auto` picks);
 - the file with NMS inside gives the same detections and maps as the one without;
-- `convlens cam --box all` writes one overlay per detection with its box, and lists the detections.
+- `convlens cam --box all` writes one overlay per detection with its box, a summary picture of them all, and lists
+  the detections.
 """
 import json
 import cv2
@@ -100,6 +101,10 @@ def test_cam_box_all_writes_one_overlay_per_detection_with_its_box(yolo, tmp_pat
     picture = cv2.imread(str(tmp_path / "c" / "street_gradcam_0_overlay.png"))
     x1, y1 = (int(round(max(v, 0))) for v in kept[0, :2])
     assert picture is not None and picture[min(y1, SIZE - 1), min(x1 + 3, SIZE - 1)].max() in (0, 255)  # the box
+    summary = cv2.imread(entry["summary"])  # every detection's overlay, in tiles of 320 px with 4 px gaps, 4 a row
+    rows = -(-len(kept) // 4)
+    assert entry["summary"].endswith("street_gradcam_detections.png") and summary.shape[:2] == (
+        rows * 324 - 4, 4 * 324 - 4)
     first = entry["detections"][1]["box"]
     assert main(["saliency", str(raw), str(image), "--scale", "1/255", "--box", ",".join(str(v) for v in first),
                  "-o", str(tmp_path / "s"), "--json"]) == 0
