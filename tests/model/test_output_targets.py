@@ -1,7 +1,7 @@
 """Explaining outputs that are not class scores: dense maps over a region, sequences, embeddings, single values.
 
 Each target's objective is written here in torch (pytorch-grad-cam's SemanticSegmentationTarget for the dense
-maps) and differentiated by autograd; convlens's maps and attributions on the exported files must equal them.
+maps, on torchvision's LR-ASPP, DeepLabV3 and FCN) and differentiated by autograd; convlens's maps and attributions on the exported files must equal them.
 """
 import json
 
@@ -43,15 +43,17 @@ def _scaled(cam):
 
 
 class Segmenter(torch.nn.Module):
-    """torchvision's LR-ASPP (random weights, 6 classes) returning its logits map, as deployed files do."""
+    """A torchvision segmenter (LR-ASPP by default; random weights, 6 classes) returning its logits map, as
+    deployed files do."""
 
-    def __init__(self):
+    def __init__(self, builder: str = "lraspp_mobilenet_v3_large"):
         super().__init__()
         import torchvision
 
         torch.manual_seed(0)
-        self.net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                             num_classes=6)
+        extra = {"aux_loss": False} if builder != "lraspp_mobilenet_v3_large" else {}
+        self.net = getattr(torchvision.models.segmentation, builder)(weights=None, weights_backbone=None,
+                                                                    num_classes=6, **extra)
 
     def forward(self, x):
         return self.net(x)["out"]
@@ -80,6 +82,36 @@ def test_a_segmenters_class_is_explained_over_its_predicted_region_as_pytorch_gr
     (attribution,) = convlens.saliency(model, PIXELS, target=cls)
     np.testing.assert_allclose(attribution.attribution, _input_gradient(lambda x: target(net(x)[0])),
                                rtol=1e-3, atol=1e-4 * np.abs(attribution.attribution).max())
+
+
+@pytest.mark.parametrize("builder", ["deeplabv3_mobilenet_v3_large", "fcn_resnet50"])
+def test_deeplabv3_and_fcn_at_the_auto_layer_as_pytorch_grad_cam(builder, tmp_path):
+    """DeepLabV3 and FCN: Grad-CAM at the layer `auto` picks (before the convolution that makes the class maps)
+    equals pytorch-grad-cam's SemanticSegmentationTarget at the torch module with that output."""
+    net = Segmenter(builder).eval()
+    model = convlens.load(_export(net, tmp_path / f"{builder}.onnx"), preprocess="raw")
+    with torch.no_grad():
+        out = net(X)[0]
+    winners = out.argmax(0).numpy()
+    cls = int(np.bincount(winners.ravel(), minlength=6).argmax())
+    target = SemanticSegmentationTarget(cls, np.float32(winners == cls))
+    maps, _ = convlens.cam(model, PIXELS, target=cls)
+    chosen = maps[0][0].layer
+    mine = convlens.activations(model, PIXELS, [chosen])[chosen]
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, name=name: outputs.__setitem__(name, o))
+             for name, m in net.named_modules() if name]
+    with torch.no_grad():
+        net(X)
+    for h in hooks:
+        h.remove()
+    same = [name for name, o in outputs.items() if isinstance(o, torch.Tensor) and tuple(o.shape) == mine.shape
+            and np.abs(o.numpy() - mine).max() <= 1e-5 * np.abs(mine).max()]
+    assert same, f"no module gives {chosen}'s output"
+    with gradcam_lib.GradCAM(model=net, target_layers=[net.get_submodule(same[-1])]) as cam:
+        theirs = cam(input_tensor=X, targets=[target])[0]
+    assert maps[0][0].score == pytest.approx(float(target(out)), rel=1e-4)
+    assert np.abs(_scaled(maps[0][0].cam) - theirs).max() < 1e-3
 
 
 def test_a_box_region_and_the_whole_map(segmenter):
