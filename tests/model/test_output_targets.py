@@ -1,7 +1,8 @@
 """Explaining outputs that are not class scores: dense maps over a region, sequences, embeddings, single values.
 
 Each target's objective is written here in torch (pytorch-grad-cam's SemanticSegmentationTarget for the dense
-maps, on torchvision's LR-ASPP, DeepLabV3 and FCN) and differentiated by autograd; convlens's maps and attributions on the exported files must equal them.
+maps, on torchvision's LR-ASPP, DeepLabV3 and FCN) and differentiated by autograd; convlens's maps and
+attributions on the exported files must equal them.
 """
 import json
 
