@@ -110,3 +110,11 @@ def yolov5_style(tmp_path_factory):
     from detector_files import build_yolov5_style
 
     return build_yolov5_style(tmp_path_factory.mktemp("yolov5"))
+
+
+@pytest.fixture(scope="session")
+def yolo26(tmp_path_factory):
+    """tests/detector_files.py's YOLO26n (NMS-free): (torch model, plain export, end2end export with a TopK)."""
+    from detector_files import build_yolo
+
+    return build_yolo(tmp_path_factory.mktemp("yolo26"), yaml="yolo26n.yaml")

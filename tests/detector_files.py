@@ -19,15 +19,16 @@ YOLO_SIZE = 160
 DETR_SIZE = 128
 
 
-def build_yolo(folder: Path, size: int = YOLO_SIZE, with_nms: bool = True):
+def build_yolo(folder: Path, size: int = YOLO_SIZE, with_nms: bool = True, yaml: str = "yolov8n.yaml"):
     """(the ultralytics model, fused as the files are; the file without NMS; the file with NMS inside, or None
-    without `with_nms`). benchmarks/bench_detections.py builds its model here too."""
+    without `with_nms`). benchmarks/bench_detections.py builds its model here too. An NMS-free model (yolo26n.yaml)
+    gives instead its end2end export (a TopK inside) as the second file."""
     os.environ["YOLO_CONFIG_DIR"] = str(folder / "config")  # ultralytics writes its settings there
     os.environ["YOLO_OFFLINE"] = "1"
     from ultralytics import YOLO
 
     torch.manual_seed(0)
-    model = YOLO("yolov8n.yaml")
+    model = YOLO(yaml)
     # random convolutions shrink activations to ~1e-6 by the neck, so every candidate scores the same: the batch
     # norms take their statistics from three photos (as a trained net's are), and the class head is spread so
     # that scores differ from candidate to candidate
@@ -40,7 +41,8 @@ def build_yolo(folder: Path, size: int = YOLO_SIZE, with_nms: bool = True):
     model.model.train()
     with torch.no_grad():
         model.model(torch.from_numpy(np.stack(photos).transpose(0, 3, 1, 2).copy() / 255).float())
-        for branch in model.model.model[-1].cv3:
+        head = model.model.model[-1]
+        for branch in [*head.cv3, *getattr(head, "one2one_cv3", [])]:
             branch[-1].weight.normal_(0.0, 0.15)
             branch[-1].bias.normal_(-7.0, 0.5)
     model.model.eval()
@@ -48,7 +50,8 @@ def build_yolo(folder: Path, size: int = YOLO_SIZE, with_nms: bool = True):
     os.chdir(folder)  # the exporter writes next to the working directory for a yaml-built model
     try:
         raw = shutil.move(model.export(format="onnx", imgsz=size, simplify=False, opset=17), folder / "raw.onnx")
-        nms = shutil.move(model.export(format="onnx", imgsz=size, simplify=False, opset=17, nms=True),
+        nms = shutil.move(model.export(format="onnx", imgsz=size, simplify=False, opset=17,
+                                       **({"nms": False} if "26" in yaml else {"nms": True})),
                           folder / "nms.onnx") if with_nms else None
     finally:
         os.chdir(here)

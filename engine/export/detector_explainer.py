@@ -7,12 +7,12 @@ The graph's contract (README, "Exported explainers"):
            classes   int64 [K]
            heatmaps  float32 [K, H, W] in [0, 1]: the CAM method's map of each detection, at the fed size
            overlays  uint8 [K, H, W, 3], drawn as `convlens cam` draws its overlay PNG (without the box)
-K is at most --max-boxes (--box K: the K-th detection alone, or none where the image has fewer). Inside: the
-image is stretched to the model's size; the model runs once and its head is decoded as convlens decodes it
-(YOLO-style: best class per candidate, ONNX NonMaxSuppression made class-aware by offsetting each box by its
-class, as ultralytics does; DETR-style: softmax, TopK, no NMS); then a Loop runs, per detection, the model and
-its backward graph for that detection's logit, one image per pass (the detectors ultralytics exports fix the
-batch at 1), and the map at the layer: with --layer auto on a YOLO-style head, the feature map the detection's
+K is at most --max-boxes (--box K: the K-th detection alone, or none where the image has fewer). Inside: the image
+is stretched to the model's size; the model runs once and its head is decoded as convlens decodes it (YOLO-style:
+best class per candidate, ONNX NonMaxSuppression made class-aware by offsetting each box by its class, as
+ultralytics does; an NMS-free YOLO's top-k; DETR-style: softmax, TopK, no NMS); then a Loop runs, per detection, the
+model and its backward graph for that detection's logit, one image per pass (the detectors ultralytics exports fix
+the batch at 1), and the map at the layer: with --layer auto on a YOLO-style head, the feature map the detection's
 level reads, as `convlens cam --box` picks it.
 """
 from __future__ import annotations
@@ -67,7 +67,8 @@ def export_detector_explainer(model: Model, box="all", method: str = "gradcam", 
     e.op("Identity", _image_nodes(e, size), out=PIXELS)
     nodes, small = _model_at_export_opset(model)
     a_nodes, a_inits = adapter_nodes(model.input_spec)
-    decode = _decode_queries if head.queries else _decode_objectness if head.objectness else _decode_yolo
+    decode = _decode_queries if head.queries else _decode_objectness if head.objectness else \
+        _decode_top_k if head.end2end else _decode_yolo
     decoded = decode(e, head, size, max_boxes if rank is None else rank + 1, conf, iou)
     anchor, flat_index, boxes, scores, classes = decoded
     if rank is not None:
@@ -136,6 +137,40 @@ def _decode_yolo(e: GraphWriter, head, size, keep: int, conf: float, iou: float)
     on_input = e.op("Gather", e.op("Reshape", corners, e.ints([-1, 4])), anchor, axis=0)
     image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
     per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))  # (sy, sx)
+    scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
+    flat_index = e.op("Add", e.op("Mul", classes, e.const(head.anchors, np.int64)), anchor)
+    return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
+
+
+def _decode_top_k(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
+    """The same for an NMS-free head (detections.decode_top_k): the 300 candidates of highest best-class score,
+    the 300 best (candidate, class) pairs among them, those above `conf`, the first `keep`."""
+    classes_n = head.classes
+    probabilities = e.op("Transpose", e.op("Slice", head.raw, e.ints([4]), e.ints([2 ** 62]), e.ints([1])),
+                         perm=[0, 2, 1])  # (1, A, C)
+    rows = e.op("Reshape", probabilities, e.ints([-1, classes_n]))  # (A, C)
+    k = min(300, head.anchors)
+    _, first = e.ops("TopK", [e.reduce("ReduceMax", rows, [1], keepdims=0), e.ints([k])], 2, axis=0, largest=1,
+                     sorted=1)
+    pairs = e.op("Reshape", e.op("Gather", rows, first, axis=0), e.ints([-1]))  # (k * C)
+    values, flat = e.ops("TopK", [pairs, e.ints([k])], 2, axis=0, largest=1, sorted=1)
+    passes = e.op("Greater", values, e.const(conf))
+    values, flat = (e.op("Compress", t, passes, axis=0) for t in (values, flat))
+    scores, flat = (e.op("Slice", t, e.ints([0]), e.ints([keep]), e.ints([0])) for t in (values, flat))
+    width = e.const(classes_n, np.int64)
+    anchor = e.op("Gather", first, e.op("Div", flat, width), axis=0)
+    classes = e.op("Mod", flat, width)
+    rows4 = e.op("Reshape", e.op("Transpose", e.op("Slice", head.raw, e.ints([0]), e.ints([4]), e.ints([1])),
+                                 perm=[0, 2, 1]), e.ints([-1, 4]))  # (A, 4)
+    picked = e.op("Gather", rows4, anchor, axis=0)
+    if head.corners:
+        on_input = picked
+    else:
+        xy = e.op("Slice", picked, e.ints([0]), e.ints([2]), e.ints([1]))
+        half = e.op("Mul", e.op("Slice", picked, e.ints([2]), e.ints([4]), e.ints([1])), e.const(0.5))
+        on_input = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=1)
+    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
+    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))
     scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
     flat_index = e.op("Add", e.op("Mul", classes, e.const(head.anchors, np.int64)), anchor)
     return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes

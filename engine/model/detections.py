@@ -41,6 +41,7 @@ class DetectionHead:
     corners: bool = False  # boxes as x1, y1, x2, y2 (ultralytics' exports with NMS inside), else centre and size
     queries: bool = False  # DETR-style: `raw` the boxes (N, Q, 4) as fractions, `logits` (N, Q, C + 1)
     level_logits: tuple = ()  # YOLOv5-style: the levels' pre-sigmoid (N, na, ny, nx, 5 + C); `raw` is (N, A, 5 + C)
+    end2end: bool = False  # YOLOv10/YOLO26 exported NMS-free: a TopK follows the head, and decoding is top-k
 
     @property
     def objectness(self) -> bool:
@@ -136,8 +137,28 @@ def _yolo_head(nodes, made: dict, shapes: dict) -> DetectionHead | None:
             continue
         if len(boxes) == 3 and len(scores) == 3 and boxes[1] == 4 and isinstance(scores[1], int) \
                 and isinstance(scores[2], int) and boxes[2] == scores[2]:
-            return DetectionHead(node.output[0], sigmoid.input[0], scores[1], scores[2], _corners(made, node.input[0]))
+            return DetectionHead(node.output[0], sigmoid.input[0], scores[1], scores[2], _corners(made, node.input[0]),
+                                 end2end=_topk_below(nodes, node.output[0]))
     return None
+
+
+def _topk_below(nodes, tensor: str, depth: int = 64) -> bool:
+    """Whether a TopK reads `tensor` or what is computed from it (within `depth` nodes): an NMS-free export's
+    top-k selection (ultralytics' end2end), where a file with NMS inside has NonMaxSuppression instead."""
+    readers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    queue, seen = [tensor], 0
+    while queue and seen < depth:
+        for n in readers.get(queue.pop(0), []):
+            seen += 1
+            if n.op_type == "NonMaxSuppression":
+                return False
+            if n.op_type == "TopK":
+                return True
+            queue += list(n.output)
+    return False
 
 
 def _corners(made: dict, boxes: str) -> bool:
@@ -178,9 +199,31 @@ def decode_head(head: DetectionHead, values: dict, size: tuple[int, int], conf: 
     (the input being `size` (H, W))."""
     if head.objectness:
         return decode_objectness(values[head.raw][0], conf, iou, max_det)
+    if head.end2end:
+        return decode_top_k(values[head.raw][0], conf, max_det, head.corners)
     if not head.queries:
         return decode(values[head.raw][0], conf, iou, max_det, head.corners)
     return decode_queries(values[head.logits][0], values[head.raw][0], size, conf, max_det)
+
+
+def decode_top_k(raw: np.ndarray, conf: float = 0.25, max_det: int = 300, corners: bool = True) -> list[Detection]:
+    """An NMS-free head's detections from its (4 + C, A) output, as ultralytics' end2end export selects them: the
+    `max_det` candidates of highest best-class score, then the `max_det` best (candidate, class) pairs among them
+    (a candidate may appear with two classes), those above `conf`; no NMS."""
+    box_rows, probabilities = raw[:4].T.astype(np.float64), raw[4:].T.astype(np.float64)
+    k = min(max_det, probabilities.shape[0])
+    first = np.argsort(-probabilities.max(1), kind="stable")[:k]
+    pairs = probabilities[first].ravel()
+    best = np.argsort(-pairs, kind="stable")[:k]
+    out = []
+    for flat in best:
+        if pairs[flat] <= conf:
+            break
+        candidate, cls = int(first[flat // probabilities.shape[1]]), int(flat % probabilities.shape[1])
+        b = box_rows[candidate]
+        box = b if corners else np.concatenate([b[:2] - b[2:] / 2, b[:2] + b[2:] / 2])
+        out.append(Detection(tuple(float(v) for v in box), cls, float(pairs[flat]), candidate))
+    return out
 
 
 def decode_objectness(rows: np.ndarray, conf: float = 0.25, iou: float = 0.45, max_det: int = 300) -> list[Detection]:

@@ -141,3 +141,25 @@ def test_score_plus_iou_adds_the_candidate_boxs_iou_as_faster_rcnn_box_score_tar
         np.testing.assert_allclose(a.attribution, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     (plain,) = convlens.saliency(raw, PHOTO, box=given, conf=CONF, iou=IOU, scale="1/255")
     assert np.abs(plain.attribution - a.attribution).max() > 1e-2 * np.abs(expected).max()  # the IoU term counts
+
+
+def test_an_nms_free_export_is_decoded_as_its_own_top_k(yolo26):
+    """YOLO26n exported end2end (ultralytics' nms=False: a TopK after the head, output (1, 300, 6)): convlens reads
+    the head before the TopK and decodes it by the same top-k, no NMS: the file's own rows above --conf; each
+    detection's explained score is the logit of its score (its candidate and class)."""
+    import onnxruntime as ort
+
+    _, raw, end2end = yolo26
+    model = convlens.load(end2end, scale="1/255")
+    assert model.detector.end2end and not convlens.load(raw, scale="1/255").detector.end2end
+    session = ort.InferenceSession(str(end2end), providers=["CPUExecutionProvider"])
+    rows = session.run(None, {session.get_inputs()[0].name: _x().numpy()})[0][0]
+    rows = rows[rows[:, 4] > CONF]
+    found = convlens.api.detections(model, PHOTO, conf=CONF)
+    assert len(found) == len(rows) >= 5
+    assert [d.cls for d in found] == rows[:, 5].astype(int).tolist()
+    np.testing.assert_allclose([d.score for d in found], rows[:, 4], rtol=1e-3)
+    np.testing.assert_allclose([d.box for d in found], rows[:, :4], atol=2e-2)
+    maps, _ = convlens.cam(model, PHOTO, box="all", conf=CONF)
+    for result, d in list(zip(maps[0], found))[:5]:
+        assert result.score == pytest.approx(np.log(d.score / (1 - d.score)), abs=1e-3)
