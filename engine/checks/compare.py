@@ -63,6 +63,7 @@ def compare(a: Model, b: Model, image, layers: list[tuple[str, str]] | None = No
 
 def _compare(a, b, image, layers, target, tol, filters, filter_steps) -> Comparison:
     pixels = prepare(a, image)
+    a, b = a.placed(), b.placed()  # from here on, both take these pixels as they are (no second center crop)
     size = tuple(pixels.shape[1:3])
     pairs = layers or align(a, b, a.shapes.static(size), b.shapes.static(size))
     if not pairs:

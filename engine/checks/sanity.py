@@ -79,9 +79,9 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
     if steps < 1:
         raise ConvlensError(f"--steps must be 1 or more, not {steps}.")
     pixels = prepare(model, image)
-
-    cls = predictions(model, pixels)[0][0][0]
-    original = _map(model, pixels, method, cls)
+    # the maps take these pixels as they are (placed(): no second center crop), the clones too
+    cls = predictions(model.placed(), pixels)[0][0][0]
+    original = _map(model.placed(), pixels, method, cls)
     layers = weighted_layers(model)[::-1]
     cuts = sorted(set(np.linspace(1, len(layers), min(steps, len(layers))).round().astype(int)))
     rng = np.random.default_rng(seed)
@@ -90,7 +90,7 @@ def cascading_randomization(model: Model, image, method: str = "gradcam", steps:
         for k in cuts:
             clone = _randomized(model, [w for _, w in layers[:k]], rng)
             rows.append({"randomized": int(k), "top_layer": layers[k - 1][0],
-                         "spearman": spearman(original, _map(clone, pixels, method, cls))})
+                         "spearman": spearman(original, _map(clone.placed(), pixels, method, cls))})
             progress.advance()
     return rows
 

@@ -109,6 +109,7 @@ class Evaluator:
         if spec.channels != 3:
             raise ConvlensError("evaluate works on RGB models; this model takes one (gray) channel.")
         self.model, self.settings = model, settings
+        self.placed = model.placed()  # the maps are made on pixels already fitted to the input
         # a detector's images are each scored through a view of one detection (evaluate_detection); any other
         # model without class scores is refused, saying what its output is
         self.detector = model.detector is not None and model.target is None
@@ -148,9 +149,9 @@ class Evaluator:
             return np.random.default_rng(_seed(sha, RANDOM)).random(pixels.shape[:2]).astype(np.float32)
         if family == "cam":
             layer = self.settings.layer if CAM_METHODS[method].reads_layer else None
-            return gradcam(self.model, pixels[None], target, layer, method)[0][0].heatmap.astype(np.float32)
+            return gradcam(self.placed, pixels[None], target, layer, method)[0][0].heatmap.astype(np.float32)
 
-        return saliency(self.model, pixels[None], target, method)[0].saliency.astype(np.float32)
+        return saliency(self.placed, pixels[None], target, method)[0].saliency.astype(np.float32)
 
     # --- one image ------------------------------------------------------------------------------------
     def evaluate(self, path: str, label: str | None = None, boxes=(), pointing_boxes=None) -> dict:

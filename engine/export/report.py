@@ -56,16 +56,17 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             photo = load_image(path) if isinstance(path, str) else np.asarray(path)
             _, place, size = fit_to_model(model, photo)
             pixels = prepare(model, [photo])
+            placed = model.placed()  # the techniques below take these pixels as they are (no second crop)
             name = path if isinstance(path, str) else "image"
             if model.detector is not None and model.target is None:
                 entry = {"image": name, "detections": [], "cams": []}
                 parts += _detector_sections(model, photo, pixels, name, methods, entry)
                 progress.advance(2)
-                parts += _activation_section(model, pixels, layers)
+                parts += _activation_section(placed, pixels, layers)
                 progress.advance()
                 results["images"].append(entry)
                 continue
-            top = predictions(model, pixels)[0]
+            top = predictions(placed, pixels)[0]
             parts.append(
                 f"<h2>{html.escape(name)}</h2><table><tr><th>class</th><th>label</th><th>probability</th></tr>"
                 + "".join(f"<tr><td>{i}</td><td>{html.escape(l)}</td><td>{p:.3f}</td></tr>" for i, l, p in top)
@@ -74,7 +75,7 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             entry = {"image": name, "top5": top, "cams": []}
             parts.append("<h3>Class activation maps</h3>")
             for method in methods:
-                for r in gradcam(model, pixels, "top2", "auto", method)[0]:
+                for r in gradcam(placed, pixels, "top2", "auto", method)[0]:
                     heat = to_photo(r.heatmap, photo.shape[:2], size, place)
                     parts.append(figure(overlay(photo, heat), f"{method}: {r.label} at {r.layer}"))
                     peak = np.unravel_index(np.argmax(r.heatmap), r.heatmap.shape)
@@ -84,11 +85,11 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
             progress.advance()
             parts.append("<h3>Attributions</h3>")
             for method in ("vanilla", "smoothgrad", "guided-backprop"):
-                a = saliency(model, pixels, "top", method, samples=12)[0]
+                a = saliency(placed, pixels, "top", method, samples=12)[0]
                 parts.append(figure(saliency_image(to_photo(a.saliency, photo.shape[:2], size, place)),
                                     f"{method} for {a.label}"))
             progress.advance()
-            parts += _activation_section(model, pixels, layers)
+            parts += _activation_section(placed, pixels, layers)
             progress.advance()
             results["images"].append(entry)
         if filter_layer:
@@ -124,7 +125,8 @@ def _detector_sections(model: Model, photo, pixels, name: str, methods, entry: d
     entry["detections"] = [{"rank": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
                             "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found[:10])]
     picked = found[:shown]
-    view = model.explaining(OutputTarget(detections=tuple(picked)))  # one score per detection, programs shared
+    # one score per detection, programs shared; it takes the prepared pixels as they are
+    view = model.explaining(OutputTarget(detections=tuple(picked))).placed()
     parts.append("<h3>Class activation maps of the detections</h3>")
     for method in methods:
         for k, d in enumerate(picked):

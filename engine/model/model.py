@@ -109,6 +109,15 @@ class Model:
         view.programs, view.shapes = {}, ShapeService(view)
         return view
 
+    def placed(self) -> "Model":
+        """This model for pixels already placed at its input size by its resize policy (what `prepare` returns):
+        a view that stretches, which at the input's own size changes nothing. A center crop is not idempotent, so
+        prepared pixels handed back to a technique through the model itself would be cropped a second time.
+        Keep the view: its programs compile once."""
+        if self.input_spec.resize == "stretch":
+            return self
+        return self.with_input_spec(dataclasses.replace(self.input_spec, resize="stretch"))
+
     def with_input_size(self, size: tuple[int, int]) -> "Model":
         """This model at a stated input size, for a file whose graph leaves H and W dynamic (export and
         evaluate need one); a size the file already fixes cannot be changed."""

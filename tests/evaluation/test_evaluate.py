@@ -164,6 +164,34 @@ def test_pointing_games_by_their_definitions():
     assert energy_pointing(heat, [(5, 0, 10, 10)]) == pytest.approx(0.25)
 
 
+def test_pointing_maps_are_placed_on_the_photo_through_the_input_recipe(lite0, tmp_path):
+    """A center-crop model on a wide photo: the map covers the crop only, so the pointing games read it where the
+    crop lies in the photo (render.images.to_photo), not stretched over the whole photo."""
+    import convlens
+    from convlens.engine.evaluation.metrics import energy_pointing
+    from convlens.engine.render.images import sample_image, to_photo
+    from convlens.engine.techniques.common import fit_to_model
+
+    model = convlens.load(lite0.path, resize="center-crop")
+    photo = cv2.resize(sample_image(), (360, 200)).astype(np.uint8)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), photo[..., ::-1])
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text(f"path,class,x0,y0,x1,y1\n{path},{{cls}},20,20,180,180\n")
+    ((result,),), _ = convlens.cam(model, photo.astype(np.float32))
+    boxes.write_text(boxes.read_text().replace("{cls}", str(result.class_index)))
+    run = convlens.evaluate(model, [str(path)], tmp_path / "run", methods="gradcam", metrics="energy-pointing",
+                            boxes=str(boxes))
+    import pyarrow.parquet as pq
+
+    row = next(r for r in pq.read_table(run.folder / "results.parquet").to_pylist() if r["method"] == "gradcam")
+    _, place, size = fit_to_model(model, photo.astype(np.float32))
+    placed = energy_pointing(to_photo(result.heatmap, photo.shape[:2], size, place), [(20, 20, 180, 180)])
+    stretched = energy_pointing(cv2.resize(result.heatmap, (360, 200)), [(20, 20, 180, 180)])
+    assert row["energy_pointing"] == pytest.approx(placed, abs=1e-6), (placed, stretched)
+    assert abs(placed - stretched) > 0.01  # the two placements differ: the check can tell them apart
+
+
 # --- runs: outputs, resuming, Ray, refusals ----------------------------------------------------------------
 
 ALL = "deletion,insertion,road,pointing,energy-pointing,confidence"
