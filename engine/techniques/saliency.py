@@ -130,7 +130,7 @@ def _guided(ctx: _Context, x, c):
 
 
 def _guided_gradcam(ctx: _Context, x, c):
-    cam = gradcam(ctx.model, x[None], c, score=ctx.score)[0][0].heatmap
+    cam = gradcam(ctx.model.placed(), x[None], c, score=ctx.score)[0][0].heatmap  # x is fitted already: no 2nd crop
     return _guided(ctx, x, c)[0] * cam[..., None], None
 
 

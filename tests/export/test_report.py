@@ -24,3 +24,13 @@ def test_the_report_on_a_center_crop_model_crops_once(lite0):
     assert np.abs(twice[0][0].heatmap - maps[0][0].heatmap).max() > 0.05
     (once,), _ = convlens.cam(model.placed(), fitted, target="top2")
     assert np.abs(once[0].heatmap - maps[0][0].heatmap).max() < 1e-5
+
+
+def test_guided_gradcam_on_a_center_crop_model_is_guided_backprop_times_the_photos_cam(lite0):
+    model = convlens.load(lite0.path, resize="center-crop")
+    photo = cv2.resize(sample_image(), (360, 200)).astype(np.float32)
+    (guided,) = convlens.saliency(model, photo, method="guided-backprop")
+    (both,) = convlens.saliency(model, photo, method="guided-gradcam")
+    ((cam,),), _ = convlens.cam(model, photo, target=guided.class_index)
+    np.testing.assert_allclose(both.attribution, guided.attribution * cam.heatmap[..., None], rtol=1e-5,
+                               atol=1e-6 * np.abs(both.attribution).max())
