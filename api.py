@@ -35,11 +35,13 @@ from .engine.model.model import Model
 from .engine.model.model import load as load_model
 from .engine.model.output_targets import OutputTarget, detection_objective
 from .engine.model.onnx_file import check_writable, save_large_onnx, save_onnx
-from .engine.render.images import image_paths, sample_image
+from .engine.render.images import image_paths, sample_image, to_photo
 from .engine.render.progress import Progress
 from .engine.techniques.activations import activations as layer_outputs
+from .engine.techniques.activations import as_channels
 from .engine.techniques.attention_maps import head_maps
 from .engine.techniques.cam import gradcam_with_predictions
+from .engine.techniques.common import fit_to_model, prepare
 from .engine.techniques.filters import visualize_filters
 from .engine.techniques.layers import layer_table
 from .engine.techniques.output_inputs import (
@@ -414,6 +416,26 @@ def report(model, images, *, title: str | None = None, quiet: bool = True, filte
     extra = {} if filter_steps is None else {"filter_steps": filter_steps}
     return build_report(m, _pixels_or_paths(images), title or f"convlens: {Path(m.path).name if m.path else 'model'}",
                         quiet=quiet, **extra)
+
+
+def on_photo(model, photo, grid: np.ndarray, **load_options) -> np.ndarray:
+    """A map over the model's input (any grid resolution) drawn on `photo` at its own shape, through the input's
+    resize policy (render.images.to_photo): pixels the input never saw get 0."""
+    m = _model(model, **load_options)
+    _, place, size = fit_to_model(m, photo)
+    return to_photo(grid, photo.shape[:2], size, place)
+
+
+def fitted(model, image, **load_options) -> np.ndarray:
+    """The image as the model sees it: fitted to its input size by its resize policy (RGB pixels, 0..255)."""
+    return prepare(_model(model, **load_options), [image])[0]
+
+
+def channels(model, layer: str, values: np.ndarray, **load_options) -> np.ndarray:
+    """A layer's output (as activations() returns it) as (N, C, h, w): 4-D by its layout, a token layer through
+    its patch grid."""
+    m = _model(model, **load_options)
+    return as_channels(m, m.layer(layer), values)
 
 
 def example_files(folder, *, force: bool = False) -> tuple[list[Path], list[str]]:

@@ -14,7 +14,7 @@ from .engine.checks.sanity import markdown as sanity_markdown
 from .engine.checks.verification import markdown as verification_markdown
 from .engine.errors import ConvlensError
 from .engine.model.onnx_file import check_writable, write_atomic
-from .engine.render.images import image_paths, load_image, sample_image, to_photo
+from .engine.render.images import image_paths, load_image, sample_image
 from .engine.render.pictures import (
     channel_grid,
     colorize,
@@ -23,14 +23,12 @@ from .engine.render.pictures import (
     labelled_tiles,
     line_plot,
     overlay,
+    saliency_image,
     upscale,
     write_npy,
     write_png,
 )
 from .engine.render.progress import Progress
-from .engine.techniques.activations import as_channels
-from .engine.techniques.common import fit_to_model, prepare
-from .engine.techniques.saliency import saliency_image
 
 
 def _recipe(args) -> dict:
@@ -131,7 +129,7 @@ def cmd_activations(args) -> dict:
         arr = values[name]
         layer = model.layer(name)
         safe = name.replace("/", "_").replace(":", "_")
-        grid = upscale(colorize(channel_grid(as_channels(model, layer, arr)[0])))
+        grid = upscale(colorize(channel_grid(api.channels(model, layer, arr)[0])))
         files.append(str(write_png(out / f"{safe}.png", grid, args.force)))
         files.append(str(write_npy(out / f"{safe}.npy", arr, args.force)))
         shapes[name] = list(arr.shape)
@@ -169,12 +167,12 @@ def cmd_attention(args) -> dict:
     stem = f"attention_block{args.block}_" + ("class" if patch is None else f"patch{patch[0]}_{patch[1]}")
     # each head's map over the photo at its own shape, labelled, as cam's overlays are
     photo = load_image(args.image)
-    _, place, size = fit_to_model(model, photo)
+    size = api.fitted(model, photo).shape[:2]
     overlays = []
     for head in maps:
         scaled = (head - head.min()) / (np.ptp(head) or 1.0)
         grid = cv2.resize(scaled.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        overlays.append(overlay(photo, to_photo(grid, photo.shape[:2], size, place)))
+        overlays.append(overlay(photo, api.on_photo(model, photo, grid)))
     tiles = labelled_tiles(overlays, [f"head {k}" for k in range(len(maps))], per_row=min(len(maps), 4))
     files = [str(write_npy(out / f"{stem}.npy", maps, args.force)), str(write_png(out / f"{stem}.png", tiles,
                                                                                  args.force))]
@@ -237,11 +235,10 @@ def cmd_cam(args) -> dict:
                 if found:
                     entry["detections"] = [{"index": k, "class": d.cls, "label": model.label(d.cls), "score": d.score,
                                             "box": [round(v, 2) for v in d.box]} for k, d in enumerate(found)]
-                _, place, size = fit_to_model(model, original)
                 boxed = []  # a detector's overlays, each with its box: one summary picture of them all
                 for r in results:
                     stem = f"{stems[path]}_{r.method}_{r.class_index}"
-                    heat = to_photo(r.cam, original.shape[:2], size, place)  # the map on the photo the user gave
+                    heat = api.on_photo(model, original, r.cam)  # the map on the photo the user gave
                     files.append(str(write_npy(out / f"{stem}_layer.npy", r.cam, args.force)))
                     files.append(str(write_npy(out / f"{stem}_image.npy", heat, args.force)))
                     picture = overlay(original, heat, args.overlay)
@@ -307,7 +304,6 @@ def cmd_saliency(args) -> dict:
     with Progress(len(paths), "images", args.quiet or args.json) as progress:
         for path in paths:
             original = load_image(path)
-            _, place, size = fit_to_model(model, original)
             explained = api.with_target(model, [original], **_drawn_region(args))
             for r in api.saliency(explained, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
@@ -315,7 +311,7 @@ def cmd_saliency(args) -> dict:
                                   baselines=args.baselines, **_detector(args)):  # K maps for topK
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
-                picture = saliency_image(to_photo(r.saliency, original.shape[:2], size, place))  # the photo's shape
+                picture = saliency_image(api.on_photo(model, original, r.saliency))  # the photo's shape
                 files.append(str(write_png(out / f"{stem}.png", picture, args.force)))
                 report.append({"image": str(path), "class": r.class_index, "label": r.label,
                                "completeness_error": r.completeness_error, "relevance_sum": r.relevance_sum,
@@ -438,7 +434,7 @@ def cmd_compare(args) -> dict:
     result = {"rows": c.rows, "figures": c.figures, "passed": c.passed, "first_failure": c.first_failure}
     files = [str(write_atomic(out / "compare.md", table.encode(), args.force)),
              str(write_atomic(out / "compare.json", json.dumps(result, indent=1, default=str).encode(), args.force))]
-    shown = prepare(a, args.image)[0]
+    shown = api.fitted(a, args.image)
     if "gradcam" in c.pictures:
         ha, hb = c.pictures["gradcam"]
         files.append(str(write_png(out / "gradcam_side_by_side.png",

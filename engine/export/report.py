@@ -9,7 +9,7 @@ from ..model.model import Model
 from ..model.output_targets import OutputTarget
 from ..render.html_page import figure, page
 from ..render.images import load_image, to_photo
-from ..render.pictures import channel_grid, colorize, draw_box, filter_grid, overlay, upscale
+from ..render.pictures import channel_grid, colorize, draw_box, filter_grid, overlay, saliency_image, upscale
 from ..render.progress import Progress
 from ..techniques.activations import activations, as_channels, predictions
 from ..techniques.cam import gradcam
@@ -17,7 +17,7 @@ from ..techniques.common import fit_to_model, prepare
 from ..techniques.filters import own_size, visualize_filters
 from ..techniques.layers import layer_table
 from ..techniques.output_inputs import detection_layer, photo_detections
-from ..techniques.saliency import saliency, saliency_image
+from ..techniques.saliency import saliency
 
 CSS = """body{max-width:1100px}img{max-width:100%}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:31%}

@@ -179,3 +179,13 @@ def line_plot(values, labels=None, title: str = "", y_label: str = "", width: in
     return img
 
 
+# attribution maps are dominated by a few pixels: as Captum's visualization does, the brightest 2 % saturate
+DISPLAY_PERCENTILE = 98.0
+
+
+def saliency_image(sal: np.ndarray) -> np.ndarray:
+    """A saliency map as an RGB picture (inferno colormap), scaled so its 98th percentile is full brightness
+    (scaled by the max, a map is nearly black); the arrays stay raw."""
+    top = float(np.percentile(sal, DISPLAY_PERCENTILE)) if sal.size else 0.0
+    scaled = sal / top if top > 0 else sal
+    return cv2.applyColorMap(np.uint8(np.clip(scaled, 0, 1) * 255), cv2.COLORMAP_INFERNO)[..., ::-1]

@@ -357,15 +357,3 @@ def parse_condition(model: Model, text: str, size) -> tuple[str, tuple[int, ...]
     axis = channel_axis(info.layout, len(shape)) if len(shape) == 4 else len(shape) - 1
     chosen = parse_channels(channels, int(shape[axis]), "--condition's channels")
     return info.tensor, tuple(chosen), axis
-
-
-# attribution maps are dominated by a few pixels: as Captum's visualization does, the brightest 2 % saturate
-DISPLAY_PERCENTILE = 98.0
-
-
-def saliency_image(sal: np.ndarray) -> np.ndarray:
-    """A saliency map as an RGB picture (inferno colormap), scaled so its 98th percentile is full brightness
-    (scaled by the max, a map is nearly black); the arrays stay raw."""
-    top = float(np.percentile(sal, DISPLAY_PERCENTILE)) if sal.size else 0.0
-    scaled = sal / top if top > 0 else sal
-    return cv2.applyColorMap(np.uint8(np.clip(scaled, 0, 1) * 255), cv2.COLORMAP_INFERNO)[..., ::-1]
