@@ -127,9 +127,8 @@ def cmd_activations(args) -> dict:
     files, shapes = [], {}
     for name in names:
         arr = values[name]
-        layer = model.layer(name)
         safe = name.replace("/", "_").replace(":", "_")
-        grid = upscale(colorize(channel_grid(api.channels(model, layer, arr)[0])))
+        grid = upscale(colorize(channel_grid(api.channels(model, name, arr)[0])))
         files.append(str(write_png(out / f"{safe}.png", grid, args.force)))
         files.append(str(write_npy(out / f"{safe}.npy", arr, args.force)))
         shapes[name] = list(arr.shape)

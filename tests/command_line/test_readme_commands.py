@@ -1,8 +1,8 @@
 """The README's Commands block, run as written: every line, in order, in an empty folder, through the installed
-`convlens` command. Each line must exit 0 (the compare and verify pairs too: the two VGG16 files hold the same
-weights) and write what it says it writes; nothing is downloaded (the demo's weights ship in a package, the
-other files come from `convlens example-files`). The folder (about 2.5 GB: VGG16 weights and files) is removed
-at the end."""
+`convlens` command, then the README's Python example in the same folder. Each line must exit 0 (the compare and
+verify pairs too: the two VGG16 files hold the same weights) and write what it says it writes; nothing is downloaded
+(the demo's weights ship in a package, the other files come from `convlens example-files`). The folder (about 2.5
+GB: VGG16 weights and files) is removed at the end."""
 import shlex
 import shutil
 import subprocess
@@ -51,6 +51,19 @@ def test_the_commands_block_runs_as_written_in_an_empty_folder(empty_folder):
             target = empty_folder / name
             assert target.exists() and (target.is_file() or any(target.iterdir())), (" ".join(args), name)
     assert "PASSED" in (empty_folder / "cmp" / "compare.md").read_text()
+    # then the Python example, in the same folder: it reads the files the block made
+    checks = "\nassert result.passed and all(r['ok'] for r in rows), rows\n"  # each does what its comment says
+    done = subprocess.run([sys.executable, "-c", python_example() + checks], cwd=empty_folder, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (empty_folder / "resnet18.onnx").exists()
+
+
+def python_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n", text.index("From Python, `import convlens` gives one function per command"))
+    start += len("```python\n")
+    return text[start:text.index("```", start)]
 
 
 def test_example_files_never_overwrite_and_refuse_before_writing(tmp_path, capsys):
