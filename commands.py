@@ -137,6 +137,9 @@ def cmd_activations(args) -> dict:
 
 
 def cmd_export(args) -> dict:
+    if args.box_objective != "score":
+        raise ConvlensError("export --box explains each detection's class logit; --box-objective score+iou applies "
+                            "to cam and saliency.")
     explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
                            samples=args.samples, seed=args.seed, force=args.force, epsilon=args.epsilon,
                            gamma=args.gamma, input_size=args.input_size, box=args.box, max_boxes=args.max_boxes,

@@ -96,6 +96,9 @@ def test_the_cli_and_its_refusals(yolo, detr, tmp_path, capsys):
     assert main(["export", str(raw), "--scale", "1/255", "--box", "all", "--method", "vanilla",
                  "-o", str(tmp_path / "y.onnx")]) == 1
     assert "export --box writes a CAM map" in capsys.readouterr().err
+    assert main(["export", str(raw), "--scale", "1/255", "--box", "all", "--box-objective", "score+iou",
+                 "-o", str(tmp_path / "z.onnx")]) == 1
+    assert "--box-objective score+iou applies to cam and saliency" in capsys.readouterr().err
     assert main(["export", str(raw), "--scale", "1/255", "--box", "all", "-o", str(out)]) == 1  # not overwritten
     assert "exists" in capsys.readouterr().err
 
