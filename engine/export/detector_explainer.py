@@ -25,7 +25,7 @@ from ..errors import ConvlensError
 from ..graph import float_info, needed_nodes
 from ..model.detections import MAX_WH, Detection
 from ..model.model import Model
-from ..model.output_targets import OutputTarget, flat_logits
+from ..model.output_targets import OutputTarget, flat_logits, logit_count
 from ..runtime.adapter import PIXELS, adapter_nodes
 from ..runtime.program import GradRequest, forward_and_backward
 from ..techniques.cam import resolve_layer
@@ -121,25 +121,10 @@ def _decode_yolo(e: GraphWriter, head, size, keep: int, conf: float, iou: float)
     score = e.reduce("ReduceMax", probabilities, [1], keepdims=1)  # (1, 1, A)
     cls = e.op("ArgMax", probabilities, axis=1, keepdims=0)  # (1, A)
     rows = e.op("Transpose", e.op("Slice", head.raw, e.ints([0]), e.ints([4]), e.ints([1])), perm=[0, 2, 1])
-    if head.corners:
-        corners = rows
-    else:
-        xy = e.op("Slice", rows, e.ints([0]), e.ints([2]), e.ints([2]))
-        half = e.op("Mul", e.op("Slice", rows, e.ints([2]), e.ints([4]), e.ints([2])), e.const(0.5))
-        corners = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=2)  # (1, A, 4)
-    offset = e.op("Unsqueeze", e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.const(float(MAX_WH))),
-                  e.ints([2]))
-    selected = e.op("NonMaxSuppression", e.op("Add", corners, offset), score, e.ints([keep]),
-                    e.const([iou]), e.const([conf]))  # (K, 3): batch, class, candidate
-    anchor = e.op("Gather", selected, e.ints(2), axis=1)
-    classes = e.op("Gather", e.op("Reshape", cls, e.ints([-1])), anchor, axis=0)
-    scores = e.op("Gather", e.op("Reshape", score, e.ints([-1])), anchor, axis=0)
-    on_input = e.op("Gather", e.op("Reshape", corners, e.ints([-1, 4])), anchor, axis=0)
-    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
-    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))  # (sy, sx)
-    scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
+    corners = rows if head.corners else _corners(e, rows, 2)  # (1, A, 4)
+    anchor, classes, scores, on_input = _class_aware_nms(e, corners, score, cls, keep, iou, conf)
     flat_index = e.op("Add", e.op("Mul", classes, e.const(head.anchors, np.int64)), anchor)
-    return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
+    return anchor, flat_index, e.op("Mul", on_input, _to_image(e, size)), scores, classes
 
 
 def _decode_top_k(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
@@ -163,17 +148,9 @@ def _decode_top_k(e: GraphWriter, head, size, keep: int, conf: float, iou: float
     rows4 = e.op("Reshape", e.op("Transpose", e.op("Slice", head.raw, e.ints([0]), e.ints([4]), e.ints([1])),
                                  perm=[0, 2, 1]), e.ints([-1, 4]))  # (A, 4)
     picked = e.op("Gather", rows4, anchor, axis=0)
-    if head.corners:
-        on_input = picked
-    else:
-        xy = e.op("Slice", picked, e.ints([0]), e.ints([2]), e.ints([1]))
-        half = e.op("Mul", e.op("Slice", picked, e.ints([2]), e.ints([4]), e.ints([1])), e.const(0.5))
-        on_input = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=1)
-    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
-    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))
-    scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
+    on_input = picked if head.corners else _corners(e, picked, 1)
     flat_index = e.op("Add", e.op("Mul", classes, e.const(head.anchors, np.int64)), anchor)
-    return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
+    return anchor, flat_index, e.op("Mul", on_input, _to_image(e, size)), scores, classes
 
 
 def _decode_objectness(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
@@ -184,23 +161,11 @@ def _decode_objectness(e: GraphWriter, head, size, keep: int, conf: float, iou: 
     cls = e.op("ArgMax", probabilities, axis=2, keepdims=0)  # (1, A)
     passes = e.op("Greater", e.op("Squeeze", objectness, e.ints([2])), e.const(conf))
     score = e.op("Unsqueeze", e.op("Where", passes, best, e.const(0.0)), e.ints([1]))  # (1, 1, A)
-    xy = e.op("Slice", head.raw, e.ints([0]), e.ints([2]), e.ints([2]))
-    half = e.op("Mul", e.op("Slice", head.raw, e.ints([2]), e.ints([4]), e.ints([2])), e.const(0.5))
-    corners = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=2)  # (1, A, 4)
-    offset = e.op("Unsqueeze", e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.const(float(MAX_WH))),
-                  e.ints([2]))
-    selected = e.op("NonMaxSuppression", e.op("Add", corners, offset), score, e.ints([keep]),
-                    e.const([iou]), e.const([conf]))
-    anchor = e.op("Gather", selected, e.ints(2), axis=1)
-    classes = e.op("Gather", e.op("Reshape", cls, e.ints([-1])), anchor, axis=0)
-    scores = e.op("Gather", e.op("Reshape", score, e.ints([-1])), anchor, axis=0)
-    on_input = e.op("Gather", e.op("Reshape", corners, e.ints([-1, 4])), anchor, axis=0)
-    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
-    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))
-    scale = e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
+    corners = _corners(e, e.op("Slice", head.raw, e.ints([0]), e.ints([4]), e.ints([2])), 2)  # (1, A, 4)
+    anchor, classes, scores, on_input = _class_aware_nms(e, corners, score, cls, keep, iou, conf)
     flat_index = e.op("Add", e.op("Mul", anchor, e.const(head.classes + 5, np.int64)),
                       e.op("Add", classes, e.const(5, np.int64)))
-    return anchor, flat_index, e.op("Mul", on_input, scale), scores, classes
+    return anchor, flat_index, e.op("Mul", on_input, _to_image(e, size)), scores, classes
 
 
 def _decode_queries(e: GraphWriter, head, size, keep: int, conf: float, iou: float):
@@ -213,14 +178,39 @@ def _decode_queries(e: GraphWriter, head, size, keep: int, conf: float, iou: flo
     anchor = e.op("Compress", order, e.op("Greater", top, e.const(conf)), axis=0)
     classes = e.op("Gather", cls, anchor, axis=0)
     scores = e.op("Gather", score, anchor, axis=0)
-    b = e.op("Gather", e.op("Reshape", head.raw, e.ints([-1, 4])), anchor, axis=0)  # (K, 4) centre, size
-    xy = e.op("Slice", b, e.ints([0]), e.ints([2]), e.ints([1]))
-    half = e.op("Mul", e.op("Slice", b, e.ints([2]), e.ints([4]), e.ints([1])), e.const(0.5))
-    fractions = e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=1)
+    fractions = _corners(e, e.op("Gather", e.op("Reshape", head.raw, e.ints([-1, 4])), anchor, axis=0), 1)
     image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
     scale = e.op("Gather", image_hw, e.ints([1, 0, 1, 0]), axis=0)  # fractions of the input are of the image
     flat_index = e.op("Add", e.op("Mul", anchor, e.const(head.classes + 1, np.int64)), classes)
     return anchor, flat_index, e.op("Mul", fractions, scale), scores, classes
+
+
+def _corners(e: GraphWriter, boxes: str, axis: int) -> str:
+    """Centre x, centre y, width, height along `axis` -> x1, y1, x2, y2."""
+    xy = e.op("Slice", boxes, e.ints([0]), e.ints([2]), e.ints([axis]))
+    half = e.op("Mul", e.op("Slice", boxes, e.ints([2]), e.ints([4]), e.ints([axis])), e.const(0.5))
+    return e.op("Concat", e.op("Sub", xy, half), e.op("Add", xy, half), axis=axis)
+
+
+def _class_aware_nms(e: GraphWriter, corners: str, score: str, cls: str, keep: int, iou: float, conf: float):
+    """(candidate, class, score, box) of the kept detections, highest score first: corners (1, A, 4), score
+    (1, 1, A), cls (1, A); each box offset by its class x MAX_WH, so boxes of two classes never overlap, as
+    ultralytics makes its NMS class-aware."""
+    offset = e.op("Unsqueeze", e.op("Mul", e.op("Cast", cls, to=TensorProto.FLOAT), e.const(float(MAX_WH))),
+                  e.ints([2]))
+    selected = e.op("NonMaxSuppression", e.op("Add", corners, offset), score, e.ints([keep]),
+                    e.const([iou]), e.const([conf]))  # (K, 3): batch, class, candidate
+    anchor = e.op("Gather", selected, e.ints(2), axis=1)
+    classes = e.op("Gather", e.op("Reshape", cls, e.ints([-1])), anchor, axis=0)
+    scores = e.op("Gather", e.op("Reshape", score, e.ints([-1])), anchor, axis=0)
+    return anchor, classes, scores, e.op("Gather", e.op("Reshape", corners, e.ints([-1, 4])), anchor, axis=0)
+
+
+def _to_image(e: GraphWriter, size) -> str:
+    """(4,) factors from the model input's pixels to the fed image's: x, y, x, y (the image is stretched)."""
+    image_hw = e.op("Cast", e.op("Shape", IMAGE, start=1, end=3), to=TensorProto.FLOAT)
+    per_pixel = e.op("Div", image_hw, e.const([float(size[0]), float(size[1])]))  # (sy, sx)
+    return e.op("Gather", per_pixel, e.ints([1, 0, 1, 0]), axis=0)
 
 
 def _level_ids(e: GraphWriter, anchor: str, levels) -> str:
@@ -239,9 +229,7 @@ def _per_detection_body(model: Model, graph, levels, flat_index: str, level_of: 
     b = GraphWriter(EXPORT_OPSET, scope="detector_box")
     k = "detector_k"
     index = b.op("Unsqueeze", b.op("Gather", flat_index, k, axis=0), b.ints([0]))
-    head = model.detector
-    depth = b.const(head.anchors * (head.classes + 5 if head.objectness else head.classes + 1 if head.queries
-                                    else head.classes), np.int64)
+    depth = b.const(logit_count(model.detector), np.int64)
     b.op("OneHot", index, depth, b.const([0.0, 1.0]), axis=-1, out=WEIGHTS)  # (1, F)
     before = list(b.nodes)
     b.nodes = []

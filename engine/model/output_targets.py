@@ -105,6 +105,13 @@ def flat_logits(w: GraphWriter, detector) -> str:
     return w.op("Flatten", joined, axis=1)
 
 
+def logit_count(detector) -> int:
+    """The length of flat_logits' row."""
+    per_candidate = detector.classes + 5 if detector.objectness else detector.classes + 1 if detector.queries \
+        else detector.classes
+    return detector.anchors * per_candidate
+
+
 def logit_index(detector, anchor: int, cls: int) -> int:
     """Where class `cls` of candidate `anchor` lies in flat_logits' row."""
     if detector.objectness:
