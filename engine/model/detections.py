@@ -186,8 +186,7 @@ def decode(raw: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int =
     if corners:
         boxes = box_rows[keep]
     else:
-        xy, wh = box_rows[keep, :2], box_rows[keep, 2:]
-        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+        boxes = _xywh_to_corners(box_rows[keep])
     order = nms(boxes + (cls[keep] * MAX_WH)[:, None], score[keep], iou)[:max_det]
     return [Detection(tuple(float(v) for v in boxes[i]), int(cls[keep[i]]), float(score[keep[i]]), int(keep[i]))
             for i in order]
@@ -221,7 +220,7 @@ def decode_top_k(raw: np.ndarray, conf: float = 0.25, max_det: int = 300, corner
             break
         candidate, cls = int(first[flat // probabilities.shape[1]]), int(flat % probabilities.shape[1])
         b = box_rows[candidate]
-        box = b if corners else np.concatenate([b[:2] - b[2:] / 2, b[:2] + b[2:] / 2])
+        box = b if corners else _xywh_to_corners(b[None])[0]
         out.append(Detection(tuple(float(v) for v in box), cls, float(pairs[flat]), candidate))
     return out
 
@@ -237,8 +236,7 @@ def decode_objectness(rows: np.ndarray, conf: float = 0.25, iou: float = 0.45, m
     candidates, cls, score = candidates[keep], cls[keep], score[keep]
     if candidates.size == 0:
         return []
-    xy, wh = r[candidates, :2], r[candidates, 2:4]
-    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+    boxes = _xywh_to_corners(r[candidates, :4])
     order = nms(boxes + (cls * MAX_WH)[:, None], score, iou)[:max_det]
     return [Detection(tuple(float(v) for v in boxes[i]), int(cls[i]), float(score[i]), int(candidates[i]))
             for i in order]
@@ -261,6 +259,12 @@ def decode_queries(logits: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
                         (b[:, 0] + b[:, 2] / 2) * width, (b[:, 1] + b[:, 3] / 2) * height], axis=1)
     return [Detection(tuple(float(v) for v in corners[q]), int(cls[q]), float(score[q]), int(q), frame=tuple(size))
             for q in keep]
+
+
+def _xywh_to_corners(rows: np.ndarray) -> np.ndarray:
+    """(K, 4) centre x, centre y, width, height -> x1, y1, x2, y2."""
+    xy, wh = rows[:, :2], rows[:, 2:4]
+    return np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
