@@ -51,12 +51,12 @@ def build_report(model: Model, images: list, title: str = "convlens report", fil
     layers = pick_layers(model)
     if filter_layer is None and layers:
         filter_layer = layers[len(layers) // 2]
+    placed = model.placed()  # the techniques take prepared pixels as they are (no second crop); compiled once
     with Progress(3 * len(images) + bool(filter_layer), "report sections", quiet) as progress:
         for path in images:
             photo = load_image(path) if isinstance(path, str) else np.asarray(path)
             _, place, size = fit_to_model(model, photo)
             pixels = prepare(model, [photo])
-            placed = model.placed()  # the techniques below take these pixels as they are (no second crop)
             name = path if isinstance(path, str) else "image"
             if model.detector is not None and model.target is None:
                 entry = {"image": name, "detections": [], "cams": []}
