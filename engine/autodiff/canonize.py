@@ -3,8 +3,10 @@
 The LRP rules modify a layer's weights (their positive part, their square...), so a batch norm after a
 convolution must be folded into it first, as Zennit's SequentialMergeBatchNorm does: otherwise the rules see
 the convolution alone and the batch norm passes relevance unchanged. Folded here: BatchNormalization after a
-Conv or Gemm, and a Mul then Add by per-channel constants after a Conv (how some exporters write a batch norm).
-The folded layer computes the same values (to float rounding) and keeps the batch norm's output name.
+Conv or Gemm, and a Mul then Add by per-channel constants after a Conv (how some exporters write a batch norm),
+also behind a Transpose to channels-last (how tf2onnx writes a Keras Conv2D + BatchNormalization whose layer
+outputs are exposed). The folded layer computes the same values (to float rounding) and keeps the batch norm's
+output name.
 A MatMul by a constant matrix followed by the Add of a constant bias (how tf2onnx writes a Keras Dense layer)
 becomes one Gemm first, so that the rules see the bias inside the layer as they do in torch's Linear.
 """
@@ -82,13 +84,19 @@ def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dic
             if layer.op_type not in ("Conv", "Gemm") or len(consumers.get(layer.output[0], [])) != 1:
                 continue
             after = consumers[layer.output[0]][0]
+            # tf2onnx writes a Keras conv as NCHW Conv, Transpose back to NHWC, then the batch norm's Mul/Add
+            relayout = after if layer.op_type == "Conv" and _to_channels_last(after) else None
+            if relayout is not None:
+                if len(consumers.get(relayout.output[0], [])) != 1:
+                    continue
+                after = consumers[relayout.output[0]][0]
             w = value(layer.input[1])
             if w is None or (layer.op_type == "Gemm" and _gemm_transposed(layer)):
                 continue
             b = value(layer.input[2]) if len(layer.input) > 2 and layer.input[2] else np.zeros(w.shape[0], w.dtype)
             if b is None:
                 continue
-            scale_shift = _per_channel(after, value, w.shape[0], layer.op_type)
+            scale_shift = _per_channel(after, value, w.shape[0], layer.op_type, channels_last=relayout is not None)
             if scale_shift is None:
                 continue
             scale, shift = scale_shift
@@ -96,12 +104,20 @@ def fold_batch_norms(nodes: list, weights: dict, inits: dict) -> tuple[list, dic
             w2 = (w * scale.reshape([-1] + [1] * (w.ndim - 1))).astype(np.float32)
             b2 = (b * scale + shift).astype(np.float32)
             new[f"{base}_folded_w"], new[f"{base}_folded_b"] = w2, b2
+            # behind a relayout the merged layer keeps its own output name (and known shape), now normalized
+            layer_out = base if relayout is None else layer.output[0]
             merged = helper.make_node(layer.op_type, [layer.input[0], f"{base}_folded_w", f"{base}_folded_b"],
-                                      [base], name=f"{base}_folded")
+                                      [layer_out], name=f"{base}_folded")
             merged.attribute.extend(layer.attribute)
             nodes[k] = merged
+            if relayout is not None:  # the relayout now carries the normalized values, under the norm's name
+                moved = helper.make_node("Transpose", [layer_out], [base], name=f"{base}_relayout")
+                moved.attribute.extend(relayout.attribute)
+                nodes[nodes.index(relayout)] = moved
+                renamed[relayout.output[0]] = base
             nodes = [n for n in nodes if n is not after]
-            renamed[layer.output[0]] = base
+            if relayout is None:
+                renamed[layer.output[0]] = base
             changed = True
             break
     return nodes, new, renamed
@@ -112,9 +128,20 @@ def _gemm_transposed(node) -> bool:
     return a.get("transA", 0) != 0 or a.get("transB", 0) != 1 or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0
 
 
-def _per_channel(node: onnx.NodeProto, value, channels: int, layer_op: str):
-    """(scale, shift) per output channel when `node` is y = x * scale + shift along the channel axis, else None."""
+def _to_channels_last(node: onnx.NodeProto) -> bool:
+    """A Transpose that moves the channel axis (1) of a convolution's output last: [0, 2, ..., 1]."""
+    if node.op_type != "Transpose":
+        return False
+    perm = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"), None)
+    return perm is not None and len(perm) >= 3 and perm == [0, *range(2, len(perm)), 1]
+
+
+def _per_channel(node: onnx.NodeProto, value, channels: int, layer_op: str, channels_last: bool = False):
+    """(scale, shift) per output channel when `node` is y = x * scale + shift along the channel axis (last for a
+    convolution behind a channels-last relayout), else None."""
     if node.op_type == "BatchNormalization":
+        if channels_last:
+            return None
         gamma, beta, mean, var = (value(i) for i in node.input[1:5])
         if any(v is None for v in (gamma, beta, mean, var)):
             return None
@@ -129,8 +156,8 @@ def _per_channel(node: onnx.NodeProto, value, channels: int, layer_op: str):
     # the constant must vary along the channel axis only: (C, 1, 1) or (1, C, 1, 1) after a Conv, (C,) after a Gemm
     flat = np.asarray(c, np.float64)
     squeezed = [d for d in flat.shape if d != 1]
-    along_channels = (flat.ndim >= 3 and flat.shape[-3] == channels) if layer_op == "Conv" else \
-        (flat.ndim >= 1 and flat.shape[-1] == channels)
+    along_channels = (flat.ndim >= 3 and flat.shape[-3] == channels) if layer_op == "Conv" and not channels_last \
+        else (flat.ndim >= 1 and flat.shape[-1] == channels)
     if flat.size == 1:
         per = np.full(channels, float(flat.reshape(-1)[0]))
     elif squeezed == [channels] and along_channels:

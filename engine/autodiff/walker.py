@@ -52,8 +52,9 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
 
     # an exposed layer may be a relayout (Transpose/Identity) branching off the main path, as tf2onnx
     # writes NHWC layer outputs next to an NCHW flow: differentiate the on-path tensor, relayout after
+    # (a layer folded by a canonizer is asked for under the name its values now carry)
     requested, relayouts = list(wrt), {}
-    wrt = [on_path_source(w, nodes, objective, relayouts) for w in wrt]
+    wrt = [on_path_source(_final_name(w, renamed), nodes, objective, relayouts) for w in wrt]
     # tensors that depend on wrt (forward), and those the objective depends on (backward)
     depends = set(wrt)
     for node in nodes:
@@ -80,7 +81,7 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
     contributions: dict[str, list[str]] = {objective: [e.const(1.0)]}
     e.scope(objective)
     first = next((n for n in path if n.op_type in LINEAR_OPS), None) if composite else None
-    masks = {_final_name(t, renamed): (tuple(c), axis) for t, c, axis in conditions}
+    masks = dict(_condition_masks(conditions, renamed, nodes, objective, shapes))
     for node in reversed(path):
         dys = [_gradient_of(e, o, contributions) if o in useful else None for o in node.output]
         for k, o in enumerate(node.output):
@@ -110,20 +111,34 @@ def build_backward(nodes: list, objective: str, wrt: list[str], shapes: dict, we
             contributions.setdefault(inp, []).append(g)
     if masks:
         raise ConvlensError(f"The condition on {', '.join(masks)} cannot be applied: the tensor is not on the path "
-                            "from the input to the explained score (a layer exposed beside it, as tf2onnx exposes "
-                            "NHWC layers, is not supported here); condition a layer of a file converted from torch.")
+                            "from the input to the explained score; condition a layer the score depends on.")
     grads = {}
     for asked, w in zip(requested, wrt):
         g = _gradient_of(e, w, contributions)
         if g is None:
             raise ConvlensError(f"The objective does not depend on {asked!r}.")
-        for node in relayouts.get(asked, []):  # replay the relayout chain on the gradient
+        for node in relayouts.get(_final_name(asked, renamed), []):  # replay the relayout chain on the gradient
             e.scope(asked)
             g = e.op(node.op_type, g, **{a.name: onnx.helper.get_attribute_value(a) for a in node.attribute},
                      out=f"{asked}_grad" if node is relayouts[asked][-1] else None)
         grads[asked] = g
     forward = [e.replaced.get(id(n), n) for n in nodes]
     return Backward(fuse_relu_into_unpool(forward + e.nodes), e.new_inits, {**folded, **e.new_weights}, grads)
+
+
+def _condition_masks(conditions, renamed: dict, nodes, objective: str, shapes: dict):
+    """(on-path tensor, (channels, axis)) per condition: a layer exposed as a relayout beside the path (tf2onnx's
+    NHWC layers) is conditioned on the tensor it relayouts, its channel axis carried back through the Transposes."""
+    for tensor, channels, axis in conditions:
+        tensor, chain = _final_name(tensor, renamed), {}
+        source = on_path_source(tensor, nodes, objective, chain)
+        for node in reversed(chain.get(tensor, [])):
+            if node.op_type == "Transpose":  # output axis a is input axis perm[a]; no perm: the axes reversed
+                rank = len(shapes[node.output[0]])
+                perm = next((list(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"),
+                            list(range(rank))[::-1])
+                axis = perm[axis % rank]
+        yield source, (tuple(channels), axis)
 
 
 def _final_name(tensor: str, renamed: dict) -> str:

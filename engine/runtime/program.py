@@ -122,7 +122,10 @@ def forward_and_backward(runtime, nodes: list, inits: dict, weights: dict, targe
     `inputs`: graph inputs besides PIXELS (ValueInfoProto), where the cut stops. Used by `program` and the
     exported explainer alike."""
     stop_at = [PIXELS] + [i.name for i in inputs]
-    cut = needed_nodes(nodes, list(targets) + ([grad.objective] if grad else []), stop_at=stop_at)
+    # the tensors differentiated or conditioned are kept too: a layer exposed as a relayout beside the path
+    # (tf2onnx's NHWC layers) is followed back to the tensor it views
+    asked = [grad.objective, *grad.wrt, *(c[0] for c in grad.conditions)] if grad else []
+    cut = needed_nodes(nodes, list(targets) + asked, stop_at=stop_at)
     if grad is None:
         return Graph(cut, dict(inits), dict(weights), {}, {})
     opset = next((o.version for o in opset_imports if o.domain in ("", "ai.onnx")), 17)
