@@ -281,23 +281,27 @@ def attention(model, image, *, block: int, patch: tuple[int, int] | None = None,
 
 def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", steps: int = 32, samples: int = 25,
            seed: int = 0, force: bool = False, epsilon: float = 1e-6, gamma: float = 0.25, input_size=None,
-           box=None, max_boxes: int = 10, conf: float = 0.25, iou: float = 0.7, **load_options):
+           box=None, max_boxes: int = 10, conf: float = 0.25, iou: float = 0.7, baseline="black", baselines=8,
+           stdevs: float = 0.0, **load_options):
     """A standalone explainer graph (uint8 image in; probabilities, class, heatmap, cam, overlay out): returns
     the convlens Explainer (`.proto`, `.layer`, `.notes`), and writes it to `out` when given. `input_size`
     (H, W) fixes the size for a file whose graph leaves it dynamic. Detectors: `box` K or 'all' writes the
     detector explainer instead (boxes, scores, classes, one heatmap and overlay per detection, at most
-    `max_boxes`; engine/export/detector_explainer.py)."""
+    `max_boxes`; engine/export/detector_explainer.py). `baseline` (deeplift: black, mean, an image file) and
+    `baselines` (deeplift-shap, gradient-shap: N seeded noise images or a folder) and `stdevs` (gradient-shap's
+    input noise, drawn from the seed) are baked into the graph."""
 
     if out is not None:
         out = check_writable(out, force)
-    _check_lrp_parameters(epsilon, gamma)
+    _check_method_parameters(epsilon, gamma, stdevs)
     m = _model(model, **load_options)
     if input_size is not None:
         m = m.with_input_size(input_size_arg(input_size))
     if box is not None or (m.detector is not None and m.target is None):
         explainer = export_detector_explainer(m, box, method, layer, max_boxes, conf, iou)
     else:
-        explainer = export_explainer(m, method, layer, steps, samples, seed, epsilon=epsilon, gamma=gamma)
+        explainer = export_explainer(m, method, layer, steps, samples, seed, epsilon=epsilon, gamma=gamma,
+                                     reference=baseline, references=baselines, stdevs=stdevs)
     if out is not None:
         save_large_onnx(explainer.proto, out, force)
     return explainer
@@ -305,7 +309,7 @@ def export(model, out=None, *, method: str = "gradcam", layer: str = "auto", ste
 
 def saliency(model, images, *, target="top", method: str = "vanilla", score: str = "logit", samples: int = 25,
              steps: int = 32, seed: int = 0, epsilon: float = 1e-6, gamma: float = 0.25, condition: str | None = None,
-             baseline="black", baselines=8, box=None, conf: float = 0.25, iou: float = 0.7,
+             baseline="black", baselines=8, stdevs: float = 0.0, box=None, conf: float = 0.25, iou: float = 0.7,
              box_objective: str = "score", **load_options):
     """One Attribution per image (pixel-space attribution and its saliency map). `samples` and `seed`: SmoothGrad's
     noisy copies; `steps`: Integrated Gradients' path points; `epsilon` and `gamma`: the LRP rules' parameters.
@@ -313,29 +317,30 @@ def saliency(model, images, *, target="top", method: str = "vanilla", score: str
     `condition` 'LAYER:CHANNELS' keeps only those channels' relevance at that layer (concept-conditional
     relevance) and gives every channel's share of the layer's relevance. `baseline` (deeplift): black, blur, mean,
     an image file or pixels; `baselines` (deeplift-shap, gradient-shap): a count of seeded noise images, a folder
-    or pixels (K, H, W, 3); gradient-shap draws `samples` points."""
+    or pixels (K, H, W, 3); gradient-shap draws `samples` points, and adds Gaussian noise of `stdevs` (in the model
+    input's units, Captum's stdevs) to the image at each."""
 
     for name, value in (("samples", samples), ("steps", steps)):
         if value < 1:
             raise ConvlensError(f"--{name} must be 1 or more, not {value}.")
-    _check_lrp_parameters(epsilon, gamma)
+    _check_method_parameters(epsilon, gamma, stdevs)
     images = _pixels_or_paths(images)
     m = _model(model, images, **load_options)
     if m.detector is not None and m.target is None:  # detectors: `box`, `conf`, `iou` as in cam()
         def run(view, image, picked, _layer):
             return attribute(view, [image], picked, method, score, samples=samples, steps=steps, seed=seed,
                              epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
-                             references=baselines)
+                             references=baselines, stdevs=stdevs)
 
         return [a for per_image in _per_detection(m, images, box, conf, iou, 0, run, None, box_objective)[0]
                 for a in per_image]
     return attribute(m, images, _default_class(m, target), method, score, samples=samples,
                      steps=steps, seed=seed, epsilon=epsilon, gamma=gamma, condition=condition, reference=baseline,
-                     references=baselines)
+                     references=baselines, stdevs=stdevs)
 
 
-def _check_lrp_parameters(epsilon: float, gamma: float):
-    for name, value in (("epsilon", epsilon), ("gamma", gamma)):
+def _check_method_parameters(epsilon: float, gamma: float, stdevs: float = 0.0):
+    for name, value in (("epsilon", epsilon), ("gamma", gamma), ("stdevs", stdevs)):
         if not value >= 0:
             raise ConvlensError(f"--{name} must be 0 or more, not {value}.")
 

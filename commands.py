@@ -143,7 +143,8 @@ def cmd_export(args) -> dict:
     explainer = api.export(_load(args), args.output, method=args.method, layer=args.layer, steps=args.steps,
                            samples=args.samples, seed=args.seed, force=args.force, epsilon=args.epsilon,
                            gamma=args.gamma, input_size=args.input_size, box=args.box, max_boxes=args.max_boxes,
-                           conf=args.conf, iou=args.iou)
+                           conf=args.conf, iou=args.iou, baseline=args.baseline, baselines=args.baselines,
+                           stdevs=args.stdevs)
     outputs = [o.name for o in explainer.proto.graph.output]
     inputs = ("image (uint8 1 x H x W x 3)" if "boxes" in outputs
               else "image (uint8 N x H x W x 3), target (int64 N, optional)")
@@ -310,7 +311,7 @@ def cmd_saliency(args) -> dict:
             for r in api.saliency(explained, original, target=args.target, method=args.method, score=args.score,
                                   samples=args.samples, steps=args.steps, seed=args.seed, epsilon=args.epsilon,
                                   gamma=args.gamma, condition=args.condition, baseline=args.baseline,
-                                  baselines=args.baselines, **_detector(args)):  # K maps for topK
+                                  baselines=args.baselines, stdevs=args.stdevs, **_detector(args)):  # topK: K maps
                 stem = f"{stems[path]}_{args.method}_{r.class_index}"
                 files.append(str(write_npy(out / f"{stem}.npy", r.attribution, args.force)))  # the model's input grid
                 picture = saliency_image(api.on_photo(model, original, r.saliency))  # the photo's shape

@@ -10,10 +10,12 @@ The graph's contract (README, "Exported explainers"):
            overlay          uint8 [N, H, W, 3], drawn as `convlens cam` draws its overlay PNG
 Inside: the image is resized to the model's input size (bilinear, antialiased when shrinking) and
 preprocessed as the metadata says; the model runs once on a batch of N * (1 + K) images (K noisy copies or
-path points per image for SmoothGrad and Integrated Gradients, its black baseline for DeepLIFT, 0 otherwise),
-the first N giving the prediction; the backward graph (engine/autodiff) gives the gradient; the CAM or saliency
-formula, the normalization, the resize to the fed size and the JET colormap (a Gather into OpenCV's table)
-finish it.
+path points per image for SmoothGrad, Integrated Gradients and GradientSHAP, 0 otherwise), the first N giving
+the prediction; DeepLIFT and DeepLIFT-SHAP run 2 * N * K (each image K times, then its K baselines: the rescale
+rule reads the two halves), every K-th item of the first half giving the prediction. Baselines are constants
+in the graph, drawn or read at export time as `convlens saliency` draws or reads them. The backward graph
+(engine/autodiff) gives the gradient; the CAM or saliency formula, the normalization, the resize to the fed
+size and the JET colormap (a Gather into OpenCV's table) finish it.
 Standard operators of the default domain only, opset 18 (antialiased Resize).
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..runtime.adapter import GRAY, PIXELS, adapter_nodes
 from ..runtime.program import Graph, GradRequest, forward_and_backward
 from ..techniques.cam import resolve_layer
 from ..techniques.cam_methods import CAM_METHODS
-from ..techniques.saliency import zbox_bounds
+from ..techniques.saliency import gradient_shap_draws, reference_pixels, reference_set, zbox_bounds
 from ..techniques.targets import Target
 from ..writer import GraphWriter
 
@@ -44,10 +46,12 @@ IMAGE, TARGET = "image", "target"
 OUTPUT_NAMES = ("probabilities", "explained_class", "heatmap", "cam", "overlay")
 # relevance methods differentiate the model's own input, start from the explained logit, and map back to pixels
 RELEVANCE_EXPORTS = ("input-x-gradient", *COMPOSITES)
-SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet", "deeplift",
-                    *RELEVANCE_EXPORTS)
-OVERRIDES_OF = {"guided-backprop": ("guided",), "deconvnet": ("deconvnet",), "deeplift": ("deeplift",)} | \
-    {c: (c,) for c in COMPOSITES}
+# DeepLIFT's family runs each image beside its baselines (the rescale rule's two halves)
+DEEPLIFT_EXPORTS = ("deeplift", "deeplift-shap")
+SALIENCY_EXPORTS = ("vanilla", "smoothgrad", "integrated-gradients", "guided-backprop", "deconvnet",
+                    *DEEPLIFT_EXPORTS, "gradient-shap", *RELEVANCE_EXPORTS)
+OVERRIDES_OF = {"guided-backprop": ("guided",), "deconvnet": ("deconvnet",), "deeplift": ("deeplift",),
+                "deeplift-shap": ("deeplift",)} | {c: (c,) for c in COMPOSITES}
 
 
 @dataclass
@@ -60,8 +64,12 @@ class Explainer:
 
 def export_explainer(model: Model, method: str = "gradcam", layer: str | None = "auto", steps: int = 32,
                      samples: int = 25, seed: int = 0, noise: float = 0.15, baseline: float = 0.0,
-                     epsilon: float = 1e-6, gamma: float = 0.25) -> Explainer:
-    """The explainer graph for `method` (a CAM method of the gradient kind, or a saliency method)."""
+                     epsilon: float = 1e-6, gamma: float = 0.25, reference="black", references=8,
+                     stdevs: float = 0.0) -> Explainer:
+    """The explainer graph for `method` (a CAM method of the gradient kind, or a saliency method). `reference`:
+    DeepLIFT's baseline (black, mean, an image file or pixels); `references`: DeepLIFT-SHAP's and GradientSHAP's
+    baselines (N seeded noise images, a folder, or pixels (K, H, W, 3)), baked into the graph; `stdevs`:
+    GradientSHAP's input noise (the model input's units), drawn at export."""
 
     cam_method = method in CAM_METHODS and CAM_METHODS[method].onnx_map is not None
     if not cam_method and method not in SALIENCY_EXPORTS:
@@ -73,8 +81,11 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     size = exported_size(model)
     model = model.with_tensors_renamed({IMAGE, TARGET, *OUTPUT_NAMES})  # a file whose input is called "image"
     info = model.layer(resolve_layer(model, layer, size)) if cam_method else None
-    # extra images per image in the batch: SmoothGrad's noisy copies, IG's path points, DeepLIFT's black baseline
-    copies = {"smoothgrad": samples, "integrated-gradients": steps, "deeplift": 1}.get(method, 0)
+    refs = _baselines(model, method, size, reference, references, seed)
+    # extra images per image in the batch: SmoothGrad's noisy copies, IG's path points, GradientSHAP's points,
+    # DeepLIFT's baselines (each image repeated beside them)
+    copies = {"smoothgrad": samples, "integrated-gradients": steps, "gradient-shap": samples}.get(
+        method, 0 if refs is None else len(refs))
     notes = []
     if model.single_image:
         if copies:
@@ -91,9 +102,11 @@ def export_explainer(model: Model, method: str = "gradcam", layer: str | None = 
     graph = _model_and_backward(model, scores, info, method, size, params)
     e = GraphWriter(EXPORT_OPSET, scope="explainer")
     clean = _image_nodes(e, size)
-    _batch_nodes(e, clean, method, copies, size, noise, baseline, seed)
-    probabilities, target = _prediction_nodes(e, model, scores, copies)
-    _objective_weights(e, target, copies, from_logit=method in COMPOSITES, every_item=method == "deeplift")
+    shap_draws = gradient_shap_draws(model, refs, copies, seed, stdevs) if method == "gradient-shap" else None
+    _batch_nodes(e, clean, method, copies, size, noise, baseline, seed, refs, shap_draws)
+    paired = method in DEEPLIFT_EXPORTS
+    probabilities, target = _prediction_nodes(e, model, scores, copies, paired)
+    _objective_weights(e, target, copies, from_logit=method in COMPOSITES, paired=paired)
     if info is not None:
         raw = _cam_map(e, model, info, graph.grads[info.tensor], method, size)
         cam = _normalized(e, raw, "cam")
@@ -147,17 +160,58 @@ def _image_nodes(e: GraphWriter, size) -> str:
                 axes=[1, 2], coordinate_transformation_mode="half_pixel")
 
 
-def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int):
-    """PIXELS: the clean images, followed by K copies of each for SmoothGrad (noise) or IG (path points)."""
+def _baselines(model: Model, method: str, size, reference, references, seed: int) -> np.ndarray | None:
+    """The baselines (K, h, w, 3) DeepLIFT's family and GradientSHAP bake in, as `convlens saliency` makes them
+    for an image of the model's size; None for the other methods."""
+    like = np.zeros((*size, 3), np.float32)
+    if method == "deeplift":
+        if isinstance(reference, str) and reference == "blur":
+            raise ConvlensError("--baseline blur is each image blurred, which the exported graph does not compute; "
+                                "export with --baseline black, mean or an image file.")
+        return reference_pixels(model, like, reference)[None]
+    if method in ("deeplift-shap", "gradient-shap"):
+        return reference_set(model, like, references, seed)
+    return None
+
+
+def _tiled(e: GraphWriter, t: str, times: int, rank: int) -> str:
+    """(N, ...) of `rank` axes -> (N * times, ...): each item repeated `times` times in a row."""
+    repeated = e.op("Expand", e.op("Unsqueeze", t, e.ints([1])), e.ints([1, times] + [1] * (rank - 1)))
+    return e.op("Reshape", repeated, e.op("Concat", e.ints([-1]), e.op("Shape", t, start=1), axis=0))
+
+
+BASELINES = "explainer_baselines"  # DeepLIFT's (N * K, h, w, 3) or GradientSHAP's (1, K, h, w, 3) baselines
+MOVED = "explainer_moved"  # GradientSHAP: (noisy) image - baseline, (N, K, h, w, 3)
+
+
+def _per_image(e: GraphWriter, refs: np.ndarray, clean: str) -> str:
+    """The K baselines, once per image: (N * K, h, w, 3), stored once in the file."""
+    shape = e.op("Concat", e.op("Shape", clean, start=0, end=1), e.ints(list(refs.shape)), axis=0)
+    return e.op("Reshape", e.op("Expand", e.const(refs[None]), shape), e.ints([-1, *refs.shape[1:]]), out=BASELINES)
+
+
+def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int,
+                 refs: np.ndarray | None = None, shap_draws: tuple | None = None):
+    """PIXELS: the clean images, followed by K copies of each for SmoothGrad (noise), IG and GradientSHAP (path
+    points); for DeepLIFT's family, each image K times followed by its K baselines."""
     if not copies:
         e.op("Identity", clean, out=PIXELS)
         return
     h, w = size
     x = e.op("Unsqueeze", clean, e.ints([1]))  # (N, 1, h, w, 3)
-    if method == "deeplift":  # the black image (pixels 0), beside each image: the rescale rule reads both halves
-        e.op("Concat", clean, e.op("Mul", clean, e.const(0.0)), out=PIXELS, axis=0)
+    if method in DEEPLIFT_EXPORTS:
+        e.op("Concat", _tiled(e, clean, copies, 4), _per_image(e, refs, clean), out=PIXELS, axis=0)
         return
-    if method == "smoothgrad":
+    if method == "gradient-shap":
+        chosen, alphas, draws = shap_draws
+        # (1, K, h, w, 3): each point's baseline, gathered from the set (stored once)
+        start = e.op("Unsqueeze", e.op("Gather", e.const(refs), e.ints(chosen.tolist()), axis=0),
+                     e.ints([0]), out=BASELINES)
+        if draws is not None:  # each point's noisy image (the noise drawn at export, as saliency draws it)
+            x = e.op("Add", x, e.const(draws[None]))
+        e.op("Sub", x, start, out=MOVED)
+        path = e.op("Add", start, e.op("Mul", e.const(alphas.reshape(1, copies, 1, 1, 1)), MOVED))
+    elif method == "smoothgrad":
         # the noise is a constant drawn from the seed, as `convlens saliency` draws it for a first image:
         # sigma * standard normal, sigma = noise * (max - min) of each image
         draws = np.random.default_rng(seed).standard_normal((1, copies, h, w, 3)).astype(np.float32)
@@ -223,12 +277,15 @@ def _model_at_export_opset(model: Model) -> tuple[list, dict]:
 
 
 # --- prediction and target --------------------------------------------------------------------------
-def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) -> tuple[str, str]:
+def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int, paired: bool = False) -> tuple[str, str]:
     """(probabilities of the clean images, the class each explains: the fed target, or the top-1 where it is
-    not fed or is -1)."""
+    not fed or is -1). `paired`: DeepLIFT's batch, each image repeated `copies` times first."""
     flat = SCORES
-    clean = flat if not copies else e.op("Slice", flat, e.ints([0]), e.op("Shape", "explainer_pixels", start=0, end=1),
-                                         e.ints([0]))
+    images = e.op("Shape", "explainer_pixels", start=0, end=1)
+    if paired:
+        clean = e.op("Slice", flat, e.ints([0]), e.op("Mul", images, e.ints([copies])), e.ints([0]), e.ints([copies]))
+    else:
+        clean = flat if not copies else e.op("Slice", flat, e.ints([0]), images, e.ints([0]))
     if model.meta.probabilities and scores == model.meta.probabilities:
         probabilities = clean
     elif model.meta.activation == "identity":  # an output target's scores: reported as they are
@@ -243,14 +300,14 @@ def _prediction_nodes(e: GraphWriter, model: Model, scores: str, copies: int) ->
     return probabilities, target
 
 
-def _objective_weights(e: GraphWriter, target: str, copies: int, from_logit: bool = False, every_item: bool = False):
+def _objective_weights(e: GraphWriter, target: str, copies: int, from_logit: bool = False, paired: bool = False):
     """One-hot rows of the explained class: on the clean images (K = 0), or on their K copies only, or on every
-    item (`every_item`: DeepLIFT's images and their baselines, whose multipliers are shared). `from_logit`: the
-    row holds the explained score itself (LRP's relevance starts at the logit)."""
+    item (`paired`: DeepLIFT's repeated images and their baselines, whose multipliers are shared). `from_logit`:
+    the row holds the explained score itself (LRP's relevance starts at the logit)."""
     depth = e.op("Gather", e.op("Shape", SCORES), e.ints(1), axis=0)
     values = e.const(np.array([0.0, 1.0], np.float32))
-    if every_item:
-        hot = e.op("OneHot", target, depth, values, axis=-1)
+    if paired:
+        hot = _tiled(e, e.op("OneHot", target, depth, values, axis=-1), copies, 2)
         e.op("Concat", hot, hot, out=OBJECTIVE_WEIGHTS, axis=0)
         return
     if not copies:
@@ -286,16 +343,19 @@ def _cam_map(e: GraphWriter, model: Model, info, grad: str, method: str, size) -
 
 def _attribution(e: GraphWriter, grad: str, method: str, copies: int, clean: str, baseline: float) -> str:
     """(N, h, w, 3) pixel attribution: the gradient of the clean images, or the mean over their copies (times
-    x - baseline for Integrated Gradients)."""
+    x - baseline for Integrated Gradients, GradientSHAP and DeepLIFT, whose multipliers are the first half's)."""
     if not copies:
         return grad
-    if method == "deeplift":  # (x - baseline) times the images' half of the rescaled gradient; the baseline is 0
-        first = e.op("Slice", grad, e.ints([0]), e.op("Shape", clean, start=0, end=1), e.ints([0]))
-        return e.op("Mul", clean, first)
-    start = e.op("Shape", clean, start=0, end=1)
-    copies_grad = e.op("Slice", grad, start, e.ints([2 ** 62]), e.ints([0]))
+    images = e.op("Shape", clean, start=0, end=1)
     shape = e.op("Concat", e.ints([-1, copies]), e.op("Shape", clean, start=1), axis=0)
-    mean = e.reduce("ReduceMean", e.op("Reshape", copies_grad, shape), [1], keepdims=0)
+    if method in DEEPLIFT_EXPORTS:
+        first = e.op("Slice", grad, e.ints([0]), e.op("Mul", images, e.ints([copies])), e.ints([0]))
+        moved = e.op("Sub", _tiled(e, clean, copies, 4), BASELINES)
+        return e.reduce("ReduceMean", e.op("Reshape", e.op("Mul", moved, first), shape), [1], keepdims=0)
+    copies_grad = e.op("Reshape", e.op("Slice", grad, images, e.ints([2 ** 62]), e.ints([0])), shape)
+    if method == "gradient-shap":  # the mean of ((noisy) x - its baseline) times the gradient at each point
+        return e.reduce("ReduceMean", e.op("Mul", MOVED, copies_grad), [1], keepdims=0)
+    mean = e.reduce("ReduceMean", copies_grad, [1], keepdims=0)
     if method == "integrated-gradients":
         return e.op("Mul", e.op("Sub", clean, e.const(baseline)), mean)
     return mean

@@ -119,6 +119,7 @@ class _Context:
     reference: object = "black"  # DeepLIFT's baseline: black, blur, mean, an image file or pixels (H, W, 3)
     references: object = 8  # DeepLIFT-SHAP's and GradientSHAP's baselines: N, a folder, or pixels (K, H, W, 3)
     seed: int = 0
+    stdevs: float = 0.0  # GradientSHAP's input noise, in the model input's units (Captum's stdevs)
 
 
 def _vanilla(ctx: _Context, x, c):
@@ -258,16 +259,35 @@ def _deeplift_shap(ctx: _Context, x, c):
     return attr, (float(attr.sum()), _difference_from(ctx, x, refs, c), None)
 
 
+def gradient_shap_draws(model: Model, refs: np.ndarray, samples: int, seed: int, stdevs: float = 0.0):
+    """GradientSHAP's draws: each sample's baseline (an index into refs), its point's place on the way to the image
+    (alpha), and the image's noise in pixel units (None without stdevs). From numpy's RandomState(seed), baselines
+    then points as Captum draws them from numpy's global state, so a run seeded alike matches Captum without
+    noise; the noise (Captum draws it from torch's generator) comes last, sigma = stdevs in the model input's
+    units, so stdev * std / scale per pixel channel."""
+    rng = np.random.RandomState(seed)
+    chosen = rng.choice(len(refs), samples)
+    alphas = rng.uniform(0.0, 1.0, samples).astype(np.float32)
+    if not stdevs:
+        return chosen, alphas, None
+    spec = model.input_spec
+    std, _ = per_channel_std_mean(spec)
+    sigma = np.broadcast_to(np.asarray(std, np.float64) / spec.scale, (spec.channels,)) * stdevs
+    if spec.channels == 3 and spec.color.upper() == "BGR":
+        sigma = sigma[::-1]
+    draws = rng.standard_normal((samples, *refs.shape[1:3], spec.channels)) * sigma
+    return chosen, alphas, np.broadcast_to(draws, (samples, *refs.shape[1:])).astype(np.float32)
+
+
 def _gradient_shap(ctx: _Context, x, c):
-    """Captum's GradientShap without input noise (its default): per sample a baseline drawn from the set and a
-    point drawn uniformly on the segment to x; the mean of (x - baseline) times the gradient there. The draws come
-    from numpy's RandomState(seed) in Captum's order (baselines, then points), so a run seeded alike matches."""
+    """Captum's GradientShap: per sample a baseline drawn from the set, the image with Gaussian noise (stdevs,
+    none by default) and a point drawn uniformly on the segment from the baseline to it; the mean of (noisy image
+    - baseline) times the gradient there."""
     refs = reference_set(ctx.model, x, ctx.references, ctx.seed)
-    rng = np.random.RandomState(ctx.seed)
-    chosen = refs[rng.choice(len(refs), ctx.samples)]
-    alphas = rng.uniform(0.0, 1.0, ctx.samples).astype(np.float32).reshape(-1, 1, 1, 1)
-    points = (chosen + alphas * (x[None] - chosen)).astype(np.float32)
-    attr = ((x[None] - chosen) * pixel_gradients(ctx.model, points, [c] * ctx.samples, ctx.score)).mean(axis=0)
+    which, alphas, noise = gradient_shap_draws(ctx.model, refs, ctx.samples, ctx.seed, ctx.stdevs)
+    chosen, noisy = refs[which], x[None] if noise is None else x[None] + noise
+    points = (chosen + alphas.reshape(-1, 1, 1, 1) * (noisy - chosen)).astype(np.float32)
+    attr = ((noisy - chosen) * pixel_gradients(ctx.model, points, [c] * ctx.samples, ctx.score)).mean(axis=0)
     return attr, (float(attr.sum()), _difference_from(ctx, x, chosen, c), None)
 
 
@@ -312,7 +332,7 @@ METHODS = tuple(SALIENCY_METHODS)
 def saliency(model: Model, images, target="top", method="vanilla", score="logit", samples: int = 25,
              noise: float = 0.15, steps: int = 32, baseline: float = 0.0, seed: int = 0, epsilon: float = 1e-6,
              gamma: float = 0.25, condition: str | None = None, reference="black",
-             references=8) -> list[Attribution]:
+             references=8, stdevs: float = 0.0) -> list[Attribution]:
     """One attribution per image for its target class (the top class by default); with 'topK', K per image, in
     image order and within an image by rank."""
     row = SALIENCY_METHODS.get(method)
@@ -330,7 +350,7 @@ def saliency(model: Model, images, target="top", method="vanilla", score="logit"
     else:
         classes = class_targets(model, class_scores(model, pixels, score), target)
     ctx = _Context(model, score, samples, noise, steps, baseline, np.random.default_rng(seed), epsilon, gamma,
-                   conditioned, reference, references, seed)
+                   conditioned, reference, references, seed, stdevs)
     results = []
     for i, x in enumerate(pixels):
         for c in classes[i]:
