@@ -183,18 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _target_args(p)
     p.add_argument("--method", default="gradcam", choices=exportable)
     p.add_argument("--layer", default="auto", help="CAM methods: the layer (auto: as convlens cam picks it)")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
-    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image; gradient-shap: points")
-    p.add_argument("--seed", type=int, default=0, help="smoothgrad, gradient-shap, deeplift-shap: the seed of the "
-                   "draws baked into the graph")
-    p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
-    p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
-    p.add_argument("--baseline", default="black", help="deeplift: black, mean (what the preprocessing maps to 0) or "
-                   "an image file, baked into the graph")
-    p.add_argument("--baselines", default="8", help="deeplift-shap, gradient-shap: a folder of images, or N seeded "
-                   "noise images, baked into the graph")
-    p.add_argument("--stdevs", type=float, default=0.0, help="gradient-shap: the standard deviation of the noise "
-                   "added to the image at each point, in the model input's units (Captum's stdevs), drawn at export")
+    _attribution_args(p, baked=True)
     p.add_argument("--input-size", help="HxW or one number: the size for a file whose graph leaves it dynamic")
     p.add_argument("--max-boxes", type=int, default=10, help="detectors: the most detections the explainer explains")
     p.add_argument("-o", "--output", required=True, help="the explainer .onnx file to write")
@@ -206,17 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="vanilla", choices=list(SALIENCY_METHODS))
     p.add_argument("--class", dest="target", default="top", help="an index, a label or top")
     p.add_argument("--score", default="logit", choices=["logit", "prob"])
-    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image; gradient-shap: points")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
-    p.add_argument("--seed", type=int, default=0, help="smoothgrad, gradient-shap, deeplift-shap: the draws' seed")
-    p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
-    p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
-    p.add_argument("--baseline", default="black", help="deeplift: black, blur, mean (what the preprocessing maps "
-                   "to 0) or an image file")
-    p.add_argument("--baselines", default="8", help="deeplift-shap, gradient-shap: a folder of images, or N seeded "
-                   "noise images")
-    p.add_argument("--stdevs", type=float, default=0.0, help="gradient-shap: the standard deviation of the noise "
-                   "added to the image at each point, in the model input's units (Captum's stdevs)")
+    _attribution_args(p, baked=False)
     p.add_argument("--condition", metavar="LAYER:CHANNELS",
                    help="relevance methods: keep only these channels' relevance at LAYER (concept-conditional "
                         "relevance, e.g. features.28:5,10); --json lists each channel's share of the layer's relevance")
@@ -326,6 +305,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="convlens-demo", help="output folder")
     p.add_argument("--filter-steps", type=int, default=96, help="lucid steps for the filter section")
     return parser
+
+def _attribution_args(p, baked: bool):
+    """The saliency methods' parameters, shared by `saliency` and `export` (where the draws are baked in)."""
+    at_export = ", baked into the graph" if baked else ""
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradients: path points")
+    p.add_argument("--samples", type=int, default=25, help="smoothgrad: noisy copies per image; gradient-shap: points")
+    p.add_argument("--seed", type=int, default=0, help=f"smoothgrad, gradient-shap, deeplift-shap: the draws' seed"
+                   f"{at_export}")
+    p.add_argument("--epsilon", type=float, default=1e-6, help="lrp-*: the epsilon rule's epsilon (dense layers)")
+    p.add_argument("--gamma", type=float, default=0.25, help="lrp-epsilon-gamma-box: the gamma rule's gamma")
+    blur = "" if baked else "blur, "  # a blurred copy depends on the image: not a constant an explainer can hold
+    p.add_argument("--baseline", default="black", help=f"deeplift: black, {blur}mean (what the preprocessing maps "
+                   f"to 0) or an image file{at_export}")
+    p.add_argument("--baselines", default="8", help="deeplift-shap, gradient-shap: a folder of images, or N seeded "
+                   f"noise images{at_export}")
+    p.add_argument("--stdevs", type=float, default=0.0, help="gradient-shap: the standard deviation of the noise "
+                   f"added to the image at each point, in the model input's units (Captum's stdevs){at_export}")
 
 
 def main(argv: list[str] | None = None) -> int:
