@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .emitter import attrs
+
 
 def canonize(nodes: list, weights: dict, inits: dict, shapes: dict) -> tuple[list, dict, dict]:
     """(nodes with dense layers made whole and normalizations folded into the layer before them, new weights,
@@ -132,8 +134,8 @@ def _to_channels_last(node: onnx.NodeProto) -> bool:
     """A Transpose that moves the channel axis (1) of a convolution's output last: [0, 2, ..., 1]."""
     if node.op_type != "Transpose":
         return False
-    perm = next((list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"), None)
-    return perm is not None and len(perm) >= 3 and perm == [0, *range(2, len(perm)), 1]
+    perm = list(attrs(node).get("perm", []))
+    return len(perm) >= 3 and perm == [0, *range(2, len(perm)), 1]
 
 
 def _per_channel(node: onnx.NodeProto, value, channels: int, layer_op: str, channels_last: bool = False):

@@ -14,7 +14,7 @@ import onnx
 from ..errors import ConvlensError
 from .canonize import canonize
 from .composites import COMPOSITES
-from .emitter import Emitter
+from .emitter import Emitter, attrs
 from .passes import fuse_relu_into_unpool
 from .rules import BROADCASTING, NON_DIFFERENTIABLE, OVERRIDES, RULES
 from .rules_relevance import LINEAR_OPS
@@ -135,8 +135,7 @@ def _condition_masks(conditions, renamed: dict, nodes, objective: str, shapes: d
         for node in reversed(chain.get(tensor, [])):
             if node.op_type == "Transpose":  # output axis a is input axis perm[a]; no perm: the axes reversed
                 rank = len(shapes[node.output[0]])
-                perm = next((list(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"),
-                            list(range(rank))[::-1])
+                perm = list(attrs(node).get("perm", range(rank)[::-1]))
                 axis = perm[axis % rank]
         yield source, (tuple(channels), axis)
 

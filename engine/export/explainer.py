@@ -180,14 +180,13 @@ def _tiled(e: GraphWriter, t: str, times: int, rank: int) -> str:
     return e.op("Reshape", repeated, e.op("Concat", e.ints([-1]), e.op("Shape", t, start=1), axis=0))
 
 
-BASELINES = "explainer_baselines"  # DeepLIFT's (N * K, h, w, 3) or GradientSHAP's (1, K, h, w, 3) baselines
-MOVED = "explainer_moved"  # GradientSHAP: (noisy) image - baseline, (N, K, h, w, 3)
+MOVED = "explainer_moved"  # DeepLIFT's and GradientSHAP's (noisy) image - baseline, (N, K, h, w, 3)
 
 
 def _per_image(e: GraphWriter, refs: np.ndarray, clean: str) -> str:
     """The K baselines, once per image: (N * K, h, w, 3), stored once in the file."""
     shape = e.op("Concat", e.op("Shape", clean, start=0, end=1), e.ints(list(refs.shape)), axis=0)
-    return e.op("Reshape", e.op("Expand", e.const(refs[None]), shape), e.ints([-1, *refs.shape[1:]]), out=BASELINES)
+    return e.op("Reshape", e.op("Expand", e.const(refs[None]), shape), e.ints([-1, *refs.shape[1:]]))
 
 
 def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noise: float, baseline: float, seed: int,
@@ -200,13 +199,14 @@ def _batch_nodes(e: GraphWriter, clean: str, method: str, copies: int, size, noi
     h, w = size
     x = e.op("Unsqueeze", clean, e.ints([1]))  # (N, 1, h, w, 3)
     if method in DEEPLIFT_EXPORTS:
-        e.op("Concat", _tiled(e, clean, copies, 4), _per_image(e, refs, clean), out=PIXELS, axis=0)
+        repeated, baselines = _tiled(e, clean, copies, 4), _per_image(e, refs, clean)
+        e.op("Concat", repeated, baselines, out=PIXELS, axis=0)
+        e.op("Reshape", e.op("Sub", repeated, baselines), e.ints([-1, copies, h, w, 3]), out=MOVED)
         return
     if method == "gradient-shap":
         chosen, alphas, draws = shap_draws
         # (1, K, h, w, 3): each point's baseline, gathered from the set (stored once)
-        start = e.op("Unsqueeze", e.op("Gather", e.const(refs), e.ints(chosen.tolist()), axis=0),
-                     e.ints([0]), out=BASELINES)
+        start = e.op("Unsqueeze", e.op("Gather", e.const(refs), e.ints(chosen.tolist()), axis=0), e.ints([0]))
         if draws is not None:  # each point's noisy image (the noise drawn at export, as saliency draws it)
             x = e.op("Add", x, e.const(draws[None]))
         e.op("Sub", x, start, out=MOVED)
@@ -348,12 +348,12 @@ def _attribution(e: GraphWriter, grad: str, method: str, copies: int, clean: str
         return grad
     images = e.op("Shape", clean, start=0, end=1)
     shape = e.op("Concat", e.ints([-1, copies]), e.op("Shape", clean, start=1), axis=0)
-    if method in DEEPLIFT_EXPORTS:
-        first = e.op("Slice", grad, e.ints([0]), e.op("Mul", images, e.ints([copies])), e.ints([0]))
-        moved = e.op("Sub", _tiled(e, clean, copies, 4), BASELINES)
-        return e.reduce("ReduceMean", e.op("Reshape", e.op("Mul", moved, first), shape), [1], keepdims=0)
-    copies_grad = e.op("Reshape", e.op("Slice", grad, images, e.ints([2 ** 62]), e.ints([0])), shape)
-    if method == "gradient-shap":  # the mean of ((noisy) x - its baseline) times the gradient at each point
+    if method in DEEPLIFT_EXPORTS:  # the repeated images' rows: the first half
+        rows = e.op("Slice", grad, e.ints([0]), e.op("Mul", images, e.ints([copies])), e.ints([0]))
+    else:  # the copies' rows, after the clean images
+        rows = e.op("Slice", grad, images, e.ints([2 ** 62]), e.ints([0]))
+    copies_grad = e.op("Reshape", rows, shape)
+    if method in (*DEEPLIFT_EXPORTS, "gradient-shap"):  # the mean of ((noisy) x - its baseline) times the multiplier
         return e.reduce("ReduceMean", e.op("Mul", MOVED, copies_grad), [1], keepdims=0)
     mean = e.reduce("ReduceMean", copies_grad, [1], keepdims=0)
     if method == "integrated-gradients":
