@@ -16,6 +16,11 @@ def assert_close(got, ref, rtol=1e-4, what=""):
     assert excess.max() <= 0, f"{what}: max error {worst:.2e} of the tensor's scale exceeds rtol {rtol:.0e}"
 
 
+def rel_l2(got, ref) -> float:
+    """The relative L2 distance |got - ref| / |ref|."""
+    return float(np.linalg.norm(np.asarray(got) - np.asarray(ref)) / np.linalg.norm(ref))
+
+
 def nchw(arr, layout):
     return arr.transpose(0, 3, 1, 2) if arr.ndim == 4 and layout == "NHWC" else arr
 

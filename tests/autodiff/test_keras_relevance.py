@@ -16,6 +16,8 @@ from zennit import composites as zc
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
 
+from helpers import rel_l2
+
 from convlens import load
 from convlens.converters.keras_converter import convert_keras_model
 from convlens.engine.model.onnx_file import save_onnx
@@ -89,10 +91,6 @@ def keras_twins(tmp_path_factory):
             "pixels": pixels, "x": x}
 
 
-def _rel_l2(got, ref):
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-
-
 def _composite(name, spec):
     low, high = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in zbox_bounds(spec))
     canonizers = [SequentialMergeBatchNorm()]
@@ -117,7 +115,7 @@ def test_keras_files_give_zennits_relevance(keras_twins, method):
     assert np.abs(ref).max() > 0
     for which in ("ours", "cli"):
         got = saliency(k[which], k["pixels"], target=c, method=method)[0].attribution
-        assert _rel_l2(got, ref) < 1e-4, (which, _rel_l2(got, ref))
+        assert rel_l2(got, ref) < 1e-4, (which, rel_l2(got, ref))
 
 
 def _exposed_beside_the_path(path, tensor) -> bool:
@@ -157,6 +155,6 @@ def test_concept_conditional_relevance_on_keras_layers_equals_zennit_crp(keras_t
         got = saliency(model, k["pixels"], target=c, method="lrp-epsilon-plus-flat",
                        condition=f"{name}:{channel}")[0]
         assert np.abs(ref).max() > 0
-        assert _rel_l2(got.attribution.sum(axis=2), ref) < 1e-4, (name, _rel_l2(got.attribution.sum(axis=2), ref))
+        assert rel_l2(got.attribution.sum(axis=2), ref) < 1e-4, (name, rel_l2(got.attribution.sum(axis=2), ref))
         shares = dict(got.concept_shares)
         np.testing.assert_allclose([shares[j] for j in range(len(ref_shares))], ref_shares, atol=1e-5)

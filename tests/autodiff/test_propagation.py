@@ -15,6 +15,8 @@ from zennit.rules import Epsilon
 from zennit.torchvision import ResNetCanonizer
 from zennit.types import Linear
 
+from helpers import rel_l2
+
 from convlens import load
 from convlens.cli import main
 from convlens.converters.torch_converter import convert_module
@@ -97,10 +99,6 @@ def _zennit(net, x, c, logits, composite):
     return relevance[0].permute(1, 2, 0).detach().numpy()  # NCHW -> the pixel grid (RGB models)
 
 
-def _rel_l2(got, ref):
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-
-
 @pytest.mark.parametrize("net_name", ["vgg_bn", "resnet18"])
 @pytest.mark.parametrize("method", COMPOSITES)
 def test_lrp_composites_equal_zennit(nets, net_name, method):
@@ -112,7 +110,7 @@ def test_lrp_composites_equal_zennit(nets, net_name, method):
     ref = _zennit(case["net"], x, c, logits, composite)
     got = saliency(case["model"], pixels, target=c, method=method, epsilon=0.25, gamma=0.5)[0]
     assert np.abs(ref).max() > 0
-    assert _rel_l2(got.attribution, ref) < 1e-4, _rel_l2(got.attribution, ref)
+    assert rel_l2(got.attribution, ref) < 1e-4, rel_l2(got.attribution, ref)
     assert got.explained_score == pytest.approx(float(logits[0, c]), rel=1e-5)
     assert got.relevance_sum == pytest.approx(float(ref.sum()), rel=1e-4, abs=1e-6 * float(np.abs(ref).sum()))
 
@@ -124,8 +122,8 @@ def test_batch_norms_are_folded_before_the_rules(nets):
     got = saliency(case["model"], pixels, target=c, method="lrp-epsilon-plus")[0].attribution
     merged = _zennit(case["net"], x, c, logits, zc.EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]))
     unmerged = _zennit(case["net"], x, c, logits, zc.EpsilonPlus())
-    assert _rel_l2(got, merged) < 1e-4
-    assert _rel_l2(got, unmerged) > 1e-2
+    assert rel_l2(got, merged) < 1e-4
+    assert rel_l2(got, unmerged) > 1e-2
 
 
 def test_lrp_epsilon_conserves_the_logit_without_biases(tmp_path):
@@ -155,7 +153,7 @@ def test_input_x_gradient_equals_captum(nets, net_name):
     case, pixels, x, c, _ = _case(nets, net_name, seed=6)
     ref = InputXGradient(case["net"]).attribute(x.clone().requires_grad_(), target=c)[0].permute(1, 2, 0)
     got = saliency(case["model"], pixels, target=c, method="input-x-gradient")[0]
-    assert _rel_l2(got.attribution, ref.detach().numpy()) < 1e-4
+    assert rel_l2(got.attribution, ref.detach().numpy()) < 1e-4
 
 
 @pytest.mark.parametrize("net_name", ["resnet18", "mobilenet_v2"])
@@ -167,10 +165,10 @@ def test_deconvnet_equals_captum(nets, net_name):
     ref = Deconvolution(case["net"]).attribute(x.clone().requires_grad_(), target=c)[0].permute(1, 2, 0)
     ref = ref.detach().numpy() * (spec.scale / np.asarray(spec.std))
     got = saliency(case["model"], pixels, target=c, method="deconvnet")[0].attribution
-    assert _rel_l2(got, ref) < 1e-4
+    assert rel_l2(got, ref) < 1e-4
     if net_name == "resnet18":  # and it is not the gradient there
         plain = saliency(case["model"], pixels, target=c, method="vanilla")[0].attribution
-        assert _rel_l2(plain, ref) > 1e-2
+        assert rel_l2(plain, ref) > 1e-2
 
 
 def test_lrp_on_attention_is_refused_in_one_sentence(tmp_path):
@@ -226,7 +224,7 @@ def test_keras_file_gives_the_torch_files_lrp_map(keras_vgg16, torch_vgg16, imag
         got = saliency(keras_model, image, target=386, method=method, epsilon=epsilon)[0]
         ref = saliency(torch_model, image, target=386, method=method, epsilon=epsilon)[0]
         assert np.abs(ref.attribution).max() > 0
-        assert _rel_l2(got.attribution, ref.attribution) < limit, (method, _rel_l2(got.attribution, ref.attribution))
+        assert rel_l2(got.attribution, ref.attribution) < limit, (method, rel_l2(got.attribution, ref.attribution))
 
 
 @pytest.mark.parametrize("method", ["lrp-epsilon-plus-flat", "lrp-epsilon-gamma-box", "input-x-gradient",
@@ -266,7 +264,7 @@ def test_concept_conditional_relevance_equals_zennit_crp(torch_vgg16, image):
         ref = attribution(x, [{"features.28": [channel], "y": [c]}], zc.EpsilonPlusFlat()).heatmap[0].numpy()
         got = saliency(model, image, target=c, method="lrp-epsilon-plus-flat", condition=f"features.28:{channel}")[0]
         assert np.abs(ref).max() > 0
-        assert _rel_l2(got.attribution.sum(axis=2), ref) < 1e-4, (channel, _rel_l2(got.attribution.sum(axis=2), ref))
+        assert rel_l2(got.attribution.sum(axis=2), ref) < 1e-4, (channel, rel_l2(got.attribution.sum(axis=2), ref))
     shares = dict(got.concept_shares)
     assert [k for k, _ in got.concept_shares[:3]] == channels
     np.testing.assert_allclose([shares[k] for k in range(len(ref_shares))], ref_shares, atol=1e-5)
@@ -320,11 +318,11 @@ def test_deeplift_and_deeplift_shap_equal_captum(tmp_path):
     refs, torch_refs = _baselines(case, 4, 16)
     ref = DeepLift(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs[:1], target=c)
     got = saliency(case["model"], pixels, target=c, method="deeplift", reference=refs[0])[0]
-    assert _rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
+    assert rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
     assert got.completeness_error < 1e-3
     ref = DeepLiftShap(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c)
     got = saliency(case["model"], pixels, target=c, method="deeplift-shap", references=refs)[0]
-    assert _rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
+    assert rel_l2(got.attribution, ref[0].permute(1, 2, 0).detach().numpy()) < 1e-4
     assert got.completeness_error < 1e-3
 
 
@@ -348,13 +346,13 @@ def test_deeplift_keeps_the_rescale_rule_where_captum_does_not(nets, tmp_path, m
     ref = DeepLift(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c)[0]
     ref = ref.permute(1, 2, 0).detach().numpy()
     got = saliency(load(path), pixels, target=c, method="deeplift", reference=refs[0])[0]
-    assert _rel_l2(got.attribution, ref) > 1e-2
+    assert rel_l2(got.attribution, ref) > 1e-2
     if net_name == "resnet18":  # (seeded MobileNetV2's scores barely move with the image: 1e-8)
         assert got.completeness_error < 1e-3
         assert abs(ref.sum() - got.explained_score) > 1e-2 * abs(got.explained_score)
     monkeypatch.setitem(rules.OVERRIDES, "deeplift", {k: v for k, v in DEEPLIFT.items() if k != captum_lacks})
     as_captum = saliency(load(path), pixels, target=c, method="deeplift", reference=refs[0])[0]
-    assert _rel_l2(as_captum.attribution, ref) < 1e-4
+    assert rel_l2(as_captum.attribution, ref) < 1e-4
 
 
 @pytest.mark.parametrize("net_name", ["resnet18", "mobilenet_v2"])
@@ -367,7 +365,7 @@ def test_gradient_shap_equals_captum(nets, net_name):
     ref = GradientShap(case["net"]).attribute(x.clone().requires_grad_(), baselines=torch_refs, target=c,
                                               n_samples=6)[0].permute(1, 2, 0).detach().numpy()
     got = saliency(case["model"], pixels, target=c, method="gradient-shap", references=refs, samples=6, seed=22)[0]
-    assert _rel_l2(got.attribution, ref) < 1e-4
+    assert rel_l2(got.attribution, ref) < 1e-4
 
 
 def test_gradient_shap_with_input_noise_equals_captum(nets, monkeypatch):
@@ -414,12 +412,12 @@ def test_gradient_shap_with_input_noise_equals_captum(nets, monkeypatch):
     monkeypatch.setattr(saliency_module, "gradient_shap_draws", captums_draws)
     got = saliency(case["model"], pixels, target=c, method="gradient-shap", references=refs, samples=samples,
                    seed=26, stdevs=stdevs)[0]
-    assert _rel_l2(got.attribution, autograd) < 1e-5, _rel_l2(got.attribution, autograd)
-    assert _rel_l2(got.attribution, captum.numpy()) < 2e-3, _rel_l2(got.attribution, captum.numpy())
+    assert rel_l2(got.attribution, autograd) < 1e-5, rel_l2(got.attribution, autograd)
+    assert rel_l2(got.attribution, captum.numpy()) < 2e-3, rel_l2(got.attribution, captum.numpy())
     monkeypatch.undo()
     quiet = saliency(case["model"], pixels, target=c, method="gradient-shap", references=refs, samples=samples,
                      seed=26)[0]
-    assert _rel_l2(quiet.attribution, captum.numpy()) > 1e-2  # the noise moves the attribution: the check can tell
+    assert rel_l2(quiet.attribution, captum.numpy()) > 1e-2  # the noise moves the attribution: the check can tell
 
 
 def test_baseline_flags(tiny_torch, tmp_path, capsys):
